@@ -1,0 +1,1 @@
+"""FastAPI app factory and one router per job."""

@@ -1,0 +1,65 @@
+"""The ``genoseq`` command line.
+
+Each subcommand is a typed pipeline function bound through jsonargparse, as Lightning's own
+CLI does: every option is also a YAML config key (``--config cfg.yaml``), nested dataclass
+options read as ``--trainer.max_steps 500``. Pipeline modules import torch inside their
+functions, so ``genoseq --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable
+
+# subcommand -> "module:function" (or a nested mapping for a group of subcommands).
+# Lazy strings keep this table cheap; modules are imported only when the parser is built.
+COMMANDS: dict[str, str | dict[str, str]] = {
+    "prepare": "genoseq.pipelines.prepare:prepare",
+}
+
+
+def _resolve(spec: str | dict) -> Callable | dict:
+    if isinstance(spec, dict):
+        return {name: _resolve(sub) for name, sub in spec.items()}
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _available_commands() -> dict:
+    found = {}
+    for name, spec in COMMANDS.items():
+        try:
+            found[name] = _resolve(spec)
+        except ModuleNotFoundError as err:  # a command whose module is not built yet
+            if not err.name or not err.name.startswith("genoseq"):
+                raise
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jsonargparse import auto_cli
+
+    from genoseq import __version__
+    from genoseq.errors import InputError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in (["--version"], ["-V"]):
+        print(f"genoseq {__version__}")
+        return 0
+    try:
+        auto_cli(_available_commands(), args=args, as_positional=False, description=__doc__.split("\n\n")[0])
+    except InputError as err:
+        print(f"genoseq: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"genoseq: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genoseq: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

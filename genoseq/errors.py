@@ -1,0 +1,37 @@
+"""Errors raised on bad user input.
+
+Every reader and the tokenizer raise :class:`InputError` (a ``ValueError``) with the file, the
+record and the line or position that is wrong, so that a user can find the problem without a
+traceback. The CLI prints the message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input: names the file, record and line/position where known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        record: str | None = None,
+        line: int | None = None,
+        position: int | None = None,
+    ) -> None:
+        self.path = None if path is None else str(path)
+        self.record = record
+        self.line = line
+        self.position = position
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if record is not None:
+            where.append(f"record {record!r}")
+        if line is not None:
+            where.append(f"line {line}")
+        if position is not None:
+            where.append(f"position {position}")
+        self.reason = message
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)

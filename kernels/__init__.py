@@ -1,0 +1,1 @@
+"""Hot operators: each a readable PyTorch reference beside a Triton kernel, one dispatching function per op."""

@@ -1,0 +1,1 @@
+"""Blocks, the hybrid backbone, heads and the Lightning modules."""
