@@ -1,0 +1,273 @@
+"""FASTA reading: validation, indexed random access (pyfaidx) and a streaming record iterator.
+
+Two ways in:
+
+* :func:`open_indexed_fasta` for random access. Plain and bgzip files are indexed by pyfaidx
+  (``.fai``, plus ``.gzi`` for bgzip). A plain-gzip file cannot be indexed: it gets a clear
+  :class:`~genoseq.InputError`, or is recompressed to bgzip when ``convert_gzip=True``.
+  Whenever an index is (re)built, the file is first checked by :func:`validate_fasta`, so a
+  malformed file fails with the file, record and line instead of a pyfaidx traceback.
+* :func:`iter_fasta` for files read once, front to back (plain, gzip or bgzip).
+
+Contig names are the first word of the header line, as pyfaidx and samtools use them.
+
+The small helpers :func:`detect_compression` and :func:`open_text` are shared by the other
+readers (FASTQ, BED, tables).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Literal
+
+from genoseq.errors import InputError
+
+Compression = Literal["plain", "gzip", "bgzip"]
+
+# Bytes a sequence line may hold: A C G T, the IUPAC ambiguity codes, any case.
+SEQUENCE_BYTES = b"ACGTRYSWKMBDHVNacgtryswkmbdhvn"
+
+
+@dataclass(frozen=True)
+class FastaRecord:
+    """One FASTA record: ``name`` is the first word of the header, ``description`` the rest."""
+
+    name: str
+    description: str
+    sequence: str
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+
+# ---------------------------------------------------------------------------- file helpers
+def detect_compression(path: str | os.PathLike) -> Compression:
+    """Tell plain, gzip and bgzip (BGZF) files apart by their first bytes, not their name."""
+    with open(path, "rb") as handle:
+        head = handle.read(18)
+    if head[:2] != b"\x1f\x8b":
+        return "plain"
+    # BGZF: a gzip member with the FEXTRA flag whose first extra subfield is 'BC'.
+    if len(head) >= 14 and head[3] & 0x04 and head[12:14] == b"BC":
+        return "bgzip"
+    return "gzip"
+
+
+def open_text(path: str | os.PathLike) -> IO[str]:
+    """Open a text file for reading, decompressing gzip/bgzip transparently."""
+    if detect_compression(path) == "plain":
+        return open(path, encoding="ascii", errors="surrogateescape", newline=None)
+    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", errors="surrogateescape")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    if path.is_dir():
+        raise InputError("is a directory, expected a FASTA file", path=str(path))
+
+
+def _bad_char_message(line: str, col: int) -> str:
+    char = line[col]
+    shown = repr(char) if char.isprintable() else f"byte 0x{ord(char) & 0xFF:02x}"
+    return (
+        f"invalid character {shown} at column {col + 1} of a sequence line; "
+        "allowed: A C G T and IUPAC codes (R Y S W K M B D H V N), any case"
+    )
+
+
+# ---------------------------------------------------------------------------- streaming
+def _scan(path: Path, keep_sequence: bool) -> Iterator[tuple[str, str, int, list[str] | int]]:
+    """Walk a FASTA file once, checking it; yield (name, description, header line, body).
+
+    ``body`` is the list of sequence lines when ``keep_sequence`` else the sequence length.
+    """
+    seen: dict[str, int] = {}
+    name: str | None = None
+    description = ""
+    header_line = 0
+    chunks: list[str] = []
+    length = 0
+    line_no = 0
+    spath = str(path)
+
+    def finish():
+        if length == 0:
+            raise InputError("record has no sequence", path=spath, record=name, line=header_line)
+        return name, description, header_line, (chunks if keep_sequence else length)
+
+    with open_text(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if line.startswith(">"):
+                if name is not None:
+                    yield finish()
+                fields = line[1:].strip().split(None, 1)
+                if not fields:
+                    raise InputError("header line has no record name", path=spath, line=line_no)
+                name = fields[0]
+                description = fields[1] if len(fields) > 1 else ""
+                if name in seen:
+                    raise InputError(
+                        f"duplicate record name (first seen on line {seen[name]})",
+                        path=spath, record=name, line=line_no,
+                    )
+                seen[name] = line_no
+                header_line = line_no
+                chunks = []
+                length = 0
+                continue
+            stripped = line.strip()
+            if not stripped:
+                continue  # blank lines are tolerated (pyfaidx refuses them only mid-record)
+            if name is None:
+                raise InputError(
+                    "sequence line before any '>' header (is this a FASTA file?)",
+                    path=spath, line=line_no,
+                )
+            leftover = stripped.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES)
+            if leftover:
+                col = next(i for i, ch in enumerate(stripped) if ch.encode("ascii", "surrogateescape") in leftover)
+                raise InputError(_bad_char_message(stripped, col), path=spath, record=name, line=line_no)
+            if keep_sequence:
+                chunks.append(stripped)
+            length += len(stripped)
+    if name is None:
+        if line_no == 0:
+            raise InputError("empty file", path=spath)
+        raise InputError("no FASTA record ('>' header) found", path=spath)
+    yield finish()
+
+
+def iter_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
+    """Stream the records of a FASTA file (plain, gzip or bgzip), checking each as it is read.
+
+    Raises :class:`InputError` for an empty file, a sequence line before any header, a header
+    without a name, a duplicate record name, a record without sequence or an invalid
+    character, naming the file, the record and the line.
+    """
+    path = Path(path)
+    _check_exists(path)
+    for name, description, _, chunks in _scan(path, keep_sequence=True):
+        yield FastaRecord(name, description, "".join(chunks))
+
+
+def validate_fasta(path: str | os.PathLike) -> dict[str, int]:
+    """Check a FASTA file from end to end; return ``{record name: length}`` in file order."""
+    path = Path(path)
+    _check_exists(path)
+    return {name: length for name, _, _, length in _scan(path, keep_sequence=False)}
+
+
+# ---------------------------------------------------------------------------- indexed access
+def bgzip_path(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`convert_gzip_to_bgzip` writes: ``x.fa.gz`` -> ``x.fa.bgz`` (in ``out_dir``)."""
+    path = Path(path)
+    name = path.name.removesuffix(".gz") + ".bgz"
+    return (Path(out_dir) if out_dir is not None else path.parent) / name
+
+
+def convert_gzip_to_bgzip(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Recompress a plain-gzip file as bgzip (via pysam) so that it can be indexed.
+
+    The result goes next to the input, or into ``out_dir``. An existing conversion newer than
+    the input is reused. Writing goes to a temporary name first, so an interrupted conversion
+    never leaves a truncated ``.bgz`` behind.
+    """
+    import pysam
+
+    path = Path(path)
+    dest = bgzip_path(path, out_dir)
+    if dest.exists() and dest.stat().st_mtime >= path.stat().st_mtime:
+        return dest
+    if not os.access(dest.parent, os.W_OK):
+        raise InputError(
+            f"cannot write the bgzip copy to read-only directory {dest.parent}; "
+            "decompress the file or bgzip it somewhere writable",
+            path=str(path),
+        )
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        # pysam.tabix_compress would compress the gzip bytes a second time: decompress first.
+        with gzip.open(path, "rb") as fin, pysam.BGZFile(str(tmp), "wb") as fout:
+            while block := fin.read(1 << 22):
+                fout.write(block)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for stale in (Path(str(dest) + ".fai"), Path(str(dest) + ".gzi")):
+        stale.unlink(missing_ok=True)
+    return dest
+
+
+def _index_is_current(path: Path) -> bool:
+    fai = Path(str(path) + ".fai")
+    if not fai.exists() or fai.stat().st_mtime < path.stat().st_mtime:
+        return False
+    if str(path).endswith((".gz", ".bgz")):
+        gzi = Path(str(path) + ".gzi")
+        return gzi.exists() and gzi.stat().st_mtime >= path.stat().st_mtime
+    return True
+
+
+def resolve_fasta(
+    path: str | os.PathLike,
+    *,
+    convert_gzip: bool = False,
+    convert_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Return a path pyfaidx can index: the file itself, or its bgzip copy for plain gzip.
+
+    A plain-gzip input raises :class:`InputError` telling the user what to do, unless
+    ``convert_gzip`` is set. A bgzip file must end in ``.gz`` or ``.bgz`` (pyfaidx picks its
+    reader by the name).
+    """
+    path = Path(path)
+    _check_exists(path)
+    kind = detect_compression(path)
+    if kind == "gzip":
+        if not convert_gzip:
+            raise InputError(
+                "FASTA is plain gzip, which cannot be indexed for random access; decompress it "
+                f"(gunzip -k {path.name}), recompress it with bgzip (gunzip -c {path.name} | "
+                "bgzip > out.fa.gz), or pass convert_gzip=True / --convert_gzip true to "
+                "convert it to bgzip automatically",
+                path=str(path),
+            )
+        return convert_gzip_to_bgzip(path, convert_dir)
+    if kind == "bgzip" and not path.name.endswith((".gz", ".bgz")):
+        raise InputError("bgzip-compressed FASTA must be named *.gz or *.bgz", path=str(path))
+    if kind == "plain" and path.name.endswith((".gz", ".bgz")):
+        raise InputError("file is named like gzip but is not compressed; rename it", path=str(path))
+    return path
+
+
+def open_indexed_fasta(
+    path: str | os.PathLike,
+    *,
+    convert_gzip: bool = False,
+    convert_dir: str | os.PathLike | None = None,
+    validate: bool | Literal["auto"] = "auto",
+):
+    """Open a FASTA file for random access through pyfaidx (``as_raw``, original case).
+
+    ``validate="auto"`` checks the whole file with :func:`validate_fasta` only when the index
+    has to be (re)built, so re-opening an indexed file (e.g. in every DataLoader worker) is
+    cheap. pyfaidx's own indexing errors (e.g. lines of uneven length inside a record) are
+    re-raised as :class:`InputError`.
+    """
+    import pyfaidx
+
+    resolved = resolve_fasta(path, convert_gzip=convert_gzip, convert_dir=convert_dir)
+    if validate is True or (validate == "auto" and not _index_is_current(resolved)):
+        validate_fasta(resolved)
+    try:
+        return pyfaidx.Fasta(str(resolved), as_raw=True, sequence_always_upper=False, rebuild=True)
+    except pyfaidx.FastaIndexingError as err:
+        raise InputError(f"cannot index FASTA: {err}", path=str(resolved)) from None
+    except ValueError as err:  # pyfaidx reports duplicate names like this
+        raise InputError(f"cannot index FASTA: {err}", path=str(resolved)) from None

@@ -1,0 +1,131 @@
+"""Labelled sequences for classification: TSV/CSV tables and the GenomicBenchmarks layout.
+
+* A table (``.tsv``, ``.csv``, optionally ``.gz``) with a header row holding a ``sequence``
+  and a ``label`` column; other columns (e.g. ``activity``) are kept in ``extra``. The
+  delimiter follows the extension (``.csv`` -> comma, anything else -> tab).
+* A GenomicBenchmarks folder: ``<root>/<split>/<class>/*.txt``, one sequence per file, the
+  class being the folder name.
+
+:func:`read_labelled` accepts either.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genoseq.errors import InputError
+from genoseq.fasta import SEQUENCE_BYTES, _check_exists, open_text
+
+
+@dataclass(frozen=True)
+class LabelledSequence:
+    """A sequence with its class label and any extra table columns (as strings)."""
+
+    sequence: str
+    label: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _check_sequence(seq: str, path: str, record: str, line: int | None) -> None:
+    if not seq:
+        raise InputError("empty sequence", path=path, record=record, line=line)
+    leftover = seq.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES)
+    if leftover:
+        col = next(i for i, ch in enumerate(seq) if ch.encode("ascii", "surrogateescape") in leftover)
+        raise InputError(
+            f"invalid character {seq[col]!r} at sequence position {col + 1}",
+            path=path, record=record, line=line,
+        )
+
+
+def read_labelled_table(
+    path: str | os.PathLike,
+    *,
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+) -> list[LabelledSequence]:
+    """Read a labelled TSV/CSV table (gzip is detected from the content).
+
+    Errors name the file and line: a missing column, a row with the wrong number of fields, an
+    empty or invalid sequence, an empty label.
+    """
+    path = Path(path)
+    _check_exists(path)
+    spath = str(path)
+    delimiter = "," if path.name.removesuffix(".gz").lower().endswith(".csv") else "\t"
+    rows: list[LabelledSequence] = []
+    with open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise InputError("empty file: expected a header row", path=spath)
+        header = [h.strip() for h in header]
+        for column in (sequence_column, label_column):
+            if column not in header:
+                raise InputError(
+                    f"missing column {column!r} (header has: {', '.join(header)})", path=spath, line=1
+                )
+        i_seq, i_label = header.index(sequence_column), header.index(label_column)
+        for row in reader:
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise InputError(f"expected {len(header)} fields, found {len(row)}", path=spath, line=line)
+            seq, label = row[i_seq].strip(), row[i_label].strip()
+            record = f"row {len(rows) + 1}"
+            _check_sequence(seq, spath, record, line)
+            if not label:
+                raise InputError("empty label", path=spath, record=record, line=line)
+            extra = {h: v for j, (h, v) in enumerate(zip(header, row)) if j not in (i_seq, i_label)}
+            rows.append(LabelledSequence(seq, label, extra))
+    if not rows:
+        raise InputError("table has a header but no rows", path=spath)
+    return rows
+
+
+def read_genomic_benchmarks(root: str | os.PathLike, split: str = "train") -> list[LabelledSequence]:
+    """Read one split of a GenomicBenchmarks folder: ``root/split/<class>/*.txt``.
+
+    Classes and files are read in sorted order, so the result is the same on every machine.
+    Each file holds one sequence (line breaks inside it are joined).
+    """
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise InputError(f"no {split!r} folder (expected {split}/<class>/*.txt)", path=str(root))
+    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise InputError("no class folders", path=str(split_dir))
+    rows: list[LabelledSequence] = []
+    for class_dir in class_dirs:
+        files = sorted(class_dir.glob("*.txt"))
+        if not files:
+            raise InputError("class folder has no .txt files", path=str(class_dir))
+        for file in files:
+            with open_text(file) as handle:
+                seq = "".join(line.strip() for line in handle)
+            _check_sequence(seq, str(file), file.stem, None)
+            rows.append(LabelledSequence(seq, class_dir.name, {"id": file.stem}))
+    return rows
+
+
+def is_genomic_benchmarks(path: str | os.PathLike) -> bool:
+    """A folder with a ``train`` or ``test`` subfolder is taken for the GenomicBenchmarks layout."""
+    path = Path(path)
+    return path.is_dir() and any((path / split).is_dir() for split in ("train", "test"))
+
+
+def read_labelled(
+    path: str | os.PathLike,
+    *,
+    split: str = "train",
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+) -> list[LabelledSequence]:
+    """Read a labelled table, or one ``split`` of a GenomicBenchmarks folder."""
+    if is_genomic_benchmarks(path):
+        return read_genomic_benchmarks(path, split)
+    return read_labelled_table(path, sequence_column=sequence_column, label_column=label_column)
