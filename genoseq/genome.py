@@ -1,0 +1,193 @@
+"""One way to read genome windows as token ids, from FASTA or from the HDF5 token store.
+
+>>> import genoseq
+>>> from genoseq.genome import open_genome
+>>> genome = open_genome(genoseq.default_genome())
+>>> genome.contigs
+{'NC_001416.1': 48502}
+>>> genoseq.Tokenizer().decode(genome.fetch("NC_001416.1", 0, 10))
+'GGGCGGCGAC'
+
+Coordinates are 0-based and half-open. ``fetch(..., strand="-")`` returns the reverse
+complement of the same interval. A genome object holds no open file handle when it is
+pickled: every process (each DataLoader worker, each DDP rank) opens its own on first use,
+and a handle inherited through ``fork`` is never reused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from genoseq.errors import InputError
+from genoseq.tokenizer import N, Tokenizer
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_TOKENIZER = Tokenizer()
+
+
+def n_runs_of(ids: np.ndarray, offset: int = 0) -> np.ndarray:
+    """Runs of N tokens in ``ids`` as an ``(k, 2)`` int64 array of [start, end) + ``offset``."""
+    is_n = np.concatenate(([False], ids == N, [False]))
+    edges = np.flatnonzero(is_n[1:] != is_n[:-1])
+    return edges.reshape(-1, 2).astype(np.int64) + offset
+
+
+def merge_runs(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate sorted run arrays from consecutive blocks, joining runs that touch."""
+    runs = [r for r in parts if len(r)]
+    if not runs:
+        return np.zeros((0, 2), dtype=np.int64)
+    merged = [runs[0]]
+    for r in runs[1:]:
+        prev = merged[-1]
+        if prev[-1, 1] == r[0, 0]:
+            joined = prev.copy()
+            joined[-1, 1] = r[0, 1]
+            merged[-1] = joined
+            r = r[1:]
+        if len(r):
+            merged.append(r)
+    return np.concatenate(merged)
+
+
+class Genome:
+    """Random access to token ids of named contigs. Use :func:`open_genome` to make one."""
+
+    #: bases read per call when a whole contig is streamed (N runs, store writing)
+    block_size = 1 << 22
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._handle = None
+        self._handle_pid: int | None = None
+        self.contigs: dict[str, int] = {}
+        self._n_runs_cache: dict[str, np.ndarray] = {}
+
+    # -- subclasses implement these two
+    def _open(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _read(self, contig: str, start: int, end: int) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- handles: one per process, opened lazily
+    @property
+    def handle(self):
+        if self._handle is None or self._handle_pid != os.getpid():
+            # A handle inherited through fork shares file state with the parent: never reuse it.
+            self._handle = self._open()
+            self._handle_pid = os.getpid()
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None and self._handle_pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+        self._handle_pid = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        state["_handle_pid"] = None
+        state.pop("_datasets", None)  # subclasses may cache objects tied to the handle
+        return state
+
+    def __enter__(self) -> "Genome":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the interface
+    def check_interval(self, contig: str, start: int, end: int) -> None:
+        """Raise :class:`InputError` unless ``contig:[start, end)`` lies inside the genome."""
+        if contig not in self.contigs:
+            known = ", ".join(list(self.contigs)[:5]) + (", ..." if len(self.contigs) > 5 else "")
+            raise InputError(f"unknown contig (known: {known})", path=str(self.path), record=contig)
+        length = self.contigs[contig]
+        if not (0 <= start <= end <= length):
+            raise InputError(
+                f"interval [{start}, {end}) is outside the contig (length {length}, 0-based half-open)",
+                path=str(self.path), record=contig,
+            )
+
+    def fetch(self, contig: str, start: int, end: int, strand: str = "+") -> np.ndarray:
+        """Token ids (``uint8``) of ``contig:[start, end)``; reverse complement for ``strand="-"``."""
+        if strand not in ("+", "-"):
+            raise ValueError(f"strand must be '+' or '-', not {strand!r}")
+        start, end = int(start), int(end)
+        self.check_interval(contig, start, end)
+        ids = self._read(contig, start, end)
+        return _TOKENIZER.reverse_complement(ids) if strand == "-" else ids
+
+    def iter_blocks(self, contig: str, block_size: int | None = None):
+        """Yield ``(start, ids)`` blocks covering a whole contig, without loading it at once."""
+        block = block_size or self.block_size
+        length = self.contigs[contig]
+        for start in range(0, length, block):
+            yield start, self.fetch(contig, start, min(start + block, length))
+
+    def n_runs(self, contig: str) -> np.ndarray:
+        """Runs of N in a contig as ``(k, 2)`` [start, end) rows (computed once, then cached)."""
+        if contig not in self._n_runs_cache:
+            runs = [n_runs_of(ids, start) for start, ids in self.iter_blocks(contig)]
+            self._n_runs_cache[contig] = merge_runs(runs)
+        return self._n_runs_cache[contig]
+
+    def __len__(self) -> int:
+        return len(self.contigs)
+
+    def __repr__(self) -> str:
+        total = sum(self.contigs.values())
+        return f"{type(self).__name__}({str(self.path)!r}, contigs={len(self.contigs)}, bases={total:,})"
+
+
+class FastaGenome(Genome):
+    """A FASTA file (plain or bgzip) read through pyfaidx; see :func:`open_genome`."""
+
+    def __init__(self, path: str | os.PathLike, *, convert_gzip: bool = False) -> None:
+        from genoseq.fasta import open_indexed_fasta
+
+        super().__init__(path)
+        # Validates and indexes once here; workers then reopen the indexed file cheaply.
+        fasta = open_indexed_fasta(path, convert_gzip=convert_gzip)
+        self.source = Path(path)
+        self.path = Path(fasta.filename)
+        self.contigs = {name: len(record) for name, record in fasta.records.items()}
+        self._handle, self._handle_pid = fasta, os.getpid()
+
+    def _open(self):
+        from genoseq.fasta import open_indexed_fasta
+
+        return open_indexed_fasta(self.path, validate=False)
+
+    def _read(self, contig: str, start: int, end: int) -> np.ndarray:
+        if start == end:
+            return np.zeros(0, dtype=np.uint8)
+        seq = self.handle.faidx.from_file(contig, start + 1, end)
+        return _TOKENIZER.encode(seq, name=contig, path=self.path, offset=start)
+
+
+def is_token_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file (the token store format), by its signature."""
+    with open(path, "rb") as handle:
+        return handle.read(8) == HDF5_SIGNATURE
+
+
+def open_genome(path: str | os.PathLike, *, convert_gzip: bool = False) -> Genome:
+    """Open a FASTA file or an HDF5 token store (made by ``genoseq prepare``) by its content.
+
+    ``convert_gzip`` recompresses a plain-gzip FASTA to bgzip next to it (see
+    :func:`genoseq.fasta.resolve_fasta`); without it such a file is an :class:`InputError`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    if path.is_file() and is_token_store(path):
+        from genoseq.store import StoreGenome
+
+        return StoreGenome(path)
+    return FastaGenome(path, convert_gzip=convert_gzip)

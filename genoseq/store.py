@@ -1,0 +1,312 @@
+"""The HDF5 token store: a genome tokenised once, read as cheap window slices ever after.
+
+Layout (``format_version`` 1)::
+
+    /                  attrs: format="genoseq.token_store", format_version=1,
+                              genoseq_version, complete=True (written last, see below)
+    /manifest          scalar string dataset: JSON with every contig's name, length, source
+                       file, md5 and dataset key, the tokenizer config and the genoseq version
+    /tokens/<i>        uint8 token ids of contig i, chunked and compressed; attrs name,
+                       source, length, md5 (of the upper-case sequence, IUPAC codes kept),
+                       tokens_md5 (of the stored ids), alphabet
+    /n_runs/<i>        int64 (k, 2): the [start, end) runs of N in contig i
+
+Contigs are stored under their index, not their name, because FASTA names may hold ``/``.
+Reading ``[start, end)`` decompresses only the chunks it touches, so memory per window does
+not grow with the genome.
+
+A store is written to a temporary file in the output's folder and renamed when complete; the
+``complete`` attribute is set just before. :class:`StoreGenome` refuses a file without it, so
+an interrupted ``genoseq prepare`` can never be mistaken for a finished store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+
+from genoseq.errors import InputError
+from genoseq.genome import Genome, merge_runs, n_runs_of
+from genoseq.tokenizer import Tokenizer
+
+FORMAT = "genoseq.token_store"
+FORMAT_VERSION = 1
+ALPHABET = "PAD BOS EOS MASK UNK A C G T N"  # ids 0..9, see genoseq.tokenizer
+Compression = Literal["gzip", "lzf", "none"]
+
+
+@dataclass
+class ContigInfo:
+    """One contig as recorded in the manifest."""
+
+    name: str
+    length: int
+    source: str
+    md5: str
+    tokens_md5: str
+    n_bases_n: int
+    dataset: str
+
+
+class TokenStoreWriter:
+    """Write contigs into a new store; :meth:`finalize` makes it visible under ``out``.
+
+    >>> with TokenStoreWriter("genome.h5") as writer:          # doctest: +SKIP
+    ...     writer.add_contig("chr1", length, blocks, source="genome.fa")
+    ...     writer.finalize()
+
+    Leaving the ``with`` block without :meth:`finalize` (e.g. on an exception) deletes the
+    temporary file; ``out`` is never touched until the store is complete.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        *,
+        compression: Compression = "gzip",
+        chunk_size: int = 1 << 16,
+        overwrite: bool = False,
+    ) -> None:
+        import h5py
+
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise InputError("output already exists; pass overwrite=True (--overwrite true) to replace it", path=str(self.out))
+        if compression not in ("gzip", "lzf", "none"):
+            raise ValueError(f"compression must be 'gzip', 'lzf' or 'none', not {compression!r}")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.compression = None if compression == "none" else compression
+        self.chunk_size = chunk_size
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
+        self.contigs: list[ContigInfo] = []
+        self._file = h5py.File(self.tmp_path, "w")
+        self._file.attrs["format"] = FORMAT
+        self._file.attrs["format_version"] = FORMAT_VERSION
+        self._file.create_group("tokens")
+        self._file.create_group("n_runs")
+        self._finalized = False
+
+    def add_contig(
+        self,
+        name: str,
+        length: int,
+        blocks: Iterable[str | bytes],
+        *,
+        source: str,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> ContigInfo:
+        """Tokenise and store one contig from consecutive blocks of its sequence (text)."""
+        if any(c.name == name for c in self.contigs):
+            raise InputError("duplicate contig name in the store", path=source, record=name)
+        tokenizer = Tokenizer()
+        key = str(len(self.contigs))
+        ds = self._file["tokens"].create_dataset(
+            key,
+            shape=(length,),
+            dtype=np.uint8,
+            chunks=(max(1, min(self.chunk_size, length)),) if length else None,
+            compression=self.compression,
+        )
+        md5, tokens_md5 = hashlib.md5(), hashlib.md5()
+        runs: list[np.ndarray] = []
+        pos = 0
+        for block in blocks:
+            raw = block.encode("ascii") if isinstance(block, str) else bytes(block)
+            ids = tokenizer.encode(raw, name=name, path=source, offset=pos)
+            if pos + len(ids) > length:
+                raise InputError(f"contig is longer than its declared length {length}", path=source, record=name)
+            ds[pos : pos + len(ids)] = ids
+            md5.update(raw.upper())
+            tokens_md5.update(ids.tobytes())
+            runs.append(n_runs_of(ids, pos))
+            pos += len(ids)
+            if on_progress is not None:
+                on_progress(len(ids))
+        if pos != length:
+            raise InputError(f"contig has {pos} bases, expected {length}", path=source, record=name)
+        n_runs = merge_runs(runs)
+        self._file["n_runs"].create_dataset(key, data=n_runs.reshape(-1, 2))
+        info = ContigInfo(
+            name=name,
+            length=length,
+            source=str(source),
+            md5=md5.hexdigest(),
+            tokens_md5=tokens_md5.hexdigest(),
+            n_bases_n=int((n_runs[:, 1] - n_runs[:, 0]).sum()) if len(n_runs) else 0,
+            dataset=f"tokens/{key}",
+        )
+        for field, value in asdict(info).items():
+            ds.attrs[field] = value
+        ds.attrs["alphabet"] = ALPHABET
+        self.contigs.append(info)
+        return info
+
+    def manifest(self) -> dict:
+        from genoseq import __version__
+
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "genoseq_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "tokenizer": Tokenizer().to_dict(),
+            "alphabet": ALPHABET,
+            "sources": sorted({c.source for c in self.contigs}),
+            "total_length": sum(c.length for c in self.contigs),
+            "contigs": [asdict(c) for c in self.contigs],
+        }
+
+    def finalize(self) -> dict:
+        """Write the manifest and completion marker, then rename the file to ``out``."""
+        from genoseq import __version__
+
+        if not self.contigs:
+            raise InputError("no contigs were written", path=str(self.out))
+        manifest = self.manifest()
+        self._file.create_dataset("manifest", data=json.dumps(manifest, indent=1))
+        self._file.attrs["genoseq_version"] = __version__
+        self._file.attrs["complete"] = True  # the marker StoreGenome requires; set last
+        self._file.close()
+        os.replace(self.tmp_path, self.out)
+        self._finalized = True
+        return manifest
+
+    def abort(self) -> None:
+        """Close and delete the unfinished temporary file."""
+        if self._file.id.valid:
+            self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "TokenStoreWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._finalized:
+            self.abort()
+
+
+def write_store(
+    fastas: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    compression: Compression = "gzip",
+    chunk_size: int = 1 << 16,
+    block_size: int = 1 << 22,
+    convert_gzip: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Tokenise FASTA files into a new store at ``out``; return its manifest.
+
+    Every input is validated and indexed first, and contig names must be unique across all of
+    them, so bad input fails before anything is written. Contigs are read in blocks of
+    ``block_size`` bases, never as whole chromosome strings.
+    """
+    from tqdm.auto import tqdm
+
+    from genoseq.fasta import open_indexed_fasta
+
+    if not fastas:
+        raise InputError("no FASTA input given")
+    opened, owner = [], {}
+    for path in fastas:
+        fasta = open_indexed_fasta(path, convert_gzip=convert_gzip)
+        for name in fasta.keys():
+            if name in owner:
+                raise InputError(f"contig name also used in {owner[name]}", path=str(path), record=name)
+            owner[name] = str(path)
+        opened.append((str(path), fasta))
+    total = sum(len(fasta[name]) for _, fasta in opened for name in fasta.keys())
+
+    def blocks(fasta, name: str, length: int):
+        for start in range(0, length, block_size):
+            yield fasta.faidx.from_file(name, start + 1, min(start + block_size, length))
+
+    with TokenStoreWriter(out, compression=compression, chunk_size=chunk_size, overwrite=overwrite) as writer:
+        with tqdm(total=total, unit="bp", unit_scale=True, disable=not progress, desc="prepare") as bar:
+            for source, fasta in opened:
+                for name in fasta.keys():
+                    bar.set_postfix_str(name[:40])
+                    length = len(fasta[name])
+                    writer.add_contig(name, length, blocks(fasta, name, length), source=source, on_progress=bar.update)
+                fasta.close()
+        return writer.finalize()
+
+
+class StoreGenome(Genome):
+    """A finished token store opened for reading; see :func:`genoseq.genome.open_genome`."""
+
+    #: HDF5 chunk cache per open file: neighbouring windows reuse decompressed chunks
+    cache_bytes = 16 << 20
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        handle = self._open()
+        try:
+            attrs = handle.attrs
+            if attrs.get("format") != FORMAT:
+                raise InputError("HDF5 file is not a genoseq token store", path=str(self.path))
+            if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+                raise InputError(
+                    f"token store format_version {attrs.get('format_version')} is not supported "
+                    f"(this genoseq reads {FORMAT_VERSION})",
+                    path=str(self.path),
+                )
+            if not attrs.get("complete", False) or "manifest" not in handle:
+                raise InputError(
+                    "token store is incomplete (an interrupted 'genoseq prepare'?); run prepare again",
+                    path=str(self.path),
+                )
+            self.manifest: dict = json.loads(handle["manifest"][()])
+        except BaseException:
+            handle.close()
+            raise
+        self._keys = {c["name"]: c["dataset"].split("/")[-1] for c in self.manifest["contigs"]}
+        self.contigs = {c["name"]: int(c["length"]) for c in self.manifest["contigs"]}
+        self._handle, self._handle_pid = handle, os.getpid()
+
+    def _open(self):
+        import h5py
+
+        try:
+            return h5py.File(self.path, "r", rdcc_nbytes=self.cache_bytes)
+        except OSError as err:
+            raise InputError(f"cannot open HDF5 token store: {err}", path=str(self.path)) from None
+
+    def _dataset(self, contig: str):
+        # h5py resolves a path on every lookup (slow): keep the dataset objects, per handle.
+        handle = self.handle
+        cache = self.__dict__.get("_datasets")
+        if cache is None or cache[0] is not handle:
+            cache = self._datasets = (handle, {})
+        datasets = cache[1]
+        if contig not in datasets:
+            datasets[contig] = handle["tokens"][self._keys[contig]]
+        return datasets[contig]
+
+    def _read(self, contig: str, start: int, end: int) -> np.ndarray:
+        return self._dataset(contig)[start:end]
+
+    def n_runs(self, contig: str) -> np.ndarray:
+        if contig not in self.contigs:
+            self.check_interval(contig, 0, 0)
+        return self.handle["n_runs"][self._keys[contig]][()].reshape(-1, 2)
+
+    def verify(self) -> None:
+        """Re-hash every contig's stored ids against the manifest; raise on a mismatch."""
+        for info in self.manifest["contigs"]:
+            digest = hashlib.md5()
+            for _, ids in self.iter_blocks(info["name"]):
+                digest.update(ids.tobytes())
+            if digest.hexdigest() != info["tokens_md5"]:
+                raise InputError("stored tokens do not match their checksum (corrupted file?)",
+                                 path=str(self.path), record=info["name"])
