@@ -1,0 +1,81 @@
+"""One device and precision policy, and safe output writing, for every job.
+
+CPU works everywhere; CUDA (with the Triton kernels and bf16) is chosen automatically when
+present; ``device="cpu"`` or ``"cuda:1"`` overrides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def resolve_device(device: str | None = "auto"):
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but this torch build sees no CUDA device")
+    return dev
+
+
+def trainer_precision(accelerator: str = "auto", precision: str | None = None) -> str:
+    """Lightning precision: bf16-mixed on a bf16-capable GPU, 32-true otherwise (unless given)."""
+    if precision:
+        return precision
+    import torch
+
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_gpu and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def inference_dtype(device) -> "torch.dtype":
+    """Autocast dtype for inference: bf16 on a capable GPU, None (fp32) elsewhere."""
+    import torch
+
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
+    """Write ``path`` through a temporary file in the same folder, renamed on success.
+
+    On an error (or Ctrl-C) the temporary file is removed and an existing ``path`` is left
+    untouched, so a failed job never leaves a half-written result that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Like :func:`atomic_output` for writers that take a file name (pysam, h5py, matplotlib)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
