@@ -1,1 +1,33 @@
-"""Hot operators: each a readable PyTorch reference beside a Triton kernel, one dispatching function per op."""
+"""Hot operators: each a readable PyTorch reference beside a Triton kernel, one dispatching function per op.
+
+=====================  ==========================================  ==============================
+op                     dispatching function                        reference(s)
+=====================  ==========================================  ==============================
+Mamba-2 SSD scan       :func:`ssd_scan` / :func:`ssd_step`         ``ssd_chunked_reference``,
+                                                                   ``ssd_recurrent_reference``
+causal short conv      :func:`causal_conv1d` /                     ``causal_conv1d_reference``
+                       :func:`causal_conv1d_step`
+=====================  ==========================================  ==============================
+
+Backend choice (first match wins): the op's ``backend=`` argument, the innermost
+``with use_backend("reference" | "triton" | "auto"):`` block, the ``GENOSEQ_KERNELS``
+environment variable, else ``auto`` (Triton on CUDA tensors, the reference elsewhere).
+"""
+
+from ._dispatch import BACKENDS, resolve_backend, triton_available, use_backend
+from .conv1d import causal_conv1d, causal_conv1d_reference, causal_conv1d_step
+from .ssd import ssd_chunked_reference, ssd_recurrent_reference, ssd_scan, ssd_step
+
+__all__ = [
+    "BACKENDS",
+    "causal_conv1d",
+    "causal_conv1d_reference",
+    "causal_conv1d_step",
+    "resolve_backend",
+    "ssd_chunked_reference",
+    "ssd_recurrent_reference",
+    "ssd_scan",
+    "ssd_step",
+    "triton_available",
+    "use_backend",
+]
