@@ -1,1 +1,36 @@
-"""Blocks, the hybrid backbone, heads and the Lightning modules."""
+"""Blocks, the hybrid backbone, the language model and long-sequence inference.
+
+Imports are lazy: ``import genoseq.models.config`` (the CLI does) loads no torch; the torch
+modules load when one of their names is first used, e.g. ``from genoseq.models import GenoSeqLM``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ModelConfig": "config",
+    "OptimConfig": "config",
+    "TrainingConfig": "config",
+    "Backbone": "backbone",
+    "InferenceCache": "backbone",
+    "GenoSeqLM": "lm",
+    "token_log_probs": "inference",
+    "sequence_log_likelihood": "inference",
+    "generate": "inference",
+    "SequenceScores": "inference",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

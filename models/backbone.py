@@ -1,0 +1,97 @@
+"""The backbone: token embedding, the stack of blocks named by the pattern, a final norm.
+
+Init (GPT-2 / nanoGPT style, stable at depth): every linear and the embedding ~ N(0, 0.02);
+the projections that write into the residual stream (``out_proj`` of each mixer, ``w_out`` of
+each MLP) ~ N(0, 0.02 / sqrt(2 * n_layers)), so the residual stream's variance stays bounded
+however deep the stack. Mamba2's dt / A / D and Hyena's implicit filters keep their own inits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .blocks import Block, RMSNorm
+from .config import ModelConfig
+
+RESIDUAL_OUTPUTS = ("out_proj.weight", "w_out.weight")
+
+
+@dataclass
+class InferenceCache:
+    """Per-layer caches for incremental inference and the number of positions already seen.
+
+    ``max_len`` bounds attention and Hyena caches; a pure-Mamba2 stack needs none (``None``)
+    since its state has a fixed size.
+    """
+
+    layers: list
+    max_len: int | None
+    offset: int = 0
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg, kind) for kind in cfg.layer_types)
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_special_parameters"):
+                module.reset_special_parameters()
+        out_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        for name, param in self.named_parameters():
+            if name.endswith(RESIDUAL_OUTPUTS) and ".filter." not in name:
+                nn.init.normal_(param, std=out_std)
+
+    def new_cache(self, max_len: int | None = None) -> InferenceCache:
+        """An empty cache; ``max_len`` is required when the stack has attention or Hyena layers."""
+        return InferenceCache([layer.new_cache(max_len) for layer in self.layers], max_len)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        seq_idx: torch.Tensor | None = None,
+        cache: InferenceCache | None = None,
+        output_hidden_states: bool = False,
+        num_layers: int | None = None,
+    ):
+        """Final normed hidden states (B, L, D).
+
+        With ``output_hidden_states`` also returns the residual stream after the embedding
+        and after each block (``n_layers + 1`` tensors). ``num_layers`` runs only the first
+        ``num_layers`` blocks and returns the residual stream there, unnormalised.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+        if seq_idx is not None and seq_idx.shape != input_ids.shape:
+            raise ValueError(f"seq_idx must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(seq_idx.shape)}")
+        offset = 0 if cache is None else cache.offset
+        x = self.drop(self.embedding(input_ids))
+        hidden = [x] if output_hidden_states else None
+        layers = self.layers if num_layers is None else self.layers[:num_layers]
+        for i, layer in enumerate(layers):
+            x = layer(x, seq_idx=seq_idx, cache=None if cache is None else cache.layers[i], offset=offset)
+            if hidden is not None:
+                hidden.append(x)
+        if cache is not None:
+            cache.offset += input_ids.shape[1]
+        if num_layers is not None:
+            return x
+        x = self.norm_f(x)
+        return (x, hidden) if output_hidden_states else x

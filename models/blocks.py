@@ -1,0 +1,505 @@
+"""The building blocks of a genoseq backbone: norms, MLPs and the three sequence mixers.
+
+Every block is pre-norm with a residual and strictly causal (output ``t`` sees inputs ``<= t``)::
+
+    x = x + dropout(mixer(norm(x)))          mixer: Hyena, Mamba2 or Attention
+    x = x + dropout(mlp(norm(x)))            Hyena and attention blocks (Mamba2 only if mamba_mlp)
+
+Mamba2 blocks have no MLP by default, as in Mamba2 itself: its expanded, gated inner width
+already plays the MLP's role, and a Mamba2 block without MLP costs about as much as an
+attention block with one.
+
+Each mixer takes ``seq_idx`` (B, L) for packed sequences (a new sequence starts wherever the
+value changes; nothing crosses a boundary) and an optional per-layer inference cache. With a
+cache, a multi-token call continues the cached sequence (prefill) and a one-token call takes
+the recurrent step:
+
+=========  ===================================================  ==============================
+mixer      cache                                                one-token step
+=========  ===================================================  ==============================
+Mamba2     short-conv state (B, C, K-1), SSD state (B, H, P, N)  ``causal_conv1d_step``,
+                                                                ``ssd_step``: O(1)
+Attention  keys and values (B, H_kv, T, d)                      attend to the cache: O(T)
+Hyena      short-conv state, the inputs of every long           dot product of the filter with
+           convolution (B, T, D), the filters up to T            the cached inputs: O(T)
+=========  ===================================================  ==============================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genoseq.kernels import causal_conv1d, causal_conv1d_step, ssd_scan, ssd_step
+
+from .config import ModelConfig
+
+
+# ----------------------------------------------------------------------------- helpers
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in its accumulation dtype: float32 for half types, float64 stays float64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def segment_ids(seq_idx: torch.Tensor) -> torch.Tensor:
+    """Packed-sequence ids (B, L) -> non-decreasing segment numbers from 0 (a new one at each change)."""
+    seg = torch.zeros(seq_idx.shape, dtype=torch.long, device=seq_idx.device)
+    seg[:, 1:] = torch.cumsum((seq_idx[:, 1:] != seq_idx[:, :-1]).long(), dim=1)
+    return seg
+
+
+def positions_in_segment(seg: torch.Tensor) -> torch.Tensor:
+    """Position of each token inside its packed sequence, from non-decreasing segment numbers."""
+    L = seg.shape[1]
+    idx = torch.arange(L, device=seg.device).expand_as(seg)
+    is_start = torch.ones_like(seg, dtype=torch.bool)
+    is_start[:, 1:] = seg[:, 1:] != seg[:, :-1]
+    start = torch.cummax(torch.where(is_start, idx, torch.zeros_like(idx)), dim=1).values
+    return idx - start
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in float32, returned in the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = _acc(x)
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * _acc(self.weight)).to(x.dtype)
+
+
+class GatedRMSNorm(nn.Module):
+    """Mamba2's output norm: ``rmsnorm(y * silu(z))`` over groups of ``group_size`` channels."""
+
+    def __init__(self, dim: int, group_size: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps, self.group_size = eps, group_size
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        g = _acc(y) * F.silu(_acc(z))
+        g = g.unflatten(-1, (-1, self.group_size))
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (g.flatten(-2) * _acc(self.weight)).to(z.dtype)
+
+
+class MLP(nn.Module):
+    """SwiGLU (``w_out(silu(a) * b)``) or GELU feed-forward."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gated = cfg.mlp_type == "swiglu"
+        hidden = cfg.mlp_hidden
+        self.w_in = nn.Linear(cfg.d_model, 2 * hidden if self.gated else hidden, bias=False)
+        self.w_out = nn.Linear(hidden, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.w_in(x)
+        if self.gated:
+            a, b = h.chunk(2, dim=-1)
+            h = F.silu(a) * b
+        else:
+            h = F.gelu(h)
+        return self.w_out(h)
+
+
+def _conv_param(channels: int, width: int) -> tuple[nn.Parameter, nn.Parameter]:
+    return nn.Parameter(torch.empty(channels, width)), nn.Parameter(torch.empty(channels))
+
+
+def _reset_conv(weight: nn.Parameter, bias: nn.Parameter) -> None:
+    bound = 1.0 / math.sqrt(weight.shape[1])  # nn.Conv1d's default for a depthwise conv
+    nn.init.uniform_(weight, -bound, bound)
+    nn.init.uniform_(bias, -bound, bound)
+
+
+# ----------------------------------------------------------------------------- attention
+@dataclass
+class AttentionCache:
+    max_len: int
+    k: torch.Tensor | None = None  # (B, H_kv, max_len, d)
+    v: torch.Tensor | None = None
+
+
+def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[:d/2], x[d/2:]) of ``x`` (B, H, L, d) by ``positions`` (L,) or (B, L)."""
+    angles = _acc(positions)[..., None] * inv_freq  # (..., L, d/2)
+    if angles.dim() == 3:  # per-row positions: broadcast over heads
+        angles = angles[:, None]
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = _acc(x).chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with rotary embeddings and optional grouped-query heads."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
+        self.head_dim = cfg.d_model // cfg.n_heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=False)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        inv_freq = cfg.rope_base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def new_cache(self, max_len: int | None) -> AttentionCache:
+        if max_len is None:
+            raise ValueError("an attention layer's cache needs max_len (the longest sequence it will hold)")
+        return AttentionCache(max_len)
+
+    def forward(self, x, seq_idx=None, cache: AttentionCache | None = None, offset: int = 0):
+        B, L, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1
+        )
+        q, k, v = (t.view(B, L, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
+
+        mask, is_causal = None, True
+        if seq_idx is not None:
+            if cache is not None:
+                raise ValueError("packed sequences (seq_idx) cannot be combined with an inference cache")
+            seg = segment_ids(seq_idx)
+            positions = positions_in_segment(seg)
+            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            mask = (seg[:, None, :, None] == seg[:, None, None, :]) & causal  # (B, 1, L, L)
+            is_causal = False
+        else:
+            positions = torch.arange(offset, offset + L, device=x.device)
+        q = apply_rotary(q, positions, self.inv_freq)
+        k = apply_rotary(k, positions, self.inv_freq)
+
+        if cache is not None:
+            if offset + L > cache.max_len:
+                raise ValueError(f"attention cache holds {cache.max_len} positions; got {offset + L}")
+            if cache.k is None:
+                cache.k = k.new_zeros(B, self.n_kv_heads, cache.max_len, self.head_dim)
+                cache.v = v.new_zeros(B, self.n_kv_heads, cache.max_len, self.head_dim)
+            cache.k[:, :, offset : offset + L] = k
+            cache.v[:, :, offset : offset + L] = v
+            k, v = cache.k[:, :, : offset + L], cache.v[:, :, : offset + L]
+            if offset > 0:  # queries at offset.. see every cached key up to their own position
+                is_causal = False
+                if L > 1:
+                    key_pos = torch.arange(offset + L, device=x.device)
+                    mask = key_pos[None, :] <= torch.arange(offset, offset + L, device=x.device)[:, None]
+
+        if self.n_kv_heads != self.n_heads:
+            repeat = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal and L > 1,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(B, L, -1))
+
+
+# ----------------------------------------------------------------------------- Mamba2
+@dataclass
+class MambaCache:
+    conv_state: torch.Tensor | None = None  # (B, conv channels, K-1)
+    ssm_state: torch.Tensor | None = None  # (B, H, P, N), float32
+
+
+class Mamba2(nn.Module):
+    """Mamba2 mixer: SSD selective state space with a scalar-times-identity A per head.
+
+    ``in_proj`` gives z (gate), xBC (SSM input and its B, C) and dt; xBC goes through a short
+    causal conv with silu; ``dt = softplus(dt + dt_bias)``, ``A = -exp(A_log)``; the SSD scan
+    adds the ``D`` skip; ``rmsnorm(y * silu(z))`` then ``out_proj``.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.d_inner, self.n_heads, self.headdim = cfg.d_inner, cfg.mamba_heads, cfg.headdim
+        self.n_groups, self.d_state = cfg.n_groups, cfg.d_state
+        self.conv_dim = self.d_inner + 2 * self.n_groups * self.d_state
+        self.in_proj = nn.Linear(cfg.d_model, self.d_inner + self.conv_dim + self.n_heads, bias=False)
+        self.conv_weight, self.conv_bias = _conv_param(self.conv_dim, cfg.d_conv)
+        self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
+        self.A_log = nn.Parameter(torch.empty(self.n_heads))
+        self.D = nn.Parameter(torch.empty(self.n_heads))
+        self.norm = GatedRMSNorm(self.d_inner, self.d_inner // self.n_groups, cfg.norm_eps)
+        self.out_proj = nn.Linear(self.d_inner, cfg.d_model, bias=False)
+        self.reset_special_parameters()
+
+    def reset_special_parameters(self) -> None:
+        """Mamba2's init: dt log-uniform in [dt_min, dt_max] (stored as inverse softplus), A in [-16, -1]."""
+        with torch.no_grad():
+            lo, hi = math.log(self.cfg.dt_min), math.log(self.cfg.dt_max)
+            dt = torch.exp(torch.rand(self.n_heads) * (hi - lo) + lo).clamp(min=1e-4)
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            self.A_log.copy_(torch.log(torch.empty(self.n_heads).uniform_(1.0, 16.0)))
+            self.D.fill_(1.0)
+            _reset_conv(self.conv_weight, self.conv_bias)
+
+    def new_cache(self, max_len: int | None) -> MambaCache:
+        return MambaCache()
+
+    def _split(self, zxbcdt: torch.Tensor):
+        return zxbcdt.split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+
+    def _ssm_inputs(self, xBC: torch.Tensor, dt: torch.Tensor):
+        x, B, C = xBC.split([self.d_inner, self.n_groups * self.d_state, self.n_groups * self.d_state], dim=-1)
+        dt = F.softplus(_acc(dt) + _acc(self.dt_bias))
+        A = -torch.exp(_acc(self.A_log))
+        return x, B, C, dt, A
+
+    def forward(self, u, seq_idx=None, cache: MambaCache | None = None, offset: int = 0):
+        if cache is not None and u.shape[1] == 1:
+            return self.step(u[:, 0], cache)[:, None]
+        if cache is not None and seq_idx is not None:
+            raise ValueError("packed sequences (seq_idx) cannot be combined with an inference cache")
+        batch, L, _ = u.shape
+        z, xBC, dt = self._split(self.in_proj(u))
+        conv_out = causal_conv1d(
+            xBC, self.conv_weight, self.conv_bias, activation="silu", seq_idx=seq_idx,
+            initial_state=None if cache is None else cache.conv_state, return_final_state=cache is not None,
+        )
+        if cache is not None:
+            xBC, cache.conv_state = conv_out
+        else:
+            xBC = conv_out
+        x, B, C, dt, A = self._ssm_inputs(xBC, dt)
+        y, final_state = ssd_scan(
+            x.reshape(batch, L, self.n_heads, self.headdim), dt, A,
+            B.reshape(batch, L, self.n_groups, self.d_state), C.reshape(batch, L, self.n_groups, self.d_state),
+            chunk_size=self.cfg.chunk_size, D=self.D, seq_idx=seq_idx,
+            initial_state=None if cache is None else cache.ssm_state, return_final_state=cache is not None,
+        )
+        if cache is not None:
+            cache.ssm_state = final_state
+        return self.out_proj(self.norm(y.reshape(batch, L, self.d_inner), z))
+
+    def step(self, u_t: torch.Tensor, cache: MambaCache) -> torch.Tensor:
+        """One token ``u_t`` (B, d_model) -> (B, d_model), advancing the cached states."""
+        batch = u_t.shape[0]
+        z, xBC, dt = self._split(self.in_proj(u_t))
+        if cache.conv_state is None:
+            cache.conv_state = xBC.new_zeros(batch, self.conv_dim, self.cfg.d_conv - 1)
+            cache.ssm_state = xBC.new_zeros(batch, self.n_heads, self.headdim, self.d_state, dtype=torch.float32)
+        xBC, cache.conv_state = causal_conv1d_step(xBC, cache.conv_state, self.conv_weight, self.conv_bias, "silu")
+        x, B, C, dt, A = self._ssm_inputs(xBC, dt)
+        y, cache.ssm_state = ssd_step(
+            cache.ssm_state, x.reshape(batch, self.n_heads, self.headdim), dt, A,
+            B.reshape(batch, self.n_groups, self.d_state), C.reshape(batch, self.n_groups, self.d_state), D=self.D,
+        )
+        return self.out_proj(self.norm(y.reshape(batch, self.d_inner), z))
+
+
+# ----------------------------------------------------------------------------- Hyena
+class Sin(nn.Module):
+    """``sin(w * x)`` with a learnable frequency per feature (the implicit filter's activation)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.freq = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.freq * x)
+
+
+class ImplicitFilter(nn.Module):
+    """Hyena's implicit long filter: ``h[t] = MLP(features(t)) * exp(-|rate| t)``, any length.
+
+    Positions are measured in units of ``filter_len``: features are ``t``, ``cos(2 pi f t)`` and
+    ``-sin(2 pi f t)`` for ``(emb_dim - 1) / 2`` frequencies; the decay rates are spread over the
+    channels so that the window falls to 1e-2 between 0.3 and 1.5 filter lengths. Since nothing
+    depends on the sequence length, a filter tap is the same for every length: full-sequence,
+    windowed and incremental evaluation agree.
+    """
+
+    def __init__(self, channels: int, emb_dim: int, hidden: int, filter_len: int) -> None:
+        super().__init__()
+        self.channels, self.filter_len = channels, filter_len
+        n_freq = (emb_dim - 1) // 2
+        self.register_buffer("freqs", torch.linspace(1e-4, n_freq - 1, n_freq), persistent=False)
+        target = math.log(1e-2)
+        rates = torch.linspace(-target / 0.3, -target / 1.5, channels)  # fast to slow decay
+        self.register_buffer("rates", rates, persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(emb_dim, hidden), Sin(hidden),
+            nn.Linear(hidden, hidden), Sin(hidden),
+            nn.Linear(hidden, channels, bias=False),
+        )
+
+    def reset_special_parameters(self) -> None:
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+            elif isinstance(module, Sin):
+                nn.init.ones_(module.freq)
+
+    def forward(self, length: int, device=None) -> torch.Tensor:
+        """Filter taps (length, channels) in float32."""
+        device = device or self.freqs.device
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            dtype = torch.promote_types(self.rates.dtype, torch.float32)
+            t = torch.arange(length, device=device, dtype=dtype)[:, None] / self.filter_len
+            angle = 2 * math.pi * t * self.freqs
+            features = torch.cat([t, torch.cos(angle), -torch.sin(angle)], dim=-1)
+            return self.mlp(features) * torch.exp(-t * self.rates)
+
+
+def fft_causal_conv(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``y[b, t, d] = sum_{s <= t} k[t - s, d] v[b, s, d]`` by FFT with 2L zero padding, in float32."""
+    L = v.shape[1]
+    n = 2 * L
+    v_f = torch.fft.rfft(_acc(v), n=n, dim=1)
+    k_f = torch.fft.rfft(_acc(k[:L]), n=n, dim=0)
+    return torch.fft.irfft(v_f * k_f, n=n, dim=1)[:, :L]
+
+
+def packed_causal_conv(v: torch.Tensor, k: torch.Tensor, seq_idx: torch.Tensor) -> torch.Tensor:
+    """``fft_causal_conv`` of each packed sequence on its own: unpack, convolve, pack again."""
+    batch, L, D = v.shape
+    seg = segment_ids(seq_idx)
+    pos = positions_in_segment(seg)
+    row_segments = seg[:, -1] + 1
+    first = torch.cumsum(row_segments, 0) - row_segments  # global number of each row's first segment
+    gid = seg + first[:, None]
+    n_seg, longest = int(row_segments.sum()), int(pos.max()) + 1
+    unpacked = _acc(v).new_zeros(n_seg, longest, D)
+    unpacked[gid, pos] = _acc(v)
+    return fft_causal_conv(unpacked, k)[gid, pos]
+
+
+@dataclass
+class HyenaCache:
+    max_len: int
+    conv_state: torch.Tensor | None = None  # (B, (order+1) D, K-1)
+    inputs: torch.Tensor | None = None  # (order-1, B, max_len, D): inputs of each long conv
+    filters: torch.Tensor | None = None  # (order-1, max_len, D), float32, time-reversed
+
+
+class Hyena(nn.Module):
+    """Hyena operator of order N >= 2 (HyenaDNA's recurrence of gates and long convolutions).
+
+    ``in_proj`` makes N+1 streams, a short depthwise causal conv mixes neighbours, giving gates
+    x_0..x_{N-1} and a value v. Then for each of the N-1 long filters h_i::
+
+        v = h_i * (v . x_i) + bias_i . (v . x_i)        (long causal conv by FFT, plus a skip)
+
+    and the output is ``out_proj(v . x_0)``.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.order, self.d_model = cfg.hyena_order, cfg.d_model
+        self.dropout = nn.Dropout(cfg.dropout)
+        streams = (self.order + 1) * cfg.d_model
+        self.in_proj = nn.Linear(cfg.d_model, streams)
+        self.conv_weight, self.conv_bias = _conv_param(streams, cfg.hyena_short_conv)
+        self.filter = ImplicitFilter((self.order - 1) * cfg.d_model, cfg.hyena_filter_emb, cfg.hyena_filter_dim, cfg.hyena_filter_len)
+        self.filter_bias = nn.Parameter(torch.empty(self.order - 1, cfg.d_model))
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.reset_special_parameters()
+
+    def reset_special_parameters(self) -> None:
+        with torch.no_grad():
+            _reset_conv(self.conv_weight, self.conv_bias)
+            nn.init.normal_(self.filter_bias, std=1.0)
+            self.filter.reset_special_parameters()
+
+    def new_cache(self, max_len: int | None) -> HyenaCache:
+        if max_len is None:
+            raise ValueError("a Hyena layer's cache needs max_len (the longest sequence it will hold)")
+        return HyenaCache(max_len)
+
+    def filters(self, length: int, device=None) -> torch.Tensor:
+        """The long filters as (order-1, length, D), float32."""
+        return self.filter(length, device).view(length, self.order - 1, self.d_model).transpose(0, 1)
+
+    def forward(self, u, seq_idx=None, cache: HyenaCache | None = None, offset: int = 0):
+        if cache is not None and u.shape[1] == 1:
+            return self.step(u[:, 0], cache, offset)[:, None]
+        if cache is not None and seq_idx is not None:
+            raise ValueError("packed sequences (seq_idx) cannot be combined with an inference cache")
+        batch, L, _ = u.shape
+        if cache is not None:
+            self._init_cache(cache, batch, u)
+            if offset + L > cache.max_len:
+                raise ValueError(f"Hyena cache holds {cache.max_len} positions; got {offset + L}")
+        p = self.in_proj(u)
+        conv_out = causal_conv1d(
+            p, self.conv_weight, self.conv_bias, seq_idx=seq_idx,
+            initial_state=None if cache is None else cache.conv_state, return_final_state=cache is not None,
+        )
+        if cache is not None:
+            p, cache.conv_state = conv_out
+        else:
+            p = conv_out
+        *gates, v = p.split(self.d_model, dim=-1)
+        k = self.filters(offset + L, u.device)
+        for i in range(self.order - 1):
+            v = self.dropout(v * gates[self.order - 1 - i])
+            if cache is not None:  # continue the cached sequence: convolve over all of it
+                cache.inputs[i, :, offset : offset + L] = v
+                conv = fft_causal_conv(cache.inputs[i, :, : offset + L], k[i])[:, offset:]
+            elif seq_idx is not None:
+                conv = packed_causal_conv(v, k[i], seq_idx)
+            else:
+                conv = fft_causal_conv(v, k[i])
+            v = (conv + _acc(v) * self.filter_bias[i]).to(v.dtype)
+        return self.out_proj(v * gates[0])
+
+    def _init_cache(self, cache: HyenaCache, batch: int, like: torch.Tensor) -> None:
+        if cache.inputs is None:
+            streams = (self.order + 1) * self.d_model
+            cache.conv_state = like.new_zeros(batch, streams, self.cfg.hyena_short_conv - 1)
+            cache.inputs = _acc(like).new_zeros(self.order - 1, batch, cache.max_len, self.d_model)
+            cache.filters = self.filters(cache.max_len, like.device).flip(1)
+
+    def step(self, u_t: torch.Tensor, cache: HyenaCache, offset: int) -> torch.Tensor:
+        """One token at position ``offset``: each long conv is a dot product with the cached inputs."""
+        batch = u_t.shape[0]
+        self._init_cache(cache, batch, u_t)
+        if offset >= cache.max_len:
+            raise ValueError(f"Hyena cache holds {cache.max_len} positions; got {offset + 1}")
+        p, cache.conv_state = causal_conv1d_step(self.in_proj(u_t), cache.conv_state, self.conv_weight, self.conv_bias)
+        *gates, v = p.split(self.d_model, dim=-1)
+        taps = cache.filters[:, cache.max_len - 1 - offset :]  # h[offset], ..., h[0]
+        for i in range(self.order - 1):
+            v = v * gates[self.order - 1 - i]
+            cache.inputs[i, :, offset] = v
+            conv = torch.einsum("btd,td->bd", cache.inputs[i, :, : offset + 1], taps[i].to(cache.inputs.dtype))
+            v = (conv + _acc(v) * self.filter_bias[i]).to(v.dtype)
+        return self.out_proj(v * gates[0])
+
+
+# ----------------------------------------------------------------------------- the block
+MIXERS = {"hyena": Hyena, "mamba2": Mamba2, "attention": Attention}
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: ``x + mixer(norm(x))``, then ``x + mlp(norm(x))`` where there is one."""
+
+    def __init__(self, cfg: ModelConfig, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mixer = MIXERS[kind](cfg)
+        has_mlp = kind != "mamba2" or cfg.mamba_mlp
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps) if has_mlp else None
+        self.mlp = MLP(cfg) if has_mlp else None
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def new_cache(self, max_len: int | None):
+        return self.mixer.new_cache(max_len)
+
+    def forward(self, x, seq_idx=None, cache=None, offset: int = 0):
+        x = x + self.drop(self.mixer(self.norm(x), seq_idx=seq_idx, cache=cache, offset=offset))
+        if self.mlp is not None:
+            x = x + self.drop(self.mlp(self.mlp_norm(x)))
+        return x

@@ -1,0 +1,238 @@
+"""Model, optimiser and training configuration as plain dataclasses.
+
+This module imports no torch: the CLI builds its parser from these dataclasses (every field is
+also a YAML key, e.g. ``--model.pattern MMMMMMMA``), and ``genoseq --help`` must stay fast.
+
+A backbone is named by a pattern string, one letter per block, repeated ``n_repeats`` times:
+
+====  ==========================================================================
+H     Hyena operator (implicit long convolution with data-controlled gating) + MLP
+M     Mamba2 (SSD selective state space), no MLP by default (``mamba_mlp``)
+A     causal multi-head attention (rotary, optional grouped-query) + MLP
+====  ==========================================================================
+
+``"MMMMMMMA"`` is a HybriDNA-style hybrid (seven Mamba2 blocks, then attention); ``"HHHA"`` is
+Hyena-heavy; ``"AAAA"`` a plain transformer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from genoseq.tokenizer import NUM_BASE_TOKENS
+
+BLOCK_TYPES = {"H": "hyena", "M": "mamba2", "A": "attention"}
+
+# Ten fixed ids (specials + A C G T N) plus room for condition tokens, a multiple of 8.
+DEFAULT_VOCAB_SIZE = -(-(NUM_BASE_TOKENS + 6) // 8) * 8
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a genoseq backbone and its language-model head."""
+
+    # ---- overall shape
+    d_model: int = 256
+    pattern: str = "MMMMMMMA"
+    n_repeats: int = 1
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    norm_eps: float = 1e-5
+    # ---- MLP after Hyena / attention mixers (and after Mamba2 when mamba_mlp)
+    mlp_type: Literal["swiglu", "gelu"] = "swiglu"
+    mlp_ratio: float = 4.0  # hidden width / d_model (SwiGLU uses 2/3 of it, as in LLaMA)
+    # ---- attention
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # None: same as n_heads; fewer: grouped-query attention
+    rope_base: float = 10_000.0
+    # ---- Mamba2 (SSD)
+    d_state: int = 64
+    headdim: int = 32
+    expand: int = 2
+    n_groups: int = 1
+    d_conv: int = 4
+    chunk_size: int = 64
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+    mamba_mlp: bool = False
+    # ---- Hyena
+    hyena_order: int = 2
+    hyena_filter_dim: int = 64  # width of the implicit-filter MLP
+    hyena_filter_emb: int = 33  # positional features: 1 + 2 * number of frequencies
+    hyena_short_conv: int = 3
+    # Length scale of the implicit filters. Filters are generated for any length; positions
+    # are measured in units of this scale, and the decay window reaches 1e-2 between 0.3 and
+    # 1.5 scale lengths depending on the channel.
+    hyena_filter_len: int = 1024
+
+    def __post_init__(self) -> None:
+        self.pattern = str(self.pattern).upper()
+        _check(self.d_model > 0, f"d_model must be positive, got {self.d_model}")
+        _check(bool(self.pattern), "pattern must name at least one block")
+        bad = sorted(set(self.pattern) - set(BLOCK_TYPES))
+        _check(not bad, f"pattern {self.pattern!r} has unknown block letters {bad}; use H (Hyena), M (Mamba2), A (attention)")
+        _check(self.n_repeats >= 1, f"n_repeats must be >= 1, got {self.n_repeats}")
+        _check(self.vocab_size >= NUM_BASE_TOKENS, f"vocab_size must be >= {NUM_BASE_TOKENS}, got {self.vocab_size}")
+        _check(self.mlp_type in ("swiglu", "gelu"), f"mlp_type must be 'swiglu' or 'gelu', got {self.mlp_type!r}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        if "A" in self.pattern:
+            _check(self.d_model % self.n_heads == 0, f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+            _check((self.d_model // self.n_heads) % 2 == 0, "attention head size must be even for rotary embeddings")
+            _check(self.n_heads % self.kv_heads == 0, f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.kv_heads}")
+        if "M" in self.pattern:
+            _check(self.d_inner % self.headdim == 0, f"expand * d_model = {self.d_inner} is not divisible by headdim={self.headdim}")
+            _check(self.mamba_heads % self.n_groups == 0, f"Mamba2 heads ({self.mamba_heads}) not divisible by n_groups={self.n_groups}")
+            _check(self.d_conv >= 2 and self.chunk_size >= 1, "d_conv must be >= 2 and chunk_size >= 1")
+            _check(0 < self.dt_min <= self.dt_max, "need 0 < dt_min <= dt_max")
+        if "H" in self.pattern:
+            _check(self.hyena_order >= 2, f"hyena_order must be >= 2, got {self.hyena_order}")
+            _check(self.hyena_filter_emb >= 3 and self.hyena_filter_emb % 2 == 1, "hyena_filter_emb must be odd and >= 3")
+            _check(self.hyena_short_conv >= 2, "hyena_short_conv must be >= 2")
+            _check(self.hyena_filter_len >= 1, "hyena_filter_len must be positive")
+
+    # ---- derived sizes
+    @property
+    def layer_types(self) -> list[str]:
+        """One block type name ("hyena", "mamba2", "attention") per layer, bottom to top."""
+        return [BLOCK_TYPES[c] for c in self.pattern * self.n_repeats]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.pattern) * self.n_repeats
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def mamba_heads(self) -> int:
+        return self.d_inner // self.headdim
+
+    @property
+    def mlp_hidden(self) -> int:
+        hidden = self.mlp_ratio * self.d_model
+        if self.mlp_type == "swiglu":
+            hidden = 2 * hidden / 3
+        return max(8, -(-int(hidden) // 8) * 8)
+
+    # ---- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup, then cosine decay to ``min_lr_ratio * lr``.
+
+    Gradient clipping is the Trainer's (``gradient_clip_val``). ``total_steps=None`` takes the
+    Trainer's estimate (``max_steps`` or epochs x batches).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    total_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # JSON / YAML give lists
+        _check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two numbers in [0, 1), got {self.betas}")
+        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
+
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """Multiplier of ``lr`` at optimiser step ``step`` (0-based)."""
+        import math
+
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        decay_steps = max(1, total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "OptimConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainingConfig:
+    """Training-time options of :class:`genoseq.models.GenoSeqLM`.
+
+    ``seq_len_warmup`` is HyenaDNA's staged sequence-length warmup: a list of ``(step, length)``
+    pairs, e.g. ``[(0, 1024), (2000, 2048), (4000, 0)]``; from each step on, batches of shape
+    ``(B, L)`` are reshaped to ``(B * L // length, length)`` (tokens per step unchanged); a
+    length of 0 (or one >= L) means the full length.
+    """
+
+    rc_augment: bool = False
+    seq_len_warmup: list[tuple[int, int]] | None = None
+
+    def __post_init__(self) -> None:
+        self.seq_len_warmup = normalize_seq_len_warmup(self.seq_len_warmup)
+
+
+def normalize_seq_len_warmup(schedule) -> list[tuple[int, int]] | None:
+    """Validate a ``[(step, length), ...]`` schedule; return it sorted as tuples (or None)."""
+    if not schedule:
+        return None
+    stages = []
+    for stage in schedule:
+        _check(len(stage) == 2, f"seq_len_warmup stages are (step, length) pairs, got {stage!r}")
+        step, length = int(stage[0]), int(stage[1])
+        _check(step >= 0 and length >= 0, f"seq_len_warmup stage {stage!r} has a negative value")
+        stages.append((step, length))
+    stages.sort()
+    _check(len({s for s, _ in stages}) == len(stages), "seq_len_warmup has two stages starting at the same step")
+    return stages
+
+
+def seq_len_at(schedule: list[tuple[int, int]] | None, step: int) -> int:
+    """Training length at ``step`` under a warmup schedule; 0 means the full batch length."""
+    length = 0
+    for start, stage_len in schedule or ():
+        if step >= start:
+            length = stage_len
+    return length
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
+    return cls(**data)
+
+
+__all__ = [
+    "BLOCK_TYPES",
+    "DEFAULT_VOCAB_SIZE",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainingConfig",
+    "normalize_seq_len_warmup",
+    "seq_len_at",
+]
