@@ -237,6 +237,7 @@ def ssd_scan(
     respect to every floating-point input. ``backend`` overrides the automatic choice
     (see :mod:`genoseq.kernels`).
     """
+    _check_ssd_args(x, dt, A, B, C, D, z, initial_state, seq_idx)
     args = (x, dt, A, B, C, chunk_size, D, z, initial_state, seq_idx, return_final_state)
     if resolve_backend(backend, x, dt, A, B, C, D, z, initial_state) == "triton":
         from .ssd_triton import ssd_scan_triton
