@@ -327,7 +327,8 @@ class GenomeWindowDataModule(L.LightningDataModule):
         convert_gzip: bool = False,
     ) -> None:
         super().__init__()
-        self.sources = [sources] if isinstance(sources, (str, os.PathLike)) else [str(s) for s in sources]
+        self.save_hyperparameters()
+        self.sources = [str(sources)] if isinstance(sources, (str, os.PathLike)) else [str(s) for s in sources]
         if not self.sources:
             raise ValueError("at least one source is needed")
         if window_length < 1:
@@ -338,7 +339,8 @@ class GenomeWindowDataModule(L.LightningDataModule):
             raise ValueError("sampling='random' needs windows_per_epoch")
         if not 0.0 <= max_n_fraction <= 1.0:
             raise ValueError("max_n_fraction must be in [0, 1]")
-        unknown = [s for s in (val_sources or []) if s not in self.sources]
+        val_sources = [str(s) for s in (val_sources or [])]
+        unknown = [s for s in val_sources if s not in self.sources]
         if unknown:
             raise ValueError(f"val_sources must be among sources: {unknown}")
         self.window_length = window_length
@@ -529,6 +531,7 @@ class LabelledSequenceDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
         self.train_path, self.val_path, self.test_path = str(train), val, test
