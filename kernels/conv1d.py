@@ -79,13 +79,29 @@ def causal_conv1d_reference(
         y = y + tap * w[:, k]
     y = _activate(y, activation).to(x.dtype)
 
-    final_state = None
-    if return_final_state:
-        last = padded[:, padded.shape[1] - (width - 1) :]  # (b, K-1, d)
-        if seg is not None:
-            last = last * (seg_padded[:, seg_padded.shape[1] - (width - 1) :] == seg[:, -1:])[..., None]
-        final_state = last.transpose(1, 2).contiguous()
+    final_state = final_conv_state(x, initial_state, seg, width) if return_final_state else None
     return y, final_state
+
+
+def final_conv_state(
+    x: torch.Tensor, initial_state: torch.Tensor | None, seg: torch.Tensor | None, width: int
+) -> torch.Tensor:
+    """The last K-1 inputs (B, D, K-1) of the last packed sequence, zeros before it starts.
+
+    ``seg`` are segment ids from :func:`segment_ids` (or None). Plain differentiable PyTorch:
+    it only gathers and masks K-1 inputs, so every backend shares it.
+    """
+    batch, L, dim = x.shape
+    if initial_state is None:
+        history = x.new_zeros(batch, width - 1, dim)
+    else:
+        history = initial_state.to(x.dtype).transpose(1, 2)
+    window = torch.cat([history, x[:, max(0, L - (width - 1)) :]], dim=1)
+    last = window[:, window.shape[1] - (width - 1) :]  # inputs at positions L-K+1 .. L-1
+    if seg is not None:
+        positions = torch.arange(L - (width - 1), L, device=x.device).clamp_min(0)  # history: segment of position 0
+        last = last * (seg[:, positions] == seg[:, -1:])[..., None]
+    return last.transpose(1, 2).contiguous()
 
 
 def causal_conv1d(
@@ -104,6 +120,7 @@ def causal_conv1d(
     ``return_final_state`` is true. Differentiable with respect to ``x``, ``weight``, ``bias``
     and ``initial_state``. ``backend`` overrides the automatic choice (see :mod:`genoseq.kernels`).
     """
+    _check_conv_args(x, weight, bias, activation, seq_idx, initial_state)
     args = (x, weight, bias, activation, seq_idx, initial_state, return_final_state)
     if resolve_backend(backend, x, weight, bias, initial_state) == "triton":
         from .conv1d_triton import causal_conv1d_triton
