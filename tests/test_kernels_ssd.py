@@ -8,8 +8,15 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # must precede the first import of the Triton kernel modules
+if not torch.cuda.is_available():
+    # Triton reads TRITON_INTERPRET when it is first imported (its own tl.* helpers are jit
+    # functions), so this must run before anything imports triton.
     os.environ.setdefault("TRITON_INTERPRET", "1")
+try:
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+except ImportError:  # no triton on this platform: only the reference tests run
+    tl = InterpretedFunction = None
 
 from genoseq.kernels import (  # noqa: E402
     ssd_chunked_reference,
@@ -219,3 +226,90 @@ def test_backend_selection(monkeypatch):
         resolve_backend("triton", cpu)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert resolve_backend("triton", cpu) == "triton"
+
+
+# --- the Triton kernels equal the reference ------------------------------------------------
+
+requires_triton = pytest.mark.skipif(
+    tl is None or (DEVICE == "cpu" and not isinstance(tl.cumsum, InterpretedFunction)),
+    reason="needs CUDA, or triton imported under TRITON_INTERPRET=1 (run the kernel tests in their own process)",
+)
+
+
+def forward_backward(inputs, backend, chunk_size):
+    """Outputs and gradients of a loss touching y and the final state, for every float input."""
+    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items() if v is not None and v.is_floating_point()}
+    y, state = ssd_scan(**{**inputs, **leaves}, chunk_size=chunk_size, return_final_state=True, backend=backend)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device)
+    loss = (y.float() * weights).sum() + (state * state.detach().sin()).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return y, state, dict(zip(leaves, grads))
+
+
+@requires_triton
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(length=37, packed=True),  # ragged, packed, initial state, D, z, 2 heads per group
+        dict(length=32, gate=False, skip=False, initial=False, ngroups=4),  # whole chunks, nothing optional
+        dict(length=5, batch=1, nheads=2, ngroups=1),  # shorter than a chunk
+        dict(length=48, batch=1, nheads=2, ngroups=1, packed=True, headdim=20, dstate=24),  # non-power-of-2 dims
+    ],
+    ids=["ragged-packed-all-options", "exact-chunks-plain", "short", "odd-dims"],
+)
+def test_triton_matches_reference(case):
+    inputs = make_inputs(**case)
+    y_ref, s_ref, g_ref = forward_backward(inputs, "reference", 16)
+    y, s, g = forward_backward(inputs, "triton", 16)
+    assert_close(y, y_ref)
+    assert_close(s, s_ref)
+    assert g.keys() == g_ref.keys()
+    for name in g_ref:
+        torch.testing.assert_close(g[name], g_ref[name], atol=2e-4, rtol=2e-4, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+@requires_triton
+def test_triton_packed_equals_each_sequence_alone():
+    lengths = [20, 16, 3]  # boundaries inside a chunk and exactly on one (chunk 16)
+    inputs = make_inputs(batch=1, nheads=2, ngroups=1, length=sum(lengths), initial=False)
+    inputs["seq_idx"] = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))[None].int().to(DEVICE)
+    y_packed, state_packed = ssd_scan(**inputs, chunk_size=16, return_final_state=True, backend="triton")
+    start = 0
+    for n in lengths:
+        alone = {k: (v[:, start : start + n] if k in ("x", "dt", "B", "C", "z") else v) for k, v in inputs.items()}
+        alone["seq_idx"] = None
+        y_alone, state_alone = ssd_scan(**alone, chunk_size=16, return_final_state=True, backend="triton")
+        assert_close(y_packed[:, start : start + n], y_alone)
+        start += n
+    assert_close(state_packed, state_alone)
+
+
+@requires_triton
+def test_triton_rejects_bad_chunk_size():
+    with pytest.raises(ValueError, match="power-of-two"):
+        ssd_scan(**make_inputs(length=8), chunk_size=12, backend="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_half_precision_on_gpu(dtype):
+    """Long sequences in half precision: fp32 accumulation keeps the kernel close to the reference."""
+    inputs = make_inputs(batch=2, length=1000, nheads=8, headdim=64, ngroups=2, dstate=64, packed=True, dtype=dtype)
+    y_ref, s_ref, g_ref = forward_backward(inputs, "reference", 64)
+    y, s, g = forward_backward(inputs, "triton", 64)
+    assert y.dtype == dtype and s.dtype == torch.float32
+    torch.testing.assert_close(y.float(), y_ref.float(), atol=5e-2, rtol=5e-2)
+    torch.testing.assert_close(s, s_ref, atol=5e-2, rtol=5e-2)
+    for name in g_ref:
+        scale = g_ref[name].float().abs().max().clamp_min(1.0)
+        assert (g[name].float() - g_ref[name].float()).abs().max() / scale < 5e-2, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_backend_is_triton_on_gpu(monkeypatch):
+    from genoseq.kernels import resolve_backend
+
+    monkeypatch.delenv("GENOSEQ_KERNELS", raising=False)
+    assert resolve_backend(None, torch.zeros(1, device="cuda")) == "triton"
