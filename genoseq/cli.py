@@ -16,6 +16,14 @@ from typing import Callable
 # Lazy strings keep this table cheap; modules are imported only when the parser is built.
 COMMANDS: dict[str, str | dict[str, str]] = {
     "prepare": "genoseq.pipelines.prepare:prepare",
+    "vep": "genoseq.pipelines.vep:vep",
+    "embed": "genoseq.pipelines.embed:embed",
+    "classify": {
+        "fit": "genoseq.pipelines.classify:fit",
+        "predict": "genoseq.pipelines.classify:predict",
+        "evaluate": "genoseq.pipelines.classify:evaluate",
+    },
+    "pretrain": "genoseq.pipelines.pretrain:pretrain",
 }
 
 

@@ -327,7 +327,9 @@ class GenomeWindowDataModule(L.LightningDataModule):
         convert_gzip: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Kept in checkpoints, not sent to loggers: Lightning refuses to log a DataModule and a
+        # LightningModule whose hparams share a key with different values (both have rc_augment).
+        self.save_hyperparameters(logger=False)
         self.sources = [str(sources)] if isinstance(sources, (str, os.PathLike)) else [str(s) for s in sources]
         if not self.sources:
             raise ValueError("at least one source is needed")

@@ -1,0 +1,302 @@
+"""``genoseq pretrain``: train a DNA language model on genomes.
+
+Reads FASTA files or HDF5 token stores through :class:`genoseq.datamodules.GenomeWindowDataModule`,
+trains :class:`genoseq.models.GenoSeqLM` with Lightning, and writes a run folder::
+
+    RUN_DIR/
+      config.yaml          every option of this run (reusable with --config)
+      checkpoints/last.ckpt   exact training state (model, optimiser, scheduler, step)
+      model/               the released model: config.json, tokenizer.json, model.safetensors
+      metrics.csv          training and validation curves (Lightning's CSVLogger)
+      metrics.json         final numbers: validation bits/base, steps, tokens, time
+      training_curve.png   loss curves as a picture
+
+Multi-GPU and multi-node training go through Lightning's strategies (``--trainer.strategy ddp``,
+``fsdp``), not code of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from genoseq.models.config import ModelConfig, OptimConfig
+
+
+def _default_model() -> ModelConfig:
+    """A small hybrid that trains on a CPU in minutes: three Mamba2 blocks and one attention."""
+    return ModelConfig(d_model=128, pattern="MMMA", n_repeats=1, n_heads=4, d_state=32, headdim=32)
+
+
+@dataclass
+class WindowConfig:
+    """How genome windows are cut and batched.
+
+    Args:
+        length: Bases per training window.
+        batch_size: Windows per batch (per device).
+        sampling: ``random`` positions (``windows_per_epoch`` of them, new each epoch) or
+            ``sliding`` windows every ``stride`` bases.
+        windows_per_epoch: Training windows per epoch with random sampling.
+        stride: Step between sliding windows (default: the window length).
+        rc_augment: Take each training window from a random strand.
+        max_n_fraction: Skip windows with more than this fraction of N.
+        val_fraction: Hold out this fraction of every contig (contiguous blocks) for validation
+            when no ``val_data`` is given.
+        val_block_length: Block length for ``val_fraction``.
+        val_contigs: Contigs held out whole for validation.
+        max_val_windows: Cap on validation windows (evenly spaced over the held-out data).
+        num_workers: DataLoader worker processes.
+    """
+
+    length: int = 1024
+    batch_size: int = 8
+    sampling: str = "random"
+    windows_per_epoch: int = 4096
+    stride: int | None = None
+    rc_augment: bool = True
+    max_n_fraction: float = 0.1
+    val_fraction: float = 0.05
+    val_block_length: int = 100_000
+    val_contigs: list[str] | None = None
+    max_val_windows: int | None = 256
+    num_workers: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer options.
+
+    Args:
+        max_steps: Optimiser steps to train for.
+        max_time: Wall-clock limit as ``DD:HH:MM:SS`` (training stops cleanly, a checkpoint is kept).
+        val_check_interval: Validate every this many training batches.
+        limit_val_batches: Validation batches per check (an int) or a fraction.
+        accelerator: ``auto``, ``cpu``, ``gpu``...
+        devices: Number of devices or ``auto``.
+        strategy: ``auto``, ``ddp``, ``fsdp``...
+        num_nodes: Machines for multi-node training.
+        precision: Lightning precision; default bf16-mixed on a capable GPU, else 32-true.
+        gradient_clip_val: Clip the gradient norm to this value (0 disables).
+        accumulate_grad_batches: Batches per optimiser step.
+        log_every_n_steps: Logging interval.
+        enable_progress_bar: Show Lightning's progress bar.
+    """
+
+    max_steps: int = 300
+    max_time: str | None = None
+    val_check_interval: int = 100
+    limit_val_batches: int | float = 1.0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str | None = None
+    gradient_clip_val: float = 1.0
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+
+
+def pretrain(
+    data: list[str] | None = None,
+    out: str = "runs/pretrain",
+    val_data: list[str] | None = None,
+    model: ModelConfig = _default_model(),
+    optim: OptimConfig = OptimConfig(),
+    window: WindowConfig = WindowConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
+    seq_len_warmup: list[tuple[int, int]] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    convert_gzip: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Pretrain a DNA language model; write the run folder (checkpoints, released model, metrics).
+
+    Args:
+        data: Genomes to train on: FASTA (plain or bgzip) or HDF5 token stores from
+            ``genoseq prepare``. Default: the bundled phage lambda genome.
+        out: Run folder.
+        val_data: Genomes held out whole for validation (e.g. another species). Without it,
+            ``window.val_fraction`` of every training contig is held out.
+        model: Model architecture.
+        optim: Optimiser and learning-rate schedule.
+        window: Window sampling, batching and the validation split.
+        trainer: Lightning Trainer options.
+        seq_len_warmup: Staged sequence-length warmup as ``[[step, length], ...]``
+            (HyenaDNA-style; tokens per step stay constant).
+        resume: Continue from ``out/checkpoints/last.ckpt`` exactly where it stopped.
+        overwrite: Start afresh even if ``out`` already holds a run.
+        convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
+        seed: Seed for initialisation and window sampling.
+    """
+    model = _coerce(ModelConfig, model)
+    optim = _coerce(OptimConfig, optim)
+    window = _coerce(WindowConfig, window)
+    trainer = _coerce(TrainerConfig, trainer)
+
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    import genoseq
+    from genoseq.datamodules import GenomeWindowDataModule
+    from genoseq.models.lm import GenoSeqLM
+    from genoseq.runtime import atomic_output, trainer_precision
+
+    run_dir = Path(out)
+    ckpt_dir = run_dir / "checkpoints"
+    last_ckpt = ckpt_dir / "last.ckpt"
+    if resume:
+        if not last_ckpt.exists():
+            raise FileNotFoundError(2, "no checkpoint to resume from", str(last_ckpt))
+    elif not overwrite and (last_ckpt.exists() or (run_dir / "model").exists()):
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    train_sources = [str(p) for p in (data or [genoseq.default_genome()])]
+    val_sources = [str(p) for p in (val_data or [])]
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = GenomeWindowDataModule(
+        sources=train_sources + val_sources,
+        val_sources=val_sources or None,
+        window_length=window.length,
+        stride=window.stride,
+        sampling=window.sampling,
+        windows_per_epoch=window.windows_per_epoch if window.sampling == "random" else None,
+        max_n_fraction=window.max_n_fraction,
+        rc_augment=window.rc_augment,
+        val_contigs=window.val_contigs,
+        val_fraction=0.0 if val_sources else window.val_fraction,
+        val_block_length=window.val_block_length,
+        max_val_windows=window.max_val_windows,
+        batch_size=window.batch_size,
+        num_workers=window.num_workers,
+        seed=seed,
+        convert_gzip=convert_gzip,
+    )
+    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup)
+
+    with atomic_output(run_dir / "config.yaml") as fh:
+        _write_yaml(fh, {
+            "data": train_sources, "out": str(run_dir), "val_data": val_sources or None,
+            "model": model.to_dict(), "optim": optim.to_dict(), "window": asdict(window),
+            "trainer": asdict(trainer), "seq_len_warmup": seq_len_warmup, "seed": seed,
+        })
+
+    has_val = bool(val_sources or window.val_fraction > 0 or window.val_contigs)
+    callbacks = [
+        # last.ckpt only, refreshed every val_check_interval steps: the state --resume continues
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=trainer.val_check_interval),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    fit = L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=trainer.max_steps,
+        max_epochs=-1,
+        max_time=trainer.max_time,
+        val_check_interval=trainer.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=trainer.limit_val_batches if has_val else 0,
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        strategy=trainer.strategy,
+        num_nodes=trainer.num_nodes,
+        precision=trainer_precision(trainer.accelerator, trainer.precision),
+        gradient_clip_val=trainer.gradient_clip_val or None,
+        accumulate_grad_batches=trainer.accumulate_grad_batches,
+        log_every_n_steps=trainer.log_every_n_steps,
+        enable_progress_bar=trainer.enable_progress_bar,
+        logger=CSVLogger(run_dir, name="", version=""),
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+    )
+    started = time.time()
+    fit.fit(lm, datamodule=datamodule, ckpt_path=str(last_ckpt) if resume else None)
+    train_seconds = time.time() - started
+    train_bpb = _metric(fit, "train/bits_per_base")  # read before validate() replaces the metrics
+
+    final_val = None
+    if has_val:
+        results = fit.validate(lm, datamodule=datamodule, verbose=False)
+        final_val = float(results[0]["val/bits_per_base"]) if results else None
+
+    if fit.is_global_zero:
+        lm.save_pretrained(run_dir / "model")
+        metrics = {
+            "genoseq_version": genoseq.__version__,
+            "steps": int(fit.global_step),
+            "train_tokens": int(fit.global_step) * window.batch_size * window.length
+            * trainer.accumulate_grad_batches * max(1, fit.world_size),
+            "train_seconds": round(train_seconds, 1),
+            "final_val_bits_per_base": final_val,
+            "last_train_batch_bits_per_base": train_bpb,
+            "parameters": sum(p.numel() for p in lm.parameters()),
+            "model_dir": str(run_dir / "model"),
+        }
+        with atomic_output(run_dir / "metrics.json") as fh:
+            json.dump(metrics, fh, indent=2)
+            fh.write("\n")
+        _plot_curves(run_dir / "metrics.csv", run_dir / "training_curve.png")
+        val_text = f"{final_val:.4f}" if final_val is not None else "n/a (no validation data)"
+        print(f"genoseq pretrain: {metrics['steps']} steps in {train_seconds:.0f} s; validation bits/base {val_text}; "
+              f"model in {run_dir / 'model'}")
+        return metrics
+    return {}
+
+
+def _coerce(cls, value):
+    """jsonargparse gives dataclass instances; Python callers may pass dicts or the field default."""
+    if isinstance(value, cls):
+        return replace(value)  # a copy: the signature's default instance is never changed
+    if isinstance(value, dict):
+        return cls(**value)
+    raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+def _metric(fit, name: str) -> float | None:
+    value = fit.callback_metrics.get(name)
+    return None if value is None else round(float(value), 4)
+
+
+def _write_yaml(handle, data: dict) -> None:
+    import yaml
+
+    yaml.safe_dump(json.loads(json.dumps(data)), handle, sort_keys=False)
+
+
+def _plot_curves(csv_path: Path, png_path: Path) -> None:
+    """Training and validation bits/base against step, from Lightning's metrics.csv."""
+    import csv
+
+    if not csv_path.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genoseq.runtime import atomic_path
+
+    series: dict[str, list[tuple[int, float]]] = {"train/bits_per_base": [], "val/bits_per_base": []}
+    with open(csv_path) as fh:
+        for row in csv.DictReader(fh):
+            for key, points in series.items():
+                if row.get(key):
+                    points.append((int(row["step"]), float(row[key])))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, points in series.items():
+        if points:
+            ax.plot(*zip(*points), label=key.split("/")[0], marker="o" if key.startswith("val") else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits per base")
+    ax.axhline(2.0, color="grey", lw=0.5, ls="--")
+    ax.legend()
+    ax.set_title("genoseq pretrain")
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
