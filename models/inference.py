@@ -1,0 +1,231 @@
+"""Inference with bounded memory: long-sequence scoring, batched likelihoods, generation.
+
+``token_log_probs`` scores sequences far longer than one forward pass:
+
+* a pure-Mamba2 model streams the sequence in chunks and carries its short-conv and SSD
+  states from one chunk to the next, which is exact (identical to one forward pass);
+* a model with attention or Hyena layers is scored in overlapping windows of ``chunk_size``
+  tokens: every scored position sees at least ``context`` previous tokens (all of them near
+  the start). Windows have equal length and run ``batch_size`` at a time.
+
+Memory is bounded by one chunk (or ``batch_size`` windows) of activations plus the output
+(4 bytes per position), whatever the sequence length.
+
+``generate`` decodes incrementally with per-layer caches: Mamba2 keeps its recurrent state
+(``ssd_step``) and short-conv state (``causal_conv1d_step``), attention keeps keys and values,
+Hyena keeps the inputs of its long convolutions so that each new token's convolution output is
+one dot product with the cached history. ``recompute=True`` runs the full forward pass at every
+step instead (for comparison and benchmarks).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from genoseq.tokenizer import A, BOS, G, PAD, T, C
+
+DEFAULT_CHUNK = 8192
+DEFAULT_CONTEXT = 2048
+
+
+def _device_of(model, device) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def _as_ids(model, seq) -> torch.Tensor:
+    """A sequence (str, bytes, numpy ids, tensor ids) as a 1-D int64 tensor on the CPU."""
+    if isinstance(seq, (str, bytes)):
+        seq = model.tokenizer.encode(seq)
+    if isinstance(seq, np.ndarray):
+        return torch.from_numpy(seq.astype(np.int64, copy=False))
+    ids = torch.as_tensor(seq)
+    if ids.dtype.is_floating_point:
+        raise TypeError("token ids must be integers")
+    return ids.long().reshape(-1).cpu()
+
+
+def _gather_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target], in float32; logits (..., V), targets (...)."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------- long sequences
+@torch.inference_mode()
+def token_log_probs(
+    model,
+    ids,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    context: int = DEFAULT_CONTEXT,
+    batch_size: int = 4,
+    device=None,
+) -> torch.Tensor:
+    """``log P(x_t | x_<t)`` for ``t = 1 .. L-1`` of one sequence, as a float32 CPU tensor (L-1,).
+
+    ``ids`` is a 1-D tensor / numpy array of token ids (or a string). A pure-Mamba2 model is
+    streamed exactly in chunks of ``chunk_size`` tokens; otherwise windows of ``chunk_size``
+    tokens overlap by ``context`` (see the module docstring).
+    """
+    ids = _as_ids(model, ids)
+    if ids.dim() != 1:
+        raise ValueError(f"token_log_probs scores one sequence: ids must be 1-D, got shape {tuple(ids.shape)}")
+    if chunk_size < 2:
+        raise ValueError("chunk_size must be >= 2")
+    model.eval()
+    device = _device_of(model, device)
+    n = ids.numel()
+    out = torch.empty(max(n - 1, 0), dtype=torch.float32)
+    if n < 2:
+        return out
+    if model.is_recurrent:
+        cache = model.new_cache()
+        for start in range(0, n - 1, chunk_size):
+            end = min(start + chunk_size, n - 1)  # inputs start..end-1 predict start+1..end
+            chunk = ids[start:end].to(device)[None]
+            logits = model(chunk, cache=cache)[0]
+            out[start:end] = _gather_log_probs(logits, ids[start + 1 : end + 1].to(device)).cpu()
+        return out
+
+    if not 0 <= context < chunk_size:
+        raise ValueError(f"context ({context}) must be in [0, chunk_size={chunk_size})")
+    width = min(chunk_size, n)
+    stride = width - context
+    # (window start, first scored target, end of scored targets); windows all have `width` tokens.
+    windows, covered, start = [], 1, 0
+    while covered < n:
+        start = min(start, n - width)
+        end = start + width
+        windows.append((start, covered, end))
+        covered, start = end, start + stride
+    for b in range(0, len(windows), batch_size):
+        group = windows[b : b + batch_size]
+        batch = torch.stack([ids[s : s + width] for s, _, _ in group]).to(device)
+        log_probs = _gather_log_probs(model(batch)[:, :-1], batch[:, 1:]).cpu()  # target s+1+j at j
+        for row, (s, lo, hi) in enumerate(group):
+            out[lo - 1 : hi - 1] = log_probs[row, lo - s - 1 : hi - s - 1]
+    return out
+
+
+class SequenceScores(NamedTuple):
+    log_likelihood: np.ndarray  # (n,) float64: sum of log P(x_t | x_<t) over scored positions, nats
+    num_scored: np.ndarray  # (n,) int64: positions t >= 1 whose token is a nucleotide
+
+
+@torch.inference_mode()
+def sequence_log_likelihood(model, seqs: Sequence, *, batch_size: int = 64, device=None) -> SequenceScores:
+    """Total log-likelihood of each of many short sequences (one forward pass each).
+
+    Sequences are grouped by length, so equal-length windows (variant scoring) run as full
+    batches without padding; shorter ones are right-padded, which a causal model ignores.
+    """
+    if not len(seqs):
+        return SequenceScores(np.zeros(0), np.zeros(0, dtype=np.int64))
+    model.eval()
+    device = _device_of(model, device)
+    encoded = [_as_ids(model, s) for s in seqs]
+    lengths = np.array([e.numel() for e in encoded])
+    ll = np.zeros(len(encoded), dtype=np.float64)
+    counts = np.zeros(len(encoded), dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    for b in range(0, len(order), batch_size):
+        rows = order[b : b + batch_size]
+        width = int(lengths[rows].max())
+        if width < 2:
+            continue
+        batch = torch.full((len(rows), width), PAD, dtype=torch.long)
+        for r, i in enumerate(rows):
+            batch[r, : lengths[i]] = encoded[i]
+        batch = batch.to(device)
+        targets = batch[:, 1:]
+        lp = _gather_log_probs(model(batch)[:, :-1], targets)
+        counted = model.tokenizer.is_base(targets)  # padding (id 0) is never counted
+        ll[rows] = (lp * counted).sum(1).double().cpu().numpy()
+        counts[rows] = counted.sum(1).cpu().numpy()
+    return SequenceScores(ll, counts)
+
+
+# ---------------------------------------------------------------------------- generation
+def _sample(logits: torch.Tensor, temperature: float, top_k, top_p, generator) -> torch.Tensor:
+    """One token per row of ``logits`` (B, V), float32."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    prompt="",
+    max_new_tokens: int = 100,
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    condition_ids: Sequence[int] | None = None,
+    allowed_ids: Sequence[int] | None = (A, C, G, T),
+    recompute: bool = False,
+    device=None,
+) -> torch.Tensor:
+    """Sample ``num_samples`` continuations; returns ids (num_samples, prefix + max_new_tokens) on CPU.
+
+    The prefix is ``condition_ids`` (e.g. ``[tokenizer.condition_id("phage")]``) followed by the
+    prompt (a string or ids); an empty prefix starts from BOS. Sampling is restricted to
+    ``allowed_ids`` (A C G T by default; ``None`` allows every token). ``temperature=0`` is
+    greedy. ``seed`` makes the samples reproducible.
+    """
+    if max_new_tokens < 0:
+        raise ValueError("max_new_tokens must be >= 0")
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    model.eval()
+    device = _device_of(model, device)
+    prefix = torch.cat([torch.as_tensor(list(condition_ids or []), dtype=torch.long), _as_ids(model, prompt)])
+    if prefix.numel() == 0:
+        prefix = torch.tensor([BOS])
+    ids = prefix.to(device)[None].repeat(num_samples, 1)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    ban = None
+    if allowed_ids is not None:
+        ban = torch.ones(model.config.vocab_size, dtype=torch.bool, device=device)
+        ban[torch.as_tensor(list(allowed_ids), device=device)] = False
+
+    def next_token(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if ban is not None:
+            logits = logits.masked_fill(ban, float("-inf"))
+        return _sample(logits, temperature, top_k, top_p, generator)
+
+    if max_new_tokens == 0:
+        return ids.cpu()
+    out = [ids]
+    if recompute:
+        for _ in range(max_new_tokens):
+            token = next_token(model(torch.cat(out, dim=1))[:, -1])
+            out.append(token[:, None])
+        return torch.cat(out, dim=1).cpu()
+
+    cache = model.new_cache(max_len=prefix.numel() + max_new_tokens)
+    logits = model(ids, cache=cache)[:, -1]
+    for step in range(max_new_tokens):
+        token = next_token(logits)
+        out.append(token[:, None])
+        if step + 1 < max_new_tokens:
+            logits = model(token[:, None], cache=cache)[:, -1]
+    return torch.cat(out, dim=1).cpu()

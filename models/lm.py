@@ -1,0 +1,295 @@
+"""``GenoSeqLM``: the backbone with a tied language-model head, as a LightningModule.
+
+Training objective: next-token cross-entropy on batches ``{"input_ids": (B, L) int64,
+"attention_mask"?: (B, L) bool, "seq_idx"?: (B, L) int}``. Targets are shifted here; the loss
+counts a position only when its target is a nucleotide (A C G T N), both it and its target are
+inside the attention mask, and both belong to the same packed sequence. Logged as
+``train/loss``, ``train/bits_per_base`` (nats / ln 2), ``train/tokens_per_s`` and ``val/loss``,
+``val/bits_per_base``.
+
+Optimiser: AdamW (no weight decay on norms, biases, 1-D parameters, embeddings and Hyena's
+implicit filters), linear warmup then cosine decay to ``min_lr_ratio * lr``, stepped per
+optimiser step. Gradient clipping and precision (``bf16-mixed`` on GPU) are the Trainer's.
+
+A released model is a directory (``save_pretrained`` / ``from_pretrained``) with
+``config.json``, ``tokenizer.json`` and ``model.safetensors``; loading never unpickles.
+Lightning ``.ckpt`` files hold only plain-Python hyperparameters (dicts), so
+``GenoSeqLM.load_from_checkpoint`` works with ``weights_only`` loading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import genoseq
+from genoseq.errors import InputError
+from genoseq.runtime import atomic_output, atomic_path
+from genoseq.tokenizer import TOKENIZER_FILE, Tokenizer
+
+from .backbone import Backbone, InferenceCache
+from .config import ModelConfig, OptimConfig, TrainingConfig, seq_len_at
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+LN2 = math.log(2.0)
+
+
+class GenoSeqLM(L.LightningModule):
+    def __init__(
+        self,
+        config: ModelConfig | dict,
+        optim: OptimConfig | dict | None = None,
+        tokenizer: Tokenizer | dict | None = None,
+        rc_augment: bool = False,
+        seq_len_warmup: list[tuple[int, int]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig.from_dict(optim or {})
+        self.tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else (
+            Tokenizer.from_dict(tokenizer) if tokenizer else Tokenizer()
+        )
+        if self.tokenizer.vocab_size > self.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model's vocab_size is "
+                f"{self.config.vocab_size}; raise ModelConfig.vocab_size"
+            )
+        self.training_config = TrainingConfig(rc_augment=rc_augment, seq_len_warmup=seq_len_warmup)
+        # Plain dicts only: checkpoints then load with weights_only=True and read as YAML.
+        self.save_hyperparameters({
+            "config": self.config.to_dict(),
+            "optim": self.optim.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "rc_augment": self.training_config.rc_augment,
+            "seq_len_warmup": self.training_config.seq_len_warmup,
+        })
+
+        self.backbone = Backbone(self.config)
+        self.lm_head = nn.Linear(self.config.d_model, self.config.vocab_size, bias=False)
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=0.02)
+        self._last_step_time: float | None = None
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        seq_idx: torch.Tensor | None = None,
+        cache: InferenceCache | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, L, vocab_size) for ``input_ids`` (B, L); with ``cache``, continue its sequence."""
+        return self.lm_head(self.backbone(input_ids, seq_idx=seq_idx, cache=cache))
+
+    def new_cache(self, max_len: int | None = None) -> InferenceCache:
+        """An empty inference cache (``max_len`` needed when there are attention or Hyena layers)."""
+        return self.backbone.new_cache(max_len)
+
+    @property
+    def is_recurrent(self) -> bool:
+        """True for a pure-Mamba2 stack: its state has a fixed size, so any length streams exactly."""
+        return set(self.config.layer_types) == {"mamba2"}
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, layer: int | None = None, seq_idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Hidden states (B, L, d_model) of one layer.
+
+        ``layer=None``: the final normed output (what the LM head sees). An int ``k`` in
+        ``0..n_layers``: the residual stream after ``k`` blocks (0 = the embeddings), negative
+        values count from the top as in Python (-1 = after the last block, before the final
+        norm). Only the blocks needed are run.
+        """
+        if layer is None:
+            return self.backbone(input_ids, seq_idx=seq_idx)
+        n = self.config.n_layers
+        if not -(n + 1) <= layer <= n:
+            raise IndexError(f"layer {layer} out of range for a {n}-layer model (use 0..{n} or negative)")
+        return self.backbone(input_ids, seq_idx=seq_idx, num_layers=layer % (n + 1))
+
+    # ------------------------------------------------------------------ loss
+    def lm_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean next-token loss (nats) over counted targets, and the number of them."""
+        ids = batch["input_ids"]
+        mask, seq_idx = batch.get("attention_mask"), batch.get("seq_idx")
+        logits = self(ids, seq_idx=seq_idx)[:, :-1]
+        targets = ids[:, 1:]
+        counted = self.tokenizer.is_base(targets)
+        if mask is not None:
+            mask = mask.bool()
+            counted &= mask[:, 1:] & mask[:, :-1]
+        if seq_idx is not None:
+            counted &= seq_idx[:, 1:] == seq_idx[:, :-1]
+        n = counted.sum()
+        nll = F.cross_entropy(logits[counted].float(), targets[counted], reduction="sum")
+        return nll / n.clamp(min=1), n
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        batch = self.augment(batch)
+        loss, n = self.lm_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(n))
+        self.log("train/bits_per_base", loss / LN2, batch_size=int(n))
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            self.log("train/tokens_per_s", batch["input_ids"].numel() / (now - self._last_step_time))
+        self._last_step_time = now
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, n = self.lm_loss(batch)
+        # Token-weighted over the epoch: each batch's mean weighs by its number of targets.
+        self.log("val/loss", loss, prog_bar=True, batch_size=int(n), sync_dist=True)
+        self.log("val/bits_per_base", loss / LN2, batch_size=int(n), sync_dist=True)
+        return loss
+
+    def augment(self, batch: dict) -> dict:
+        """Training-time transforms: sequence-length warmup, then reverse-complement augmentation."""
+        length = seq_len_at(self.training_config.seq_len_warmup, self.global_step)
+        if length:
+            batch = reshape_to_length(batch, length)
+        if self.training_config.rc_augment:
+            flip = torch.rand(batch["input_ids"].shape[0], device=batch["input_ids"].device) < 0.5
+            batch = reverse_complement_batch(batch, self.tokenizer, flip)
+        return batch
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():  # the tied head appears once, as the embedding
+            if not param.requires_grad:
+                continue
+            exempt = param.dim() < 2 or "embedding" in name or ".filter." in name
+            (no_decay if exempt else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps,
+        )
+        total = self.optim.total_steps or self._estimated_total_steps()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.optim.lr_factor(step, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _estimated_total_steps(self) -> int:
+        steps = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
+        if not math.isfinite(steps):
+            raise ValueError("cannot size the cosine schedule: set OptimConfig.total_steps or Trainer(max_steps=...)")
+        return int(steps)
+
+    # ------------------------------------------------------------------ released models
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json``, ``tokenizer.json`` and ``model.safetensors`` into ``directory``.
+
+        Each file goes through a temporary file and a rename; ``config.json``, written last,
+        marks a complete model, so an interrupted save never looks loadable.
+        """
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_model(self, str(tmp), metadata={"format": "pt", "genoseq_version": genoseq.__version__})
+        with atomic_output(directory / TOKENIZER_FILE) as handle:
+            handle.write(json.dumps(self.tokenizer.to_dict(), indent=2) + "\n")
+        meta = {
+            "model_type": "GenoSeqLM",
+            "format_version": FORMAT_VERSION,
+            "genoseq_version": genoseq.__version__,
+            "model": self.config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "training": {
+                "optim": self.optim.to_dict(),
+                "rc_augment": self.training_config.rc_augment,
+                "seq_len_warmup": self.training_config.seq_len_warmup,
+            },
+        }
+        with atomic_output(directory / CONFIG_FILE) as handle:
+            handle.write(json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "GenoSeqLM":
+        """Load a model written by :meth:`save_pretrained` (safetensors; nothing is unpickled)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no model directory at {directory}")
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
+        if missing:
+            raise InputError(f"not a genoseq model directory: missing {', '.join(missing)}", path=directory)
+        try:
+            meta = json.loads(config_path.read_text())
+            if meta.get("model_type") != "GenoSeqLM":
+                raise ValueError(f"model_type is {meta.get('model_type')!r}, expected 'GenoSeqLM'")
+            if meta.get("format_version", 0) > FORMAT_VERSION:
+                raise ValueError(f"format_version {meta['format_version']} is newer than this genoseq reads")
+            training = meta.get("training", {})
+            model = cls(
+                ModelConfig.from_dict(meta["model"]),
+                optim=training.get("optim"),
+                tokenizer=Tokenizer.from_dict(meta["tokenizer"]),
+                rc_augment=training.get("rc_augment", False),
+                seq_len_warmup=training.get("seq_len_warmup"),
+            )
+        except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise InputError(f"corrupt or incompatible model config: {err}", path=config_path) from err
+        try:
+            load_model(model, str(weights_path), strict=True, device=str(torch.device(map_location)))
+        except (SafetensorError, RuntimeError, OSError) as err:
+            raise InputError(f"cannot load weights: {err}", path=weights_path) from err
+        return model.eval()
+
+
+# ---------------------------------------------------------------------- batch transforms
+def reshape_to_length(batch: dict, length: int) -> dict:
+    """Cut every row of a (B, L) batch into pieces of ``length``: (B * (L // length), length).
+
+    Tokens past the last whole piece are dropped; a length >= L leaves the batch as it is.
+    """
+    L_full = batch["input_ids"].shape[1]
+    if length >= L_full:
+        return batch
+    usable = (L_full // length) * length
+    out = dict(batch)
+    for key in ("input_ids", "attention_mask", "seq_idx"):
+        if batch.get(key) is not None:
+            out[key] = batch[key][:, :usable].reshape(-1, length)
+    return out
+
+
+def reverse_complement_batch(batch: dict, tokenizer: Tokenizer, flip: torch.Tensor) -> dict:
+    """Reverse-complement the rows where ``flip`` is true; padding stays on the right.
+
+    A row of valid length n (a right-padded ``attention_mask``) becomes the reverse complement
+    of its first n tokens followed by the same padding; packed sequences (``seq_idx``) come out
+    in reverse order, each reverse-complemented, with ids renumbered to stay non-decreasing.
+    """
+    ids = batch["input_ids"]
+    B, L_full = ids.shape
+    mask = batch.get("attention_mask")
+    lengths = mask.long().sum(1) if mask is not None else torch.full((B,), L_full, device=ids.device)
+    pos = torch.arange(L_full, device=ids.device).expand(B, L_full)
+    inside = pos < lengths[:, None]
+    # rc = the whole row reversed and complemented: valid tokens sit at the end; shift them left.
+    source = torch.where(inside, pos + (L_full - lengths)[:, None], pos)
+    out = dict(batch)
+    rc = tokenizer.reverse_complement(ids).gather(1, source)
+    out["input_ids"] = torch.where(flip[:, None] & inside, rc, ids)
+    seq_idx = batch.get("seq_idx")
+    if seq_idx is not None:
+        rev = seq_idx.flip(1).gather(1, source)
+        top = rev.masked_fill(~inside, torch.iinfo(rev.dtype).min).max(1, keepdim=True).values
+        rev = top - rev  # reversed order, renumbered to rise again
+        out["seq_idx"] = torch.where(flip[:, None] & inside, rev, seq_idx)
+    return out
