@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._dispatch import triton_interpreting
 from ._utils import segment_ids
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -239,7 +240,9 @@ def ssd_core(
     batch, seqlen, nheads, headdim = x.shape
     dstate = B.shape[-1]
     nchunks = triton.cdiv(seqlen, chunk_size)
-    fp32 = not (x.dtype in _HALF and B.dtype == x.dtype and C.dtype == x.dtype)
+    # Half-precision operands use half tensor-core dots (float32 accumulation). Triton's CPU
+    # interpreter computes bfloat16 dots wrongly (triton 3.x), so it always gets float32 dots.
+    fp32 = triton_interpreting() or not (x.dtype in _HALF and B.dtype == x.dtype and C.dtype == x.dtype)
     block_p, block_n = _block(headdim, 64), _block(dstate, 64)
     full_n = _block(dstate, 256)
     if full_n < dstate:

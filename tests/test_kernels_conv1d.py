@@ -197,3 +197,16 @@ def test_triton_half_precision_on_gpu(dtype):
     for name in g_ref:
         scale = g_ref[name].float().abs().max().clamp_min(1.0)
         assert (g[name].float() - g_ref[name].float()).abs().max() / scale < 2e-2, name
+
+
+@requires_triton
+def test_triton_bfloat16_inputs():
+    inputs = make_inputs(packed=True, dtype=torch.bfloat16)
+    y_ref, s_ref, g_ref = forward_backward(inputs, "reference", "silu")
+    y, s, g = forward_backward(inputs, "triton", "silu")
+    assert y.dtype == torch.bfloat16 and s.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(s, s_ref)
+    for name in g_ref:
+        error = (g[name].float() - g_ref[name].float()).abs().max() / g_ref[name].float().abs().max()
+        assert error < 2e-2, f"grad of {name}: relative error {error:.3g}"

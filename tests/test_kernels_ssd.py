@@ -313,3 +313,17 @@ def test_auto_backend_is_triton_on_gpu(monkeypatch):
 
     monkeypatch.delenv("GENOSEQ_KERNELS", raising=False)
     assert resolve_backend(None, torch.zeros(1, device="cuda")) == "triton"
+
+
+@requires_triton
+def test_triton_bfloat16_inputs():
+    """bf16 loads/stores with float32 accumulation stay within bf16 rounding of the reference."""
+    inputs = make_inputs(length=20, batch=1, nheads=2, ngroups=1, packed=True, dtype=torch.bfloat16)
+    y_ref, s_ref, g_ref = forward_backward(inputs, "reference", 16)
+    y, s, g = forward_backward(inputs, "triton", 16)
+    assert y.dtype == torch.bfloat16 and s.dtype == torch.float32
+    torch.testing.assert_close(y.float(), y_ref.float(), atol=5e-2, rtol=5e-2)
+    torch.testing.assert_close(s, s_ref, atol=2e-2, rtol=2e-2)
+    for name in g_ref:
+        error = (g[name].float() - g_ref[name].float()).abs().max() / g_ref[name].float().abs().max()
+        assert error < 5e-2, f"grad of {name}: relative error {error:.3g}"
