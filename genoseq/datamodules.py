@@ -75,6 +75,10 @@ class PlanSampler(DistributedSampler):
         self.drop_tail = drop_tail
         self.epoch = 0
         self._cached: tuple[int, np.ndarray] | None = None
+        # (epoch, rows): on exact resume, the first pass over that epoch skips the rows (of
+        # this rank) already trained on. len() stays the full epoch, as Lightning counts the
+        # restored batches towards it.
+        self.resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -88,7 +92,11 @@ class PlanSampler(DistributedSampler):
         return self._cached[1]
 
     def __iter__(self):
-        return (tuple(row) for row in self._rows().tolist())
+        rows = self._rows()
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            rows = rows[self.resume_at[1] :]
+            self.resume_at = None
+        return (tuple(row) for row in rows.tolist())
 
     def __len__(self) -> int:
         return len(self._rows())
@@ -362,6 +370,7 @@ class GenomeWindowDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.convert_gzip = convert_gzip
         self.genomes: list[Genome] | None = None
+        self._resume_position: tuple[int, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.genomes is not None:
@@ -412,7 +421,12 @@ class GenomeWindowDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self._train_planner, drop_tail=True)
+        loader = self._loader(self._train_planner, drop_tail=True)
+        if self._resume_position is not None:
+            epoch, batches = self._resume_position
+            loader.sampler.resume_at = (epoch, batches * self.batch_size)
+            self._resume_position = None
+        return loader
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()
@@ -421,7 +435,18 @@ class GenomeWindowDataModule(L.LightningDataModule):
         return self._loader(self._val_planner, drop_tail=False)
 
     def state_dict(self) -> dict:
-        return {"sources": self.sources, "window_length": self.window_length, "seed": self.seed}
+        """Saved in Lightning checkpoints, with the position in the epoch for exact resume."""
+        state = {"sources": self.sources, "window_length": self.window_length, "seed": self.seed}
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            # `processed` counts the batch whose end triggered this save; `completed` lags by it
+            state["position"] = {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        position = state_dict.get("position")
+        self._resume_position = (position["epoch"], position["batches"]) if position else None
 
 
 # ============================================================================ labelled sequences

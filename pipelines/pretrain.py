@@ -101,9 +101,9 @@ class TrainerConfig:
 
 
 def pretrain(
-    data: list[str] | None = None,
+    data: list[str] | str | None = None,
     out: str = "runs/pretrain",
-    val_data: list[str] | None = None,
+    val_data: list[str] | str | None = None,
     model: ModelConfig = _default_model(),
     optim: OptimConfig = OptimConfig(),
     window: WindowConfig = WindowConfig(),
@@ -157,8 +157,8 @@ def pretrain(
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    train_sources = [str(p) for p in (data or [genoseq.default_genome()])]
-    val_sources = [str(p) for p in (val_data or [])]
+    train_sources = _paths(data) or [genoseq.default_genome()]
+    val_sources = _paths(val_data)
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = GenomeWindowDataModule(
         sources=train_sources + val_sources,
@@ -246,6 +246,13 @@ def pretrain(
               f"model in {run_dir / 'model'}")
         return metrics
     return {}
+
+
+def _paths(value: list[str] | str | None) -> list[str]:
+    """One path, or several (``--data a.fa --data+ b.fa`` or ``--data [a.fa,b.fa]``)."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
 
 
 def _coerce(cls, value):
