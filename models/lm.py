@@ -131,7 +131,8 @@ class GenoSeqLM(L.LightningModule):
         if seq_idx is not None:
             counted &= seq_idx[:, 1:] == seq_idx[:, :-1]
         n = counted.sum()
-        nll = F.cross_entropy(logits[counted].float(), targets[counted], reduction="sum")
+        logits = logits[counted]
+        nll = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[counted], reduction="sum")
         return nll / n.clamp(min=1), n
 
     # ------------------------------------------------------------------ training
