@@ -24,6 +24,8 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "evaluate": "genoseq.pipelines.classify:evaluate",
     },
     "pretrain": "genoseq.pipelines.pretrain:pretrain",
+    "score": "genoseq.pipelines.score:score",
+    "generate": "genoseq.pipelines.generate:generate",
 }
 
 
