@@ -47,13 +47,24 @@ def _available_commands() -> dict:
     return found
 
 
+def normalize_option_names(args: list[str]) -> list[str]:
+    """Accept ``--max-new-tokens`` as well as ``--max_new_tokens`` (and ``--a.b-c`` as ``--a.b_c``)."""
+    out = []
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + eq + value
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import auto_cli
 
     from genoseq import __version__
     from genoseq.errors import InputError
 
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = normalize_option_names(sys.argv[1:] if argv is None else list(argv))
     if args in (["--version"], ["-V"]):
         print(f"genoseq {__version__}")
         return 0
