@@ -1,0 +1,186 @@
+"""``genoseq embed``: one vector per sequence from a language model, written to HDF5.
+
+Inputs are a FASTA file (names from the headers) or a table: a labelled TSV/CSV or a
+GenomicBenchmarks folder (:func:`genoseq.tables.read_labelled`), or a table with only a
+``sequence`` column. The HDF5 file holds ``embeddings`` (N, d_model) float32, ``names`` and,
+when the input has them, ``labels``; its attributes record the model, layer, pooling and strand
+handling. Layer and pooling are those of :mod:`genoseq.models.embedding`.
+
+Nothing heavy is imported at module level, so building the CLI parser stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from genoseq.errors import InputError
+
+
+@dataclass
+class SequenceInputs:
+    """Sequences read from a FASTA file or a table, with their names and (optional) labels."""
+
+    names: list[str]
+    sequences: list[str]
+    labels: list[str] | None
+
+
+def _read_unlabelled_table(path: Path, sequence_column: str, name_column: str) -> SequenceInputs:
+    from genoseq.fasta import SEQUENCE_BYTES, open_text
+
+    delimiter = "," if path.name.removesuffix(".gz").lower().endswith(".csv") else "\t"
+    names, sequences = [], []
+    with open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        if sequence_column not in header:
+            raise InputError(f"missing column {sequence_column!r} (header has: {', '.join(header) or 'nothing'})", path=str(path), line=1)
+        i_seq = header.index(sequence_column)
+        i_name = header.index(name_column) if name_column in header else None
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise InputError(f"expected {len(header)} fields, found {len(row)}", path=str(path), line=reader.line_num)
+            seq = row[i_seq].strip()
+            if not seq or seq.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES):
+                raise InputError("empty sequence or invalid character (allowed: A C G T and IUPAC codes)", path=str(path), line=reader.line_num)
+            sequences.append(seq)
+            names.append(row[i_name].strip() if i_name is not None else f"row{len(sequences)}")
+    if not sequences:
+        raise InputError("table has no rows", path=str(path))
+    return SequenceInputs(names, sequences, None)
+
+
+def read_sequences(
+    fasta: str | os.PathLike | None = None,
+    tsv: str | os.PathLike | None = None,
+    *,
+    split: str = "train",
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+    name_column: str = "name",
+) -> SequenceInputs:
+    """Read exactly one of a FASTA file or a table (labelled, unlabelled, or GenomicBenchmarks)."""
+    from genoseq.tables import is_genomic_benchmarks, read_labelled
+
+    if (fasta is None) == (tsv is None):
+        raise InputError("give exactly one input: --fasta or --tsv")
+    if fasta is not None:
+        from genoseq.fasta import iter_fasta
+
+        records = list(iter_fasta(fasta))
+        return SequenceInputs([r.name for r in records], [r.sequence for r in records], None)
+    path = Path(tsv)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    if not is_genomic_benchmarks(path):
+        from genoseq.fasta import open_text
+
+        delimiter = "," if path.name.removesuffix(".gz").lower().endswith(".csv") else "\t"
+        with open_text(path) as handle:
+            header = [h.strip() for h in next(csv.reader(handle, delimiter=delimiter), [])]
+        if label_column not in header:
+            return _read_unlabelled_table(path, sequence_column, name_column)
+    rows = read_labelled(path, split=split, sequence_column=sequence_column, label_column=label_column)
+    names = [r.extra.get(name_column) or r.extra.get("id") or f"row{i + 1}" for i, r in enumerate(rows)]
+    return SequenceInputs(names, [r.sequence for r in rows], [r.label for r in rows])
+
+
+def write_embeddings(path: str | os.PathLike, vectors, inputs: SequenceInputs, attrs: dict) -> None:
+    """Write embeddings, names, labels and attributes to an HDF5 file (atomically)."""
+    import h5py
+
+    from genoseq.runtime import atomic_path
+
+    strings = h5py.string_dtype(encoding="utf-8")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("embeddings", data=vectors, compression="gzip")
+            h5.create_dataset("names", data=inputs.names, dtype=strings)
+            if inputs.labels is not None:
+                h5.create_dataset("labels", data=inputs.labels, dtype=strings)
+            for key, value in attrs.items():
+                h5.attrs[key] = value
+
+
+def embed(
+    model: str,
+    out: str,
+    fasta: str | None = None,
+    tsv: str | None = None,
+    layer: int | None = -1,
+    pooling: Literal["mean", "last", "echo"] = "mean",
+    rc_average: bool = False,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    split: str = "train",
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+    name_column: str = "name",
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Embed sequences with a language model and write them to HDF5.
+
+    The HDF5 file holds ``embeddings`` (N, d_model) float32, ``names`` and (for labelled input)
+    ``labels``, with attributes ``model``, ``layer``, ``pooling``, ``rc_average``, ``d_model``.
+
+    Args:
+        model: Directory of a released model (``GenoSeqLM.save_pretrained``).
+        out: HDF5 file to write.
+        fasta: Input FASTA (plain or gzip); names are the record names.
+        tsv: Input table (TSV/CSV with a ``sequence`` column, optional ``label`` and ``name``
+            columns) or a GenomicBenchmarks folder.
+        layer: Hidden layer: -1 after the last block (default), k after k blocks (0 = token
+            embeddings), negative from the top; null for the final normed output.
+        pooling: ``mean`` over positions, ``last`` token, or ``echo`` (the sequence fed twice,
+            the second copy mean-pooled).
+        rc_average: Average each sequence's vector with its reverse complement's (strand-invariant).
+        batch_size: Sequences per forward pass.
+        max_length: Truncate longer sequences to their first ``max_length`` bases.
+        split: Split to read from a GenomicBenchmarks folder.
+        sequence_column: Sequence column of a table.
+        label_column: Label column of a table (optional).
+        name_column: Name column of a table (optional; default names are row numbers).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
+        progress: Show a progress bar.
+
+    Returns:
+        A summary: number of sequences, dimension, output path, seconds.
+    """
+    import genoseq
+    from genoseq.models.embedding import Embedder
+
+    started = time.perf_counter()
+    inputs = read_sequences(
+        fasta, tsv, split=split, sequence_column=sequence_column, label_column=label_column, name_column=name_column
+    )
+    embedder = Embedder(
+        model, layer=layer, pooling=pooling, rc_average=rc_average, batch_size=batch_size,
+        max_length=max_length, device=device,
+    )
+    vectors = embedder.embed(inputs.sequences, progress=progress)
+    attrs = {
+        "model": str(model),
+        "layer": "final" if layer is None else int(layer),
+        "pooling": pooling,
+        "rc_average": bool(rc_average),
+        "d_model": embedder.dim,
+        "n_layers": embedder.model.config.n_layers,
+        "input": str(fasta if fasta is not None else tsv),
+        "genoseq_version": genoseq.__version__,
+    }
+    write_embeddings(out, vectors, inputs, attrs)
+    seconds = round(time.perf_counter() - started, 3)
+    print(f"wrote {out}: {len(vectors)} x {embedder.dim} embeddings ({pooling}, layer {attrs['layer']}) in {seconds} s", file=sys.stderr)
+    return {"out": str(out), "n": len(vectors), "dim": embedder.dim, "seconds": seconds, **attrs}
+
+
+__all__ = ["SequenceInputs", "embed", "read_sequences", "write_embeddings"]
