@@ -188,6 +188,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "d_model": args.d_model,
         "quick": args.quick,
+        "memory": "torch.cuda.max_memory_allocated above the start" if device.type == "cuda" else
+                  "rise of the process RSS during the measurement; memory the allocator kept from the warm-up run reads as 0",
         "train": bench_train(device, train_lengths, args.d_model, repeats),
         "score": bench_score(device, score_lengths, args.d_model, chunk_size=8192, context=2048),
         "generate": bench_generate(device, args.d_model, prompt_len=256, new_tokens=new_tokens),
