@@ -219,6 +219,6 @@ def test_short_training_on_ecoli_lowers_validation_loss(ecoli_fasta):
     print(f"E. coli val bits/base: {before:.3f} -> {after:.4f} in {time.perf_counter() - t0:.1f} s")
     assert before > 3.0
     # Uniform guessing is 2 bits; E. coli's base composition alone gives ~2.0: going below
-    # 1.975 needs context (k-mer / codon statistics).
-    assert after < 1.975
+    # 1.95 needs context (k-mer / codon statistics). Measured: 1.93 after 150 steps.
+    assert after < 1.95
     assert math.isfinite(trainer.callback_metrics["train/loss"].item())
