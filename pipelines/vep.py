@@ -36,9 +36,13 @@ Nothing heavy is imported at module level, so building the CLI parser stays fast
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections import Counter, OrderedDict
@@ -322,6 +326,29 @@ def _open_vcf(path: Path):
         raise InputError(f"cannot read as VCF: {err}", path=str(path)) from err
 
 
+@contextlib.contextmanager
+def readable_vcf(path: str | os.PathLike) -> Iterator[Path]:
+    """A path htslib can read: a plain-gzip VCF (not bgzip) is decompressed to a temporary file."""
+    from genoseq.fasta import detect_compression
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    if path.is_dir():
+        raise InputError("is a directory, expected a VCF file", path=str(path))
+    if detect_compression(path) != "gzip":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="genoseq-vep-") as tmp:
+        plain = Path(tmp) / path.name.removesuffix(".gz")
+        try:
+            with gzip.open(path, "rb") as fin, open(plain, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        except (OSError, EOFError) as err:
+            raise InputError(f"cannot decompress: {err}", path=str(path)) from err
+        yield plain
+
+
 def _iter_records(vcf, path: Path) -> Iterator:
     index = 0
     iterator = iter(vcf)
@@ -464,7 +491,16 @@ def vep(
     started = time.perf_counter()
     vcf_path, out_path = Path(vcf), Path(out)
     genome = open_genome(reference, convert_gzip=convert_gzip)
-    indexed, n_records, full_header = read_vcf_variants(vcf_path)
+    with readable_vcf(vcf_path) as readable:
+        summary = _run(model, genome, vcf_path, readable, out_path, format=format, window_length=window_length,
+                       strands=strands, batch_size=batch_size, device=device, bf16=bf16, progress=progress,
+                       reference=reference, started=started)
+    return summary
+
+
+def _run(model, genome, vcf_path: Path, readable: Path, out_path: Path, *, format, window_length, strands,
+         batch_size, device, bf16, progress, reference, started) -> dict:
+    indexed, n_records, full_header = read_vcf_variants(readable)
     scorer = VariantEffectScorer(
         model, genome, window_length=window_length, strands=strands, batch_size=batch_size, device=device, bf16=bf16
     )
@@ -494,7 +530,7 @@ def vep(
         by_record: dict[int, list[VariantEffect]] = {}
         for (index, _), effect in zip(indexed, effects):
             by_record.setdefault(index, []).append(effect)
-        write_vcf(vcf_path, out_path, by_record, full_header, meta)
+        write_vcf(readable, out_path, by_record, full_header, meta)
     elif format == "tsv":
         write_tsv(out_path, effects)
     else:

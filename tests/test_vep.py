@@ -243,3 +243,13 @@ def test_cli_bad_input_exits_2(model_dir, reference, workdir, capsys):
     code = main(["vep", "--model", str(model_dir), "--reference", str(reference[0]), "--vcf", str(workdir / "missing.vcf"),
                  "--out", str(out)])
     assert code == 2 and "missing.vcf" in capsys.readouterr().err
+
+
+def test_plain_gzip_vcf_is_read(model_dir, reference, data_dir, workdir):
+    """The shared VCFs are plain gzip (not bgzip), which htslib cannot open directly."""
+    out = workdir / "gz.tsv"
+    summary = vep(str(model_dir), str(reference[0]), str(data_dir / "ecoli_snvs.vcf.gz"), str(out), format="tsv",
+                  window_length=WINDOW, batch_size=64, device="cpu", progress=False, strands="forward")
+    in_slice = summary["status_counts"]["ok"]
+    assert summary["records"] == 4923 and in_slice > 100
+    assert summary["status_counts"]["out_of_bounds"] == 4923 - in_slice  # the rest lie past the 200 kb slice
