@@ -37,7 +37,7 @@ def trainer_precision(accelerator: str = "auto", precision: str | None = None) -
     return "32-true"
 
 
-def inference_dtype(device) -> "torch.dtype":
+def inference_dtype(device) -> "torch.dtype | None":  # noqa: F821 - torch is imported lazily
     """Autocast dtype for inference: bf16 on a capable GPU, None (fp32) elsewhere."""
     import torch
 

@@ -129,3 +129,68 @@ def read_labelled(
     if is_genomic_benchmarks(path):
         return read_genomic_benchmarks(path, split)
     return read_labelled_table(path, sequence_column=sequence_column, label_column=label_column)
+
+
+@dataclass
+class SequenceInputs:
+    """Sequences read from a FASTA file or a table, with their names and (optional) labels."""
+
+    names: list[str]
+    sequences: list[str]
+    labels: list[str] | None
+
+
+def _read_unlabelled_table(path: Path, sequence_column: str, name_column: str) -> SequenceInputs:
+    delimiter = "," if path.name.removesuffix(".gz").lower().endswith(".csv") else "\t"
+    names, sequences = [], []
+    with open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        if sequence_column not in header:
+            raise InputError(f"missing column {sequence_column!r} (header has: {', '.join(header) or 'nothing'})", path=str(path), line=1)
+        i_seq = header.index(sequence_column)
+        i_name = header.index(name_column) if name_column in header else None
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise InputError(f"expected {len(header)} fields, found {len(row)}", path=str(path), line=reader.line_num)
+            seq = row[i_seq].strip()
+            if not seq or seq.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES):
+                raise InputError("empty sequence or invalid character (allowed: A C G T and IUPAC codes)", path=str(path), line=reader.line_num)
+            sequences.append(seq)
+            names.append(row[i_name].strip() if i_name is not None else f"row{len(sequences)}")
+    if not sequences:
+        raise InputError("table has no rows", path=str(path))
+    return SequenceInputs(names, sequences, None)
+
+
+def read_sequences(
+    fasta: str | os.PathLike | None = None,
+    tsv: str | os.PathLike | None = None,
+    *,
+    split: str = "train",
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+    name_column: str = "name",
+) -> SequenceInputs:
+    """Read exactly one of a FASTA file or a table (labelled, unlabelled, or GenomicBenchmarks)."""
+    if (fasta is None) == (tsv is None):
+        raise InputError("give exactly one input: --fasta or --tsv")
+    if fasta is not None:
+        from genoseq.fasta import iter_fasta
+
+        records = list(iter_fasta(fasta))
+        return SequenceInputs([r.name for r in records], [r.sequence for r in records], None)
+    path = Path(tsv)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    if not is_genomic_benchmarks(path):
+        delimiter = "," if path.name.removesuffix(".gz").lower().endswith(".csv") else "\t"
+        with open_text(path) as handle:
+            header = [h.strip() for h in next(csv.reader(handle, delimiter=delimiter), [])]
+        if label_column not in header:
+            return _read_unlabelled_table(path, sequence_column, name_column)
+    rows = read_labelled(path, split=split, sequence_column=sequence_column, label_column=label_column)
+    names = [r.extra.get(name_column) or r.extra.get("id") or f"row{i + 1}" for i, r in enumerate(rows)]
+    return SequenceInputs(names, [r.sequence for r in rows], [r.label for r in rows])

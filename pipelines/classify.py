@@ -261,7 +261,7 @@ def read_inputs(path: str, split: str, sequence_column: str, label_column: str):
 
     # The one reader of "sequences, maybe labelled" lives with `genoseq embed`; it belongs in
     # genoseq.tables (shared by both jobs) and is imported from there once it moves.
-    from genoseq.pipelines.embed import read_sequences
+    from genoseq.tables import read_sequences
 
     p = Path(path)
     if not p.exists():

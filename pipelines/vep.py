@@ -55,8 +55,9 @@ import numpy as np
 from genoseq.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    # Only light imports here: jsonargparse executes this block when it builds the CLI parser,
+    # so importing the model (torch, Lightning) here would make `genoseq --help` take seconds.
     from genoseq.genome import Genome
-    from genoseq.models import GenoSeqLM
 
 DEFAULT_WINDOW = 256
 INFO_LLR = "GENOSEQ_LLR"
@@ -136,7 +137,7 @@ class VariantEffectScorer:
 
     def __init__(
         self,
-        model: "GenoSeqLM | str",
+        model: "GenoSeqLM | str",  # noqa: F821 - not imported, see the TYPE_CHECKING note
         genome: "Genome | str",
         *,
         window_length: int = DEFAULT_WINDOW,

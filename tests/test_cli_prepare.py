@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from genoseq.cli import main
 from genoseq.genome import open_genome
