@@ -1,0 +1,251 @@
+# Config lookups shared by the rules: no rules here and no job logic, only where files are and
+# which options each genoseq command gets. (Snakemake's linter wants functions and rules in
+# separate files.)
+
+import json
+import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# workflows/ -> the repository root
+REPO = Path(workflow.basedir).parent
+
+# Shared input data: config data_dir, else $GENOSEQ_SHARED_DATA, else <repo>/../shared/data.
+# A relative data_dir is relative to the working directory, like every path in the config.
+DATA_DIR = Path(
+    config.get("data_dir") or os.environ.get("GENOSEQ_SHARED_DATA") or REPO.parent / "shared" / "data"
+)
+RESULTS = config.get("results") or "results"
+LOGS = config.get("logs") or "logs"
+
+# Suffixes of the record formats that subset_dataset can cut (the first N records).
+DATASET_FORMATS = {
+    ".vcf": "vcf",
+    ".tsv": "tsv",
+    ".csv": "csv",
+    ".fa": "fasta",
+    ".fasta": "fasta",
+    ".fna": "fasta",
+    ".fq": "fastq",
+    ".fastq": "fastq",
+}
+
+# awk programs keeping the first `max` records of each format (headers kept).
+SUBSET_AWK = {
+    "vcf": 'substr($0, 1, 1) == "#" || n++ < max',
+    "tsv": "NR <= max + 1",
+    "csv": "NR <= max + 1",
+    "fasta": 'substr($0, 1, 1) == ">" { n++ } n <= max',
+    "fastq": "NR <= 4 * max",
+}
+
+
+def conda_env(wildcards):
+    """The rules' software: config conda_env, the name or prefix path of a conda environment
+    with genoseq installed (activated per job with --sdm conda); null runs the `genoseq` (and
+    gzip, awk) found on PATH."""
+    return config.get("conda_env") or None
+
+
+def section(name):
+    """A job's section of the config ({} when absent)."""
+    return config.get(name) or {}
+
+
+def merged(*mappings):
+    """Deep merge of option mappings, later ones winning (like genoseq's own --config files)."""
+    out = {}
+    for mapping in mappings:
+        for key, value in (mapping or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def options_json(*mappings):
+    """Options for a genoseq command, as the inline JSON document its --config accepts."""
+    return json.dumps(merged(*mappings), sort_keys=True)
+
+
+def threads_of(job, default=1):
+    return int(section(job).get("threads", default))
+
+
+def resource(job, key, default):
+    """resources.<key> of a job's section: mem_mb, runtime (minutes), gpu (count)."""
+    return (section(job).get("resources") or {}).get(key, default)
+
+
+def data_path(path):
+    """A configured input path with {data_dir} filled in."""
+    return str(path).format(data_dir=DATA_DIR)
+
+
+# ------------------------------------------------------------------ genomes
+def genome_cfg(name):
+    genomes = config.get("genomes") or {}
+    if name not in genomes:
+        raise WorkflowError(f"genome {name!r} is not defined under 'genomes' in the config")
+    return genomes[name]
+
+
+def genome_source(wildcards):
+    return data_path(genome_cfg(wildcards.genome)["fasta"])
+
+
+def genome_store(name):
+    return f"{RESULTS}/genomes/{name}.h5"
+
+
+def genome_stores(names):
+    for name in names or []:
+        genome_cfg(name)
+    return [genome_store(name) for name in names or []]
+
+
+# ------------------------------------------------------------------ other inputs
+def dataset_cfg(name):
+    datasets = config.get("datasets") or {}
+    if name not in datasets:
+        raise WorkflowError(f"dataset {name!r} is not defined under 'datasets' in the config")
+    return datasets[name]
+
+
+def dataset_format(name):
+    """Record format of a dataset, from its suffix (.gz ignored) unless 'format' is given."""
+    cfg = dataset_cfg(name)
+    if cfg.get("format"):
+        return cfg["format"]
+    suffixes = [s for s in Path(cfg["path"]).suffixes if s != ".gz" and s != ".bgz"]
+    fmt = DATASET_FORMATS.get(suffixes[-1].lower()) if suffixes else None
+    if fmt is None:
+        raise WorkflowError(f"dataset {name!r}: cannot tell the format of {cfg['path']}; set 'format'")
+    return fmt
+
+
+def dataset_source(wildcards):
+    return data_path(dataset_cfg(wildcards.dataset)["path"])
+
+
+def dataset(name):
+    """Path a job reads: the file itself, or its first max_records records cut by subset_dataset."""
+    cfg = dataset_cfg(name)
+    if cfg.get("max_records"):
+        return f"{RESULTS}/data/{name}.{dataset_format(name)}"
+    return data_path(cfg["path"])
+
+
+# ------------------------------------------------------------------ models
+def models():
+    """Names of the configured models (one set to null is left out)."""
+    return [name for name, cfg in (config.get("models") or {}).items() if cfg is not None]
+
+
+def model_cfg(name):
+    if name not in models():
+        raise WorkflowError(f"model {name!r} is not defined under 'models' in the config")
+    return config["models"][name]
+
+
+def trained_models():
+    """Models this workflow pretrains (those without a 'pretrained' directory)."""
+    return [name for name in models() if not model_cfg(name).get("pretrained")]
+
+
+def model_dir(wildcards):
+    """The released model a downstream job loads: pretrained here, or an existing directory."""
+    cfg = model_cfg(wildcards.model)
+    if cfg.get("pretrained"):
+        return data_path(cfg["pretrained"])
+    return f"{RESULTS}/pretrain/{wildcards.model}/model"
+
+
+def entries(job, group):
+    """Names of the entries of a job's section; an entry set to null is left out (so a config
+    merged over another can drop one)."""
+    return [name for name, value in (section(job).get(group) or {}).items() if value is not None]
+
+
+def entry(job, group, name):
+    """One named entry of a job's section, e.g. entry("vep", "sets", "ecoli_snvs")."""
+    if name not in entries(job, group):
+        raise WorkflowError(f"{name!r} is not defined under '{job}: {group}:' in the config")
+    return section(job)[group][name]
+
+
+def vep_set(name):
+    return entry("vep", "sets", name)
+
+
+def classify_task(name):
+    return entry("classify", "tasks", name)
+
+
+def optional_path(path):
+    """jsonargparse reads 'null' as None for an optional path option."""
+    return str(path) if path else "null"
+
+
+# ------------------------------------------------------------------ targets of rule all
+def _target_prepare():
+    names = set(section("prepare").get("genomes") or [])
+    return [genome_store(name) for name in sorted(names)]
+
+
+def _target_pretrain():
+    return expand(f"{RESULTS}/pretrain/{{model}}/metrics.json", model=trained_models())
+
+
+def _target_score():
+    return expand(f"{RESULTS}/score/{{model}}/{{genome}}.tsv", model=models(),
+                  genome=section("score").get("genomes") or [])
+
+
+def _target_vep():
+    return expand(f"{RESULTS}/vep/{{model}}/{{vcf}}.vcf.gz", model=models(), vcf=entries("vep", "sets"))
+
+
+def _target_classify():
+    return expand(f"{RESULTS}/classify/{{model}}/{{task}}/evaluation/metrics.json", model=models(),
+                  task=entries("classify", "tasks"))
+
+
+def _target_generate():
+    return expand(f"{RESULTS}/generate/{{model}}/{{design}}.fa", model=models(),
+                  design=entries("generate", "designs"))
+
+
+def _target_embed():
+    return expand(f"{RESULTS}/embed/{{model}}/{{embedding}}.h5", model=models(),
+                  embedding=entries("embed", "sets"))
+
+
+TARGETS = {
+    "prepare": _target_prepare,
+    "pretrain": _target_pretrain,
+    "score": _target_score,
+    "vep": _target_vep,
+    "classify": _target_classify,
+    "generate": _target_generate,
+    "embed": _target_embed,
+}
+
+
+def all_targets():
+    """Outputs of the jobs named in config 'targets'."""
+    wanted = config.get("targets") or []
+    unknown = [t for t in wanted if t not in TARGETS]
+    if unknown:
+        raise WorkflowError(f"unknown target(s) {unknown} in config 'targets'; known: {sorted(TARGETS)}")
+    return [path for target in wanted for path in TARGETS[target]()]
+
+
+# awk program cutting every FASTA record to its first `max` bases (max 0 keeps everything).
+FASTA_SLICE_AWK = (
+    'substr($0, 1, 1) == ">" { print; left = max; next } '
+    "max == 0 { print; next } "
+    "left > 0 { if (length($0) > left) $0 = substr($0, 1, left); print; left -= length($0) }"
+)
