@@ -60,6 +60,20 @@ def _distributed_context(module: L.LightningDataModule) -> tuple[int, int]:
     return 0, 1
 
 
+def _with_position(state: dict, trainer) -> dict:
+    """Add the training position (epoch, batches done in it) while fitting, for exact resume."""
+    if trainer is not None and trainer.training:
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        # `processed` counts the batch whose end triggered this save; `completed` lags by it
+        state["position"] = {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
+    return state
+
+
+def _saved_position(state: dict) -> tuple[int, int] | None:
+    position = state.get("position")
+    return (int(position["epoch"]), int(position["batches"])) if position else None
+
+
 class PlanSampler(DistributedSampler):
     """Yields the rows of an epoch plan (an int64 array made by ``planner(epoch)``) as tuples.
 
@@ -439,16 +453,10 @@ class GenomeWindowDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints, with the position in the epoch for exact resume."""
         state = {"sources": self.sources, "window_length": self.window_length, "seed": self.seed}
-        trainer = self.trainer
-        if trainer is not None and trainer.training:
-            progress = trainer.fit_loop.epoch_loop.batch_progress.current
-            # `processed` counts the batch whose end triggered this save; `completed` lags by it
-            state["position"] = {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
-        return state
+        return _with_position(state, self.trainer)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        position = state_dict.get("position")
-        self._resume_position = (position["epoch"], position["batches"]) if position else None
+        self._resume_position = _saved_position(state_dict)
 
 
 # ============================================================================ labelled sequences
@@ -887,13 +895,8 @@ class PackedSequenceDataModule(L.LightningDataModule):
         return self._loader("val", train=False)
 
     def state_dict(self) -> dict:
-        state = {"condition_labels": list(self.tokenizer.condition_labels)}
-        trainer = self.trainer
-        if trainer is not None and trainer.training:
-            progress = trainer.fit_loop.epoch_loop.batch_progress.current
-            state["position"] = {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
-        return state
+        """Saved in Lightning checkpoints, with the position in the epoch for exact resume."""
+        return _with_position({"condition_labels": list(self.tokenizer.condition_labels)}, self.trainer)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        position = state_dict.get("position")
-        self._resume_position = (position["epoch"], position["batches"]) if position else None
+        self._resume_position = _saved_position(state_dict)

@@ -23,7 +23,6 @@ tokenizer), ``tokenizer.json`` and ``model.safetensors`` with the backbone (``lm
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal, Sequence
@@ -34,14 +33,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import genoseq
-from genoseq.errors import InputError
-from genoseq.runtime import atomic_output, atomic_path
-from genoseq.tokenizer import TOKENIZER_FILE, Tokenizer
+from genoseq.tokenizer import Tokenizer
 
 from .config import ModelConfig
 from .embedding import POOLINGS, pooled_embeddings
-from .lm import CONFIG_FILE, WEIGHTS_FILE, GenoSeqLM
+from .lm import GenoSeqLM
+from .released import load_released, save_released
 
 MODEL_TYPE = "GenoSeqClassifier"
 FORMAT_VERSION = 1
@@ -241,60 +238,29 @@ class SequenceClassifier(L.LightningModule):
 
     def save_pretrained(self, directory: str | Path, training: dict | None = None) -> Path:
         """Write ``model.safetensors``, ``tokenizer.json`` and, last, ``config.json`` into ``directory``."""
-        from safetensors.torch import save_model
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_model(self, str(tmp), metadata={"format": "pt", "genoseq_version": genoseq.__version__})
-        with atomic_output(directory / TOKENIZER_FILE) as handle:
-            handle.write(json.dumps(self.tokenizer.to_dict(), indent=2) + "\n")
-        meta = {
-            "model_type": MODEL_TYPE,
-            "format_version": FORMAT_VERSION,
-            "genoseq_version": genoseq.__version__,
-            "classifier": self.classifier_config(),
-            "model": self.lm.config.to_dict(),
-            "tokenizer": self.tokenizer.to_dict(),
-            "training": training or {},
-        }
-        with atomic_output(directory / CONFIG_FILE) as handle:
-            handle.write(json.dumps(meta, indent=2) + "\n")
-        return directory
+        return save_released(self, directory, model_type=MODEL_TYPE, format_version=FORMAT_VERSION,
+                             tokenizer=self.tokenizer, config={
+                                 "classifier": self.classifier_config(),
+                                 "model": self.lm.config.to_dict(),
+                                 "training": training or {},
+                             })
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "SequenceClassifier":
         """Load a classifier written by :meth:`save_pretrained` (safetensors; nothing is unpickled)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_model
+        training = {}
 
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(2, "No such classifier directory", str(directory))
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
-        if missing:
-            raise InputError(f"not a genoseq classifier directory: missing {', '.join(missing)}", path=str(directory))
-        try:
-            meta = json.loads(config_path.read_text())
-            if meta.get("model_type") != MODEL_TYPE:
-                raise ValueError(f"model_type is {meta.get('model_type')!r}, expected {MODEL_TYPE!r}")
-            if meta.get("format_version", 0) > FORMAT_VERSION:
-                raise ValueError(f"format_version {meta['format_version']} is newer than this genoseq reads")
-            lm = GenoSeqLM(ModelConfig.from_dict(meta["model"]), tokenizer=Tokenizer.from_dict(meta["tokenizer"]))
+        def build(meta: dict, tokenizer: Tokenizer) -> "SequenceClassifier":
+            lm = GenoSeqLM(ModelConfig.from_dict(meta["model"]), tokenizer=tokenizer)
             conf = meta["classifier"]
-            clf = cls(
-                lm, conf["classes"], pooling=conf["pooling"], layer=conf["layer"], rc_average=conf["rc_average"],
-                method=conf["method"], max_length=conf.get("max_length"),
-            )
-        except (ValueError, KeyError, TypeError) as err:
-            raise InputError(f"corrupt or incompatible classifier config: {err}", path=str(config_path)) from err
-        try:
-            load_model(clf, str(weights_path), strict=True, device=str(torch.device(map_location)))
-        except (SafetensorError, RuntimeError, OSError) as err:
-            raise InputError(f"cannot load weights: {err}", path=str(weights_path)) from err
-        clf.training_info = meta.get("training", {})
-        return clf.eval()
+            training.update(meta.get("training", {}))
+            return cls(lm, conf["classes"], pooling=conf["pooling"], layer=conf["layer"], rc_average=conf["rc_average"],
+                       method=conf["method"], max_length=conf.get("max_length"))
+
+        clf = load_released(directory, model_type=MODEL_TYPE, format_version=FORMAT_VERSION, build=build,
+                            map_location=map_location)
+        clf.training_info = training
+        return clf
 
 
 __all__ = ["SequenceClassifier"]

@@ -19,7 +19,6 @@ Lightning ``.ckpt`` files hold only plain-Python hyperparameters (dicts), so
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -29,16 +28,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import genoseq
-from genoseq.errors import InputError
-from genoseq.runtime import atomic_output, atomic_path
-from genoseq.tokenizer import TOKENIZER_FILE, Tokenizer
+from genoseq.tokenizer import Tokenizer
 
 from .backbone import Backbone, InferenceCache
 from .config import ModelConfig, OptimConfig, TrainingConfig, seq_len_at
+from .released import load_released, save_released
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 LN2 = math.log(2.0)
 
@@ -187,69 +182,29 @@ class GenoSeqLM(L.LightningModule):
 
     # ------------------------------------------------------------------ released models
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``tokenizer.json`` and ``model.safetensors`` into ``directory``.
-
-        Each file goes through a temporary file and a rename; ``config.json``, written last,
-        marks a complete model, so an interrupted save never looks loadable.
-        """
-        from safetensors.torch import save_model
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_model(self, str(tmp), metadata={"format": "pt", "genoseq_version": genoseq.__version__})
-        with atomic_output(directory / TOKENIZER_FILE) as handle:
-            handle.write(json.dumps(self.tokenizer.to_dict(), indent=2) + "\n")
-        meta = {
-            "model_type": "GenoSeqLM",
-            "format_version": FORMAT_VERSION,
-            "genoseq_version": genoseq.__version__,
-            "model": self.config.to_dict(),
-            "tokenizer": self.tokenizer.to_dict(),
-            "training": {
-                "optim": self.optim.to_dict(),
-                "rc_augment": self.training_config.rc_augment,
-                "seq_len_warmup": self.training_config.seq_len_warmup,
-            },
-        }
-        with atomic_output(directory / CONFIG_FILE) as handle:
-            handle.write(json.dumps(meta, indent=2) + "\n")
-        return directory
+        """Write ``config.json``, ``tokenizer.json`` and ``model.safetensors`` into ``directory``
+        (see :mod:`genoseq.models.released`: atomic, ``config.json`` last)."""
+        return save_released(self, directory, model_type="GenoSeqLM", format_version=FORMAT_VERSION,
+                             tokenizer=self.tokenizer, config={
+                                 "model": self.config.to_dict(),
+                                 "training": {
+                                     "optim": self.optim.to_dict(),
+                                     "rc_augment": self.training_config.rc_augment,
+                                     "seq_len_warmup": self.training_config.seq_len_warmup,
+                                 },
+                             })
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "GenoSeqLM":
         """Load a model written by :meth:`save_pretrained` (safetensors; nothing is unpickled)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_model
 
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"no model directory at {directory}")
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
-        if missing:
-            raise InputError(f"not a genoseq model directory: missing {', '.join(missing)}", path=directory)
-        try:
-            meta = json.loads(config_path.read_text())
-            if meta.get("model_type") != "GenoSeqLM":
-                raise ValueError(f"model_type is {meta.get('model_type')!r}, expected 'GenoSeqLM'")
-            if meta.get("format_version", 0) > FORMAT_VERSION:
-                raise ValueError(f"format_version {meta['format_version']} is newer than this genoseq reads")
+        def build(meta: dict, tokenizer: Tokenizer) -> "GenoSeqLM":
             training = meta.get("training", {})
-            model = cls(
-                ModelConfig.from_dict(meta["model"]),
-                optim=training.get("optim"),
-                tokenizer=Tokenizer.from_dict(meta["tokenizer"]),
-                rc_augment=training.get("rc_augment", False),
-                seq_len_warmup=training.get("seq_len_warmup"),
-            )
-        except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
-            raise InputError(f"corrupt or incompatible model config: {err}", path=config_path) from err
-        try:
-            load_model(model, str(weights_path), strict=True, device=str(torch.device(map_location)))
-        except (SafetensorError, RuntimeError, OSError) as err:
-            raise InputError(f"cannot load weights: {err}", path=weights_path) from err
-        return model.eval()
+            return cls(ModelConfig.from_dict(meta["model"]), optim=training.get("optim"), tokenizer=tokenizer,
+                       rc_augment=training.get("rc_augment", False), seq_len_warmup=training.get("seq_len_warmup"))
+
+        return load_released(directory, model_type="GenoSeqLM", format_version=FORMAT_VERSION, build=build,
+                             map_location=map_location)
 
 
 # ---------------------------------------------------------------------- batch transforms

@@ -146,7 +146,7 @@ def test_save_pretrained_round_trip(tmp_path, tie):
 
 
 def test_from_pretrained_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no model directory"):
+    with pytest.raises(FileNotFoundError, match="no GenoSeqLM directory"):
         GenoSeqLM.from_pretrained(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="missing config.json, model.safetensors"):
