@@ -1,0 +1,301 @@
+"""The Snakemake workflow catalog (workflows/): lint, planning, and a real run on tiny real data.
+
+Snakemake comes with the ``workflows`` extra; without it these tests fail (they do not skip), so
+CI cannot pass while silently testing nothing. The real run uses workflows/config/test.yaml
+(slices of the shared genomes, 20 variants, 90 labelled regions, an 8-step model) with
+``--cores 2`` and finds ``genoseq`` in this interpreter's bin folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = REPO / "workflows"
+SNAKEFILE = WORKFLOW / "Snakefile"
+TEST_CONFIG = WORKFLOW / "config" / "test.yaml"
+BIN = Path(sys.executable).parent
+
+# Jobs of the default config (config.yaml): 3 genomes, 1 model, 2 scored genomes, 2 VCFs,
+# 1 classification task, 1 design set, 1 embedding set.
+DEFAULT_JOBS = {
+    "stage_genome": 3, "prepare": 3, "pretrain": 1, "score": 2, "vep": 2, "classify_fit": 1,
+    "classify_evaluate": 1, "generate": 1, "embed": 1, "all": 1,
+}
+# Jobs of test.yaml: E. coli slice + lambda, three datasets cut to their first records.
+TEST_JOBS = {
+    "stage_genome": 2, "subset_dataset": 3, "prepare": 2, "pretrain": 1, "score": 1, "vep": 1,
+    "classify_fit": 1, "classify_evaluate": 1, "generate": 1, "embed": 1, "all": 1,
+}
+ECOLI_CONTIG = "K-12-MG1655"
+LAMBDA_CONTIG = "gi|9626243|ref|NC_001416.1|"
+
+
+def _require_snakemake() -> None:
+    if importlib.util.find_spec("snakemake") is None:
+        pytest.fail("snakemake is not installed in this environment: pip install -e '.[workflows]'", pytrace=False)
+
+
+def snakemake(*args: str, workdir: Path, config_file: Path | None = None, data_dir: Path | None = None,
+              config: tuple[str, ...] = (), timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the snakemake CLI of this interpreter on the catalog, with genoseq from the same venv."""
+    _require_snakemake()
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir)]
+    if config_file is not None:
+        cmd += ["--configfile", str(config_file)]
+    items = ([f"data_dir={data_dir}"] if data_dir is not None else []) + list(config)
+    if items:
+        cmd += ["--config", *items]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", MPLBACKEND="Agg")
+    return subprocess.run(cmd + list(args), cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def output_of(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> number of jobs."""
+    lines = text.splitlines()
+    start = lines.index("Job stats:")
+    counts = {}
+    for line in lines[start + 3:]:  # skip the header and its dashes
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def fail_with_logs(result: subprocess.CompletedProcess, workdir: Path) -> None:
+    logs = "\n".join(f"--- {p.relative_to(workdir)}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+    pytest.fail(f"snakemake exited with {result.returncode}\n{output_of(result)[-6000:]}\n{logs}", pytrace=False)
+
+
+# ---------------------------------------------------------------------- lint and planning
+def test_lint_is_clean(tmp_path):
+    for config_file in (None, TEST_CONFIG):
+        result = snakemake("--lint", workdir=tmp_path, config_file=config_file)
+        text = output_of(result)
+        assert result.returncode == 0, text
+        assert "Lints for" not in text, text
+        assert "Congratulations, your workflow is in a good condition!" in text
+
+
+def test_lint_catches_a_rule_without_log(tmp_path):
+    """The lint check above can fail: the same catalog with one log directive removed is reported."""
+    _require_snakemake()
+    copy = tmp_path / "workflows"
+    shutil.copytree(WORKFLOW, copy, ignore=shutil.ignore_patterns(".snakemake"))
+    rule_file = copy / "rules" / "score.smk"
+    text = rule_file.read_text()
+    assert "    log:\n" in text
+    rule_file.write_text(re.sub(r"    log:\n        [^\n]+\n", "", text))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(copy / "Snakefile"), "-d", str(tmp_path), "--lint"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Lints for rule score" in output_of(result) and "No log directive defined" in output_of(result)
+
+
+def test_dry_run_plans_the_default_config(tmp_path, data_dir):
+    result = snakemake("-n", "-p", workdir=tmp_path, data_dir=data_dir)
+    text = output_of(result)
+    assert result.returncode == 0, text
+    assert job_counts(text) == DEFAULT_JOBS
+    for command in ("genoseq prepare", "genoseq pretrain", "genoseq score", "genoseq vep", "genoseq classify fit",
+                    "genoseq classify evaluate", "genoseq generate", "genoseq embed"):
+        assert command + " --config" in text, command
+    # a GPU is requested for the model jobs of the default config, and the shared data is read
+    assert re.search(r"rule pretrain:.*?resources:[^\n]*gpu=1", text, re.S)
+    assert str(data_dir / "ecoli_k12_mg1655.fa.gz") in text
+
+
+def test_dry_run_plans_the_test_config(tmp_path, data_dir):
+    result = snakemake("-n", "-p", workdir=tmp_path, config_file=TEST_CONFIG, data_dir=data_dir)
+    text = output_of(result)
+    assert result.returncode == 0, text
+    assert job_counts(text) == TEST_JOBS
+    # options from the config reach genoseq as its inline --config document
+    assert '"max_steps": 8' in text and '"window_length": 128' in text
+
+
+def test_unknown_target_is_an_error(tmp_path, data_dir):
+    result = snakemake("-n", workdir=tmp_path, data_dir=data_dir, config=("targets=[pretrain,nonsense]",), timeout=120)
+    assert result.returncode != 0
+    assert "unknown target(s) ['nonsense']" in output_of(result)
+
+
+# ---------------------------------------------------------------------- a real run
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
+    """Run test.yaml end to end once (--cores 2); the tests below check what it wrote."""
+    workdir = tmp_path_factory.mktemp("workflow_run")
+    result = snakemake("--cores", "2", workdir=workdir, config_file=TEST_CONFIG, data_dir=data_dir)
+    if result.returncode != 0:
+        fail_with_logs(result, workdir)
+    return workdir
+
+
+def _read_fasta_prefix(path: Path, n: int) -> str:
+    """The first n bases of the first record of a gzipped FASTA."""
+    parts, total = [], 0
+    with gzip.open(path, "rt") as fh:
+        next(fh)
+        for line in fh:
+            if line.startswith(">") or total >= n:
+                break
+            parts.append(line.strip())
+            total += len(parts[-1])
+    return "".join(parts)[:n]
+
+
+@pytest.mark.slow
+def test_run_prepares_genome_slices(tiny_run, data_dir):
+    from genoseq.genome import open_genome
+    from genoseq.tokenizer import Tokenizer
+
+    results = tiny_run / "results"
+    ecoli = open_genome(results / "genomes" / "ecoli.h5")
+    assert ecoli.contigs == {ECOLI_CONTIG: 100_000}
+    expected = Tokenizer().encode(_read_fasta_prefix(data_dir / "ecoli_k12_mg1655.fa.gz", 100_000))
+    assert (ecoli.fetch(ECOLI_CONTIG, 0, 100_000) == expected).all()
+    ecoli.close()
+    phage = open_genome(results / "genomes" / "lambda.h5")
+    assert phage.contigs == {LAMBDA_CONTIG: 48_502}  # max_bases null: the whole genome
+    phage.close()
+    summary = json.loads((results / "genomes" / "ecoli.h5.json").read_text())
+    assert summary["total_length"] == 100_000
+
+
+@pytest.mark.slow
+def test_run_pretrains_a_loadable_model(tiny_run):
+    from genoseq.models import GenoSeqLM
+
+    run = tiny_run / "results" / "pretrain" / "small"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 8
+    assert math.isfinite(metrics["final_val_bits_per_base"])
+    lm = GenoSeqLM.from_pretrained(run / "model")
+    assert lm.config.d_model == 32 and lm.config.pattern == "MA"
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert "genoseq pretrain: 8 steps" in (tiny_run / "logs" / "pretrain" / "small.log").read_text()
+
+
+@pytest.mark.slow
+def test_run_scores_a_genome(tiny_run):
+    with open(tiny_run / "results" / "score" / "small" / "lambda.tsv") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["name"] == LAMBDA_CONTIG and int(row["length"]) == 48_502 and int(row["scored_bases"]) == 48_501
+    # an 8-step model is close to the 2 bits/base of a uniform guess, far from a broken 0 or inf
+    assert 1.0 < float(row["bits_per_base"]) < 5.0
+    assert float(row["log_likelihood"]) < 0
+
+
+@pytest.mark.slow
+def test_run_annotates_the_vcf(tiny_run, data_dir):
+    import pysam
+
+    with gzip.open(data_dir / "ecoli_snvs.vcf.gz", "rt") as source:  # plain gzip: pysam cannot open it
+        rows = [line.split("\t") for line in source if not line.startswith("#")][:20]
+    expected = [(r[0], int(r[1]), r[3], tuple(r[4].split(","))) for r in rows]
+    with pysam.VariantFile(str(tiny_run / "results" / "vep" / "small" / "ecoli_snvs.vcf.gz")) as vcf:
+        assert {"GENOSEQ_LLR", "GENOSEQ_STATUS"} <= set(vcf.header.info)
+        records = list(vcf)
+    assert [(r.chrom, r.pos, r.ref, r.alts) for r in records] == expected
+    for record in records:
+        assert record.info["GENOSEQ_STATUS"] == ("ok",)
+        assert math.isfinite(record.info["GENOSEQ_LLR"][0])
+        assert record.info["EFFECT"] in ("synonymous", "missense", "stop_gained")  # input INFO kept
+    summary = json.loads((tiny_run / "results" / "vep" / "small" / "ecoli_snvs.vcf.gz.json").read_text())
+    assert summary["alleles"] == 20 and summary["window_length"] == 128
+
+
+@pytest.mark.slow
+def test_run_trains_and_evaluates_a_classifier(tiny_run):
+    task = tiny_run / "results" / "classify" / "small" / "regions"
+    config = json.loads((task / "classifier" / "config.json").read_text())
+    assert config["classifier"]["classes"] == ["coding", "downstream", "upstream"]
+    training = json.loads((task / "classifier" / "training.json").read_text())
+    assert training["n_train"] + training["n_val"] == 60  # the first 60 E. coli regions
+    report = task / "evaluation"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n"] == 30 and 0.0 <= metrics["accuracy"] <= 1.0
+    with open(report / "predictions.tsv") as fh:
+        predictions = list(csv.DictReader(fh, delimiter="\t"))
+    assert len(predictions) == 30
+    for row in predictions:
+        p = [float(row[f"p_{c}"]) for c in ("coding", "downstream", "upstream")]
+        assert abs(sum(p) - 1) < 1e-3 and row["predicted"] in ("coding", "downstream", "upstream")
+    with open(report / "confusion_matrix.tsv") as fh:
+        matrix = [line.rstrip("\n").split("\t")[1:] for line in fh][1:]
+    assert sum(int(v) for row in matrix for v in row) == 30
+    assert (report / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_run_writes_designs(tiny_run):
+    from genoseq.fasta import iter_fasta
+
+    records = list(iter_fasta(tiny_run / "results" / "generate" / "small" / "unconditional.fa"))
+    assert [r.name for r in records] == ["sample_0", "sample_1", "sample_2"]
+    for record in records:
+        assert len(record.sequence) == 60 and set(record.sequence) <= set("ACGT")
+        assert json.loads(record.description)["seed"] == 1
+
+
+@pytest.mark.slow
+def test_run_writes_embeddings(tiny_run):
+    import h5py
+    import numpy as np
+
+    with h5py.File(tiny_run / "results" / "embed" / "small" / "saureus_regions.h5", "r") as h5:
+        vectors = h5["embeddings"][:]
+        labels = [v.decode() if isinstance(v, bytes) else v for v in h5["labels"][:]]
+    assert vectors.shape == (30, 32) and np.isfinite(vectors).all()
+    assert set(labels) <= {"coding", "downstream", "upstream"}
+
+
+@pytest.mark.slow
+def test_run_logs_every_job(tiny_run):
+    logs = sorted(p.relative_to(tiny_run / "logs").as_posix() for p in (tiny_run / "logs").rglob("*.log"))
+    assert logs == [
+        "classify_evaluate/small/regions.log", "classify_fit/small/regions.log", "embed/small/saureus_regions.log",
+        "generate/small/unconditional.log", "prepare/ecoli.log", "prepare/lambda.log", "pretrain/small.log",
+        "score/small/lambda.log", "stage_genome/ecoli.log", "stage_genome/lambda.log",
+        "subset_dataset/ecoli_regions.tsv.log", "subset_dataset/ecoli_snvs.vcf.log",
+        "subset_dataset/saureus_regions.tsv.log", "vep/small/ecoli_snvs.log",
+    ]
+    assert "genoseq score: 1 records" in (tiny_run / "logs" / "score" / "small" / "lambda.log").read_text()
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(tiny_run, data_dir):
+    outputs = [p for p in (tiny_run / "results").rglob("*") if p.is_file()]
+    before = {p: p.stat().st_mtime_ns for p in outputs}
+    dry = snakemake("-n", "--cores", "2", workdir=tiny_run, config_file=TEST_CONFIG, data_dir=data_dir)
+    assert dry.returncode == 0, output_of(dry)
+    assert "Nothing to be done (all requested files are present and up to date)." in output_of(dry)
+    again = snakemake("--cores", "2", workdir=tiny_run, config_file=TEST_CONFIG, data_dir=data_dir)
+    assert again.returncode == 0, output_of(again)
+    assert "Nothing to be done" in output_of(again)
+    assert {p: p.stat().st_mtime_ns for p in outputs} == before
+    # while a changed option reruns exactly the job that uses it
+    changed = snakemake("-n", "--cores", "2", workdir=tiny_run, config_file=TEST_CONFIG, data_dir=data_dir,
+                        config=("vep={'options': {'window_length': 64}}",))
+    assert changed.returncode == 0, output_of(changed)
+    assert job_counts(output_of(changed)) == {"vep": 1, "all": 1}
