@@ -25,8 +25,15 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "pretrain": "genoseq.pipelines.pretrain:pretrain",
     "score": "genoseq.pipelines.score:score",
-    "generate": "genoseq.pipelines.generate:generate",
+    "generate": {
+        "fit": "genoseq.pipelines.generate:fit",
+        "sample": "genoseq.pipelines.generate:sample",
+    },
 }
+
+# `genoseq generate --model M --prompt ACGT ...` (the original one-command form) means
+# `genoseq generate sample ...`; there `--num` and `--length` name --num_samples / --max_new_tokens.
+GENERATE_ALIASES = {"--num": "--num_samples", "--length": "--max_new_tokens"}
 
 
 def _resolve(spec: str | dict) -> Callable | dict:
@@ -58,13 +65,30 @@ def normalize_option_names(args: list[str]) -> list[str]:
     return out
 
 
+def rewrite_generate_args(args: list[str]) -> list[str]:
+    """Read ``generate`` not followed by ``fit``, ``sample`` or a help flag as ``generate sample``,
+    and the ``--num`` / ``--length`` aliases of ``generate sample`` (documented in its help)."""
+    if not args or args[0] != "generate":
+        return args
+    rest = args[1:]
+    if rest and rest[0] in ("fit", "-h", "--help"):
+        return args
+    if rest and rest[0] == "sample":
+        rest = rest[1:]
+    out = []
+    for arg in rest:
+        name, eq, value = arg.partition("=")
+        out.append(GENERATE_ALIASES.get(name, name) + eq + value)
+    return ["generate", "sample", *out]
+
+
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import auto_cli
 
     from genoseq import __version__
     from genoseq.errors import InputError
 
-    args = normalize_option_names(sys.argv[1:] if argv is None else list(argv))
+    args = rewrite_generate_args(normalize_option_names(sys.argv[1:] if argv is None else list(argv)))
     if args in (["--version"], ["-V"]):
         print(f"genoseq {__version__}")
         return 0

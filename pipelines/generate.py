@@ -1,13 +1,594 @@
-"""``genoseq generate``: sample sequences from a pretrained model into a FASTA file.
+"""``genoseq generate fit | sample``: conditional sequence design with a DNA language model.
 
-Decoding is incremental (Mamba2 recurrent state, attention KV cache, Hyena cached inputs), so
-each new base costs one step, not a forward pass over everything generated so far.
+* ``fit`` fine-tunes a pretrained :class:`~genoseq.models.lm.GenoSeqLM` on labelled sequences,
+  each prefixed with its label's condition token (``[COND:coding]``); a continuous column (MPRA
+  ``activity``) is cut into ``--bins`` quantile bins ``q1`` (lowest) .. ``qN`` first. The output
+  folder is a released model (``GenoSeqLM.from_pretrained`` loads it) with the condition labels
+  in its ``tokenizer.json``, plus ``metrics.json``, ``metrics.csv`` and
+  ``training_sequences.tsv.gz`` (every training sequence with its condition: the reference the
+  design report measures novelty and k-mer divergence against).
+* ``sample`` writes designs to FASTA. Decoding is incremental (Mamba2 recurrent state,
+  attention KV cache, Hyena cached inputs: one step per base). Constraints: forbidden motifs
+  (both strands) and homopolymer runs are enforced while sampling, by banning the base that
+  would break them; the GC range by rejection (whole designs resampled, up to
+  ``max_attempts``), with the rejections counted by reason. With ``--oracle`` (a classifier
+  from ``genoseq classify fit``) every design gets the oracle's probability of the requested
+  class; ``--select top-k`` oversamples and keeps the best ``num_samples``; ``--refine_rounds``
+  resamples a random span of every design per round and keeps the change when the oracle
+  prefers it. Beside ``designs.fa`` it writes ``designs.tsv`` (per design: GC, longest run,
+  oracle probability, edit distance to the nearest training sequence of the class),
+  ``designs.json`` (the run: settings, rejections, success rate, diversity, novelty, k-mer
+  Jensen-Shannon divergence from real sequences of the class) and ``designs.png``.
+
+The older one-command form ``genoseq generate --model M --prompt ACGT ...`` still works: the
+CLI reads it as ``genoseq generate sample``. ``--num`` and ``--length`` are accepted there as
+``--num_samples`` and ``--max_new_tokens``.
+
+Nothing heavy is imported at module level, so building the CLI parser stays fast.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Literal
+
+from genoseq.errors import InputError
+
+TRAINING_SEQUENCES = "training_sequences.tsv.gz"
+METRICS_FILE = "metrics.json"
+
+
+# ---------------------------------------------------------------------- fit
+def quantile_bins(values, bins: int):
+    """Cut numbers into ``bins`` equal-count bins: returns (bin index 0..bins-1 per value, edges).
+
+    Edges are the quantiles 0, 1/bins, ..., 1 of ``values``; a value on an inner edge goes to the
+    upper bin. Fewer distinct edges than bins (too many ties) is an error.
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.quantile(values, np.linspace(0.0, 1.0, bins + 1))
+    if len(np.unique(edges)) < bins + 1:
+        raise InputError(f"the values have too few distinct levels for {bins} quantile bins")
+    return np.searchsorted(edges[1:-1], values, side="right"), edges
+
+
+def _conditions(rows, path: str, column: str, bins: int | None) -> tuple[list[str], list[str], dict | None]:
+    """Condition label per row and the label order; binned quantiles for a numeric column."""
+    if bins is None:
+        labels = [r.label for r in rows]
+        return labels, sorted(set(labels)), None
+    if bins < 2:
+        raise InputError(f"bins must be >= 2, got {bins}", path=path)
+    values = []
+    for i, r in enumerate(rows):
+        try:
+            value = float(r.label)
+        except ValueError:
+            raise InputError(f"column {column!r} holds {r.label!r}, not a number", path=path, record=f"row {i + 1}") from None
+        if not math.isfinite(value):
+            raise InputError(f"column {column!r} holds {r.label!r}", path=path, record=f"row {i + 1}")
+        values.append(value)
+    index, edges = quantile_bins(values, bins)
+    order = [f"q{i + 1}" for i in range(bins)]
+    ranges = {order[i]: [float(edges[i]), float(edges[i + 1])] for i in range(bins)}
+    return [order[i] for i in index], order, {"column": column, "edges": [float(e) for e in edges], "ranges": ranges}
+
+
+def fit(
+    model: str,
+    train: str,
+    out: str,
+    condition_column: str | None = None,
+    bins: int | None = None,
+    sequence_column: str = "sequence",
+    val_fraction: float = 0.1,
+    pack_length: int = 1024,
+    batch_size: int = 8,
+    lr: float = 3e-4,
+    weight_decay: float = 0.1,
+    warmup_steps: int = 50,
+    max_epochs: int = 5,
+    max_steps: int = -1,
+    patience: int = 2,
+    val_check_interval: int | float = 1.0,
+    accelerator: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Fine-tune a pretrained language model for conditional generation (one token per label).
+
+    Each training sequence is prefixed with its condition token; new tokens start from the mean
+    of the model's existing embedding rows (pretrained rows are not changed). Training uses packed
+    batches, validation loss, early stopping and keeps the best validation checkpoint.
+
+    Args:
+        model: Released language model folder (``RUN_DIR/model`` from ``genoseq pretrain``).
+        train: Labelled TSV/CSV (``sequence`` and a condition column) or GenomicBenchmarks folder.
+        out: Folder for the conditional model (released model + metrics.json).
+        condition_column: Column whose values become conditions (default ``label``, or
+            ``activity`` with ``bins``).
+        bins: Cut a numeric condition column (e.g. MPRA activity) into this many quantile bins,
+            labelled q1 (lowest) .. qN.
+        sequence_column: Sequence column of a table.
+        val_fraction: Share of the sequences held out for the validation loss.
+        pack_length: Tokens per packed training row.
+        batch_size: Packed rows per batch.
+        lr: Peak AdamW learning rate (linear warmup, then cosine decay).
+        weight_decay: AdamW weight decay (not on norms, biases, embeddings).
+        warmup_steps: Learning-rate warmup steps.
+        max_epochs: Most passes over the training sequences.
+        max_steps: Most optimiser steps (-1: no limit besides max_epochs).
+        patience: Validation checks without improvement before stopping early.
+        val_check_interval: Validate every this many batches (int) or fraction of an epoch.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        precision: Lightning precision (default: bf16-mixed on a capable GPU, else 32-true).
+        seed: Seed for the validation split, batch order and initialisation.
+        progress: Show Lightning's progress bar.
+        overwrite: Replace an existing model in ``out``.
+
+    Returns:
+        The metrics also written to ``out/metrics.json``.
+    """
+    import csv
+    import gzip
+    import tempfile
+
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    import genoseq
+    from genoseq.datamodules import PackedSequenceDataModule
+    from genoseq.models.conditional import add_condition_labels
+    from genoseq.models.config import OptimConfig, TrainingConfig
+    from genoseq.models.lm import GenoSeqLM
+    from genoseq.runtime import atomic_output, trainer_precision
+    from genoseq.tables import read_labelled
+
+    started = time.perf_counter()
+    out_dir = Path(out)
+    if (out_dir / "config.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a model; pass --overwrite to replace it")
+    if not Path(train).exists():
+        raise FileNotFoundError(2, "No such file or directory", str(train))
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    column = condition_column or ("activity" if bins else "label")
+    rows = read_labelled(train, sequence_column=sequence_column, label_column=column)
+    conditions, labels, binning = _conditions(rows, str(train), column, bins)
+    if len(labels) < 2:
+        raise InputError(f"column {column!r} has a single value; conditional training needs at least two", path=str(train))
+
+    L.seed_everything(seed, verbose=False)
+    lm = GenoSeqLM.from_pretrained(model)
+    pretrained_vocab = lm.config.vocab_size
+    condition_ids = add_condition_labels(lm, labels)
+    lm.training_config = TrainingConfig()  # whole-batch RC would move the condition token; no length warmup
+    lm.optim = OptimConfig(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+    lm.hparams.update(optim=lm.optim.to_dict(), rc_augment=False, seq_len_warmup=None)
+
+    # The training table with its conditions: what the datamodule reads, and the report's reference.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / TRAINING_SEQUENCES, "wb") as raw, gzip.open(raw, "wt", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["sequence", "label", column] if binning else ["sequence", "label"])
+        for r, cond in zip(rows, conditions):
+            writer.writerow([r.sequence.upper(), cond, r.label] if binning else [r.sequence.upper(), cond])
+    datamodule = PackedSequenceDataModule(
+        str(out_dir / TRAINING_SEQUENCES), pack_length=pack_length, rows_per_batch=batch_size,
+        val_fraction=val_fraction, condition_column="label", tokenizer=lm.tokenizer, seed=seed,
+    )
+    datamodule.setup()
+    if "val" not in datamodule.datasets:
+        raise InputError("no validation sequences: raise val_fraction or give more rows", path=str(train))
+
+    with tempfile.TemporaryDirectory(prefix=".checkpoints-", dir=out_dir) as ckpt_dir:
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
+        trainer = L.Trainer(
+            default_root_dir=out_dir, max_epochs=max_epochs, max_steps=max_steps,
+            val_check_interval=val_check_interval, accelerator=accelerator, devices=1,
+            precision=trainer_precision(accelerator, precision), gradient_clip_val=1.0,
+            enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
+            logger=CSVLogger(out_dir, name="logs", version=""), num_sanity_val_steps=0,
+            callbacks=[best, EarlyStopping(monitor="val/loss", mode="min", patience=patience)],
+        )
+        before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
+        trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            lm.load_state_dict(state)
+        best_score = float(best.best_model_score) / math.log(2) if best.best_model_score is not None else None
+    lm = lm.cpu().eval()
+    counts = Counter(conditions)
+    metrics = {
+        "genoseq_version": genoseq.__version__,
+        "base_model": str(model),
+        "train": str(train),
+        "condition_column": column,
+        "labels": labels,
+        "condition_ids": dict(zip(labels, condition_ids)),
+        "counts": {label: counts[label] for label in labels},
+        "binning": binning,
+        "vocab_size": {"pretrained": pretrained_vocab, "now": lm.config.vocab_size},
+        "n_train": len(datamodule.datasets["train"]),
+        "n_val": len(datamodule.datasets["val"]),
+        "epochs": int(trainer.current_epoch),
+        "steps": int(trainer.global_step),
+        "val_bits_per_base_before": round(float(before), 4),
+        "best_val_bits_per_base": None if best_score is None else round(best_score, 4),
+        "seconds": round(time.perf_counter() - started, 1),
+        "training_sequences": TRAINING_SEQUENCES,
+    }
+    lm.save_pretrained(out_dir)
+    with atomic_output(out_dir / METRICS_FILE) as handle:
+        handle.write(json.dumps(metrics, indent=2) + "\n")
+    print(f"genoseq generate fit: {metrics['steps']} steps, validation bits/base {metrics['val_bits_per_base_before']} -> "
+          f"{metrics['best_val_bits_per_base']}; conditions {', '.join(labels)}; model in {out_dir}", file=sys.stderr)
+    return metrics
+
+
+# ---------------------------------------------------------------------- sample
+def _as_motifs(value: list[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else [m for v in value for m in str(v).split(",")]
+    return tuple(m.strip() for m in items if m.strip())
+
+
+def _report_paths(out: Path) -> dict[str, Path]:
+    stem = out.name
+    for suffix in (".fa", ".fasta", ".fna"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return {ext: out.with_name(f"{stem}.{ext}") for ext in ("tsv", "json", "png")}
+
+
+def _read_reference(path: Path, condition: str | None) -> tuple[list[str], list[str]] | None:
+    """Sequences (and row names) of one condition from a training table; all rows without one."""
+    from genoseq.tables import read_sequences
+
+    inputs = read_sequences(tsv=path)
+    if inputs.labels is not None and condition is not None:
+        keep = [i for i, label in enumerate(inputs.labels) if label == condition]
+    else:
+        keep = range(len(inputs.sequences))
+    if not keep:
+        return None
+    return [inputs.sequences[i].upper() for i in keep], [inputs.names[i] for i in keep]
+
+
+def sample(
+    model: str,
+    prompt: str = "",
+    max_new_tokens: int = 200,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    condition: str | None = None,
+    out: str = "generated.fa",
+    device: str = "auto",
+    line_width: int = 80,
+    gc_min: float | None = None,
+    gc_max: float | None = None,
+    forbid: list[str] | str | None = None,
+    max_homopolymer: int | None = None,
+    max_attempts: int | None = None,
+    batch_size: int = 64,
+    oracle: str | None = None,
+    oracle_class: str | None = None,
+    select: Literal["all", "top-k"] = "all",
+    oversample: int = 4,
+    refine_rounds: int = 0,
+    refine_span: int = 10,
+    reference: str | None = None,
+    report: bool = True,
+) -> dict:
+    """Sample designs (optionally conditioned, constrained and oracle-selected) into FASTA.
+
+    Each record is the prompt followed by the new bases; its header records the settings. With
+    ``report`` a TSV, a JSON summary and a PNG are written beside the FASTA (same stem).
+
+    Args:
+        model: Model folder (``genoseq generate fit`` output, or any released language model).
+        prompt: Bases to continue (A C G T N, any case); empty starts from the condition token
+            (or the beginning token).
+        max_new_tokens: Bases to generate per design (``--length`` is the same option).
+        num_samples: Number of designs written (``--num`` is the same option).
+        temperature: Softmax temperature; 0 is greedy.
+        top_k: Sample among the k most likely bases only.
+        top_p: Nucleus sampling: the smallest set of bases with this total probability.
+        seed: Random seed (the same seed and options give the same designs).
+        condition: Condition label of a conditionally fine-tuned model (prepends its token).
+        out: Output FASTA.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
+        line_width: Bases per FASTA line.
+        gc_min: Lowest GC fraction of a design (prompt included); enforced by rejection.
+        gc_max: Highest GC fraction of a design; enforced by rejection.
+        forbid: Motifs that must not occur on either strand, e.g. ``[GAATTC,GGATCC]``; enforced
+            while sampling.
+        max_homopolymer: Longest allowed run of one base; enforced while sampling.
+        max_attempts: Most designs sampled in all (default 20 x the designs needed) before
+            giving up on the rejected ones.
+        batch_size: Designs sampled together.
+        oracle: Classifier folder (``genoseq classify fit``) that scores every design.
+        oracle_class: The oracle class a design should be (default: ``condition``).
+        select: ``all`` keeps every accepted design; ``top-k`` samples ``oversample`` times as
+            many and keeps the ``num_samples`` the oracle rates highest.
+        oversample: Candidates per kept design with ``--select top-k``.
+        refine_rounds: Oracle-guided refinement rounds: each resamples one random span of every
+            design and keeps it where the oracle probability rises and the constraints hold.
+        refine_span: Bases resampled per refinement round.
+        reference: Table of real sequences (``sequence``, ``label``) for the report's novelty and
+            k-mer divergence (default: the model's ``training_sequences.tsv.gz``), rows of the
+            ``condition`` label only.
+        report: Write the TSV / JSON / PNG report beside the FASTA.
+
+    Returns:
+        The run summary (as in the JSON report) with the designs under ``sequences``.
+    """
+    import numpy as np
+    import torch
+
+    from genoseq.design import ConstraintMasker, DesignConstraints, to_base_indices
+    from genoseq.models.conditional import sample_constrained
+    from genoseq.models.lm import GenoSeqLM
+    from genoseq.runtime import atomic_output, resolve_device
+    from genoseq.tokenizer import BOS
+
+    started = time.perf_counter()
+    if num_samples < 1 or max_new_tokens < 1:
+        raise InputError("num_samples and max_new_tokens must be >= 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        raise InputError(f"top_k must be >= 1, got {top_k}")
+    if temperature < 0:
+        raise InputError(f"temperature must be >= 0, got {temperature}")
+    if select not in ("all", "top-k"):
+        raise InputError(f"select must be 'all' or 'top-k', got {select!r}")
+    if select == "top-k" and (oracle is None or oversample < 1):
+        raise InputError("--select top-k needs --oracle and oversample >= 1")
+    if refine_rounds and (oracle is None or not 1 <= refine_span <= max_new_tokens):
+        raise InputError(f"--refine_rounds needs --oracle and 1 <= refine_span <= max_new_tokens ({max_new_tokens})")
+    constraints = DesignConstraints(gc_min=gc_min, gc_max=gc_max, forbidden=_as_motifs(forbid),
+                                    max_homopolymer=max_homopolymer)
+    dev = resolve_device(device)
+    lm = GenoSeqLM.from_pretrained(model, map_location=dev)
+    prompt_ids = lm.tokenizer.encode(prompt, name="prompt")
+    prompt = lm.tokenizer.decode(prompt_ids)
+    if condition is not None:
+        try:
+            condition_ids = [lm.tokenizer.condition_id(condition)]
+        except KeyError as err:
+            raise InputError(str(err.args[0]), path=str(model)) from None
+    else:
+        condition_ids = []
+    clf, target = None, None
+    if oracle is not None:
+        from genoseq.models.classifier import SequenceClassifier
+
+        clf = SequenceClassifier.from_pretrained(oracle, map_location=dev)
+        target = oracle_class or condition
+        if target not in clf.classes:
+            raise InputError(f"oracle class {target!r} is not one of the oracle's classes {clf.classes}; "
+                             "give --oracle_class", path=str(oracle))
+
+    prefix = torch.tensor(condition_ids + prompt_ids.astype(np.int64).tolist() or [BOS], dtype=torch.long)
+    prompt_bases = to_base_indices(prompt)
+    masker = ConstraintMasker(constraints) if (constraints.forbidden or constraints.max_homopolymer) else None
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    decode = np.frombuffer(b"ACGT", dtype=np.uint8)
+
+    def draw(n: int) -> list[str]:
+        new = sample_constrained(lm, prefix[None].repeat(n, 1), np.tile(prompt_bases, (n, 1)), max_new_tokens,
+                                 masker=masker, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        return [prompt + decode[row].tobytes().decode() for row in new]
+
+    # ---- sample, rejecting designs that break a constraint, within a budget
+    needed = num_samples * (oversample if select == "top-k" else 1)
+    budget = max_attempts if max_attempts is not None else 20 * needed
+    if budget < needed:
+        raise InputError(f"max_attempts ({budget}) is smaller than the designs needed ({needed})")
+    accepted: list[str] = []
+    rejected: Counter = Counter()
+    attempts = 0
+    while len(accepted) < needed and attempts < budget:
+        rate = max(len(accepted) / attempts, 0.05) if attempts else 1.0
+        n = min(batch_size, budget - attempts, math.ceil((needed - len(accepted)) / rate))
+        for seq in draw(n):
+            why = constraints.violations(seq)
+            if why:
+                rejected.update(why)
+                rejected["designs"] += 1
+            elif len(accepted) < needed:
+                accepted.append(seq)
+        attempts += n
+    if not accepted:
+        raise InputError(f"no design met the constraints in {attempts} attempts ({dict(rejected)}); "
+                         "relax them or raise --max_attempts")
+    if len(accepted) < needed:
+        print(f"genoseq generate: warning: only {len(accepted)} of {needed} designs met the constraints "
+              f"in {attempts} attempts", file=sys.stderr)
+
+    # ---- oracle: score, keep the best, refine
+    proba = None
+    refinement: list[int] = []
+    if clf is not None:
+        k = clf.classes.index(target)
+        proba = clf.predict_proba(accepted, batch_size=batch_size)
+        if select == "top-k":
+            keep = np.argsort(-proba[:, k], kind="stable")[:num_samples]
+            accepted, proba = [accepted[i] for i in keep], proba[keep]
+        rng = np.random.default_rng([seed, 1])
+        for _ in range(refine_rounds):
+            start = len(prompt) + int(rng.integers(0, max_new_tokens - refine_span + 1))
+            lefts = [s[:start] for s in accepted]
+            left_ids = torch.from_numpy(np.stack([lm.tokenizer.encode(s) for s in lefts]).astype(np.int64)) \
+                if start else torch.empty((len(lefts), 0), dtype=torch.long)
+            prefixes = torch.cat([torch.tensor(condition_ids, dtype=torch.long).repeat(len(lefts), 1), left_ids], 1)
+            if prefixes.shape[1] == 0:
+                prefixes = torch.full((len(lefts), 1), BOS, dtype=torch.long)
+            history = np.stack([to_base_indices(s) for s in lefts]) if start else np.zeros((len(lefts), 0), np.int8)
+            spans = sample_constrained(lm, prefixes, history, refine_span, masker=masker, temperature=temperature,
+                                       top_k=top_k, top_p=top_p, generator=generator)
+            candidates = [left + decode[span].tobytes().decode() + s[start + refine_span :]
+                          for left, span, s in zip(lefts, spans, accepted)]
+            new_proba = clf.predict_proba(candidates, batch_size=batch_size)
+            better = [i for i, c in enumerate(candidates)
+                      if new_proba[i, k] > proba[i, k] and constraints.satisfied(c)]
+            for i in better:
+                accepted[i], proba[i] = candidates[i], new_proba[i]
+            refinement.append(len(better))
+        order = np.argsort(-proba[:, k], kind="stable") if select == "top-k" else np.arange(len(accepted))
+        accepted, proba = [accepted[i] for i in order], proba[order]
+
+    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
+                "prompt_length": len(prompt_ids), "condition": condition}
+    p_target = proba[:, clf.classes.index(target)] if clf is not None else None
+    out_path = Path(out)
+    with atomic_output(out_path) as fh:
+        for i, seq in enumerate(accepted):
+            header = dict(settings, **({"p_oracle": round(float(p_target[i]), 4)} if p_target is not None else {}))
+            fh.write(f">sample_{i} {json.dumps(header, separators=(',', ':'))}\n")
+            for start in range(0, len(seq), line_width):
+                fh.write(seq[start : start + line_width] + "\n")
+
+    summary = {
+        "model": str(model), "out": str(out_path), "condition": condition,
+        "settings": dict(settings, max_new_tokens=max_new_tokens, num_samples=num_samples, select=select,
+                         oversample=oversample if select == "top-k" else None, refine_rounds=refine_rounds,
+                         refine_span=refine_span if refine_rounds else None),
+        "constraints": constraints.to_dict(),
+        "n_designs": len(accepted), "needed": needed, "attempts": attempts,
+        "rejected": int(rejected.pop("designs", 0)), "rejected_by_reason": dict(sorted(rejected.items())),
+        "shortfall": max(0, num_samples - len(accepted)),
+        "oracle": str(oracle) if oracle else None, "oracle_class": target,
+        "refinement_improved": refinement,
+    }
+    if report:
+        paths = _report_paths(out_path)
+        ref_path = Path(reference) if reference else Path(model) / TRAINING_SEQUENCES
+        ref = _read_reference(ref_path, condition) if ref_path.exists() else None
+        summary.update(design_report(accepted, proba, clf.classes if clf else None, target, ref, paths))
+        summary["reference"] = str(ref_path) if ref else None
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    if report:
+        with atomic_output(paths["json"]) as fh:
+            fh.write(json.dumps(summary, indent=2) + "\n")
+    extra = f"; rejected {summary['rejected']}" if constraints.active else ""
+    if p_target is not None:
+        extra += f"; oracle success {summary.get('success_rate')}"
+    print(f"genoseq generate: {len(accepted)} x {max_new_tokens} new bases -> {out_path}{extra}", file=sys.stderr)
+    return dict(summary, sequences=accepted)
+
+
+def design_report(designs: list[str], proba, classes: list[str] | None, target: str | None,
+                  reference: tuple[list[str], list[str]] | None, paths: dict[str, Path]) -> dict:
+    """Per-design TSV and plot; returns the run metrics (success, diversity, novelty, k-mer JS)."""
+    import numpy as np
+
+    from genoseq.design import (gc_content, kmer_divergences, max_homopolymer, mean_pairwise_distance,
+                                nearest_distances, novelty)
+    from genoseq.runtime import atomic_output
+
+    gc = np.array([gc_content(s) for s in designs])
+    runs = [max_homopolymer(s) for s in designs]
+    metrics: dict = {"gc_mean": float(gc.mean()), "diversity": mean_pairwise_distance(designs)}
+    metrics["diversity_per_base"] = metrics["diversity"] / float(np.mean([len(s) for s in designs]))
+    p_target = predicted = None
+    if proba is not None:
+        k = classes.index(target)
+        p_target = proba[:, k]
+        predicted = [classes[i] for i in proba.argmax(1)]
+        metrics.update(success_rate=float(np.mean([p == target for p in predicted])),
+                       oracle_p_mean=float(p_target.mean()))
+    nearest = nearest_name = None
+    if reference is not None:
+        ref_seqs, ref_names = reference
+        nearest, index = nearest_distances(designs, ref_seqs)
+        nearest_name = [ref_names[i] for i in index]
+        metrics.update(
+            novelty=novelty(nearest),
+            nearest_distance_mean=float(nearest.mean()),
+            nearest_distance_min=int(nearest.min()),
+            nearest_distance_per_base_mean=float(np.mean(nearest / np.array([len(s) for s in designs]))),
+            reference_size=len(ref_seqs),
+            reference_gc_mean=float(np.mean([gc_content(s) for s in ref_seqs])),
+            kmer_js=kmer_divergences(designs, ref_seqs),
+        )
+    with atomic_output(paths["tsv"]) as fh:
+        columns = ["name", "length", "gc", "max_homopolymer"]
+        columns += ["oracle_p", "oracle_predicted"] if p_target is not None else []
+        columns += ["nearest_train_distance", "nearest_train_name"] if nearest is not None else []
+        fh.write("\t".join(columns) + "\n")
+        for i, seq in enumerate(designs):
+            row = [f"sample_{i}", str(len(seq)), f"{gc[i]:.4f}", str(runs[i])]
+            row += [f"{p_target[i]:.6g}", predicted[i]] if p_target is not None else []
+            row += [str(int(nearest[i])), nearest_name[i]] if nearest is not None else []
+            fh.write("\t".join(row) + "\n")
+    _plot_report(paths["png"], gc, p_target, target, nearest, metrics, reference)
+    return metrics
+
+
+def _plot_report(path: Path, gc, p_target, target, nearest, metrics: dict, reference) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from genoseq.design import gc_content
+    from genoseq.runtime import atomic_path
+
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7))
+    ax = axes[0, 0]
+    bins = np.linspace(0, 1, 41)
+    ax.hist(gc, bins=bins, alpha=0.6, density=True, label="designs")
+    if reference is not None:
+        ax.hist([gc_content(s) for s in reference[0]], bins=bins, alpha=0.5, density=True, label="real")
+    ax.set(xlabel="GC fraction", ylabel="density", title="GC content")
+    ax.legend()
+    ax = axes[0, 1]
+    if p_target is not None:
+        ax.hist(p_target, bins=np.linspace(0, 1, 21))
+        ax.set(xlabel=f"oracle P({target})", ylabel="designs",
+               title=f"oracle (success {metrics.get('success_rate', float('nan')):.2f})")
+    else:
+        ax.text(0.5, 0.5, "no oracle", ha="center", va="center")
+        ax.set_axis_off()
+    ax = axes[1, 0]
+    if nearest is not None:
+        ax.hist(nearest, bins=30)
+        ax.set(xlabel="edit distance to nearest training sequence", ylabel="designs",
+               title=f"novelty {metrics['novelty']:.2f}")
+    else:
+        ax.text(0.5, 0.5, "no reference sequences", ha="center", va="center")
+        ax.set_axis_off()
+    ax = axes[1, 1]
+    if "kmer_js" in metrics:
+        ks = list(metrics["kmer_js"])
+        ax.bar(ks, [metrics["kmer_js"][k] for k in ks])
+        ax.set(ylabel="Jensen-Shannon divergence (bits)", title="k-mer spectrum vs real")
+    else:
+        ax.set_axis_off()
+    fig.suptitle(f"genoseq generate: {len(gc)} designs, diversity {metrics['diversity']:.1f}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
 
 
 def generate(
@@ -24,47 +605,7 @@ def generate(
     device: str = "auto",
     line_width: int = 80,
 ) -> list[str]:
-    """Sample continuations of a prompt and write them as FASTA.
-
-    Each record holds the prompt followed by the new bases; its header records the settings.
-
-    Args:
-        model: Model folder (``RUN_DIR/model`` from ``genoseq pretrain``).
-        prompt: Bases to continue (A C G T N, any case); empty starts from the beginning token.
-        max_new_tokens: Bases to generate per sample.
-        num_samples: Number of sequences.
-        temperature: Softmax temperature; 0 is greedy.
-        top_k: Sample among the k most likely bases only.
-        top_p: Nucleus sampling: the smallest set of bases with this total probability.
-        seed: Random seed (the same seed gives the same sequences).
-        condition: Condition label of a conditionally fine-tuned model (prepends its token).
-        out: Output FASTA.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
-        line_width: Bases per FASTA line.
-    """
-    from genoseq.models.inference import generate as sample
-    from genoseq.models.lm import GenoSeqLM
-    from genoseq.runtime import atomic_output, resolve_device
-
-    if num_samples < 1 or max_new_tokens < 1:
-        raise ValueError("num_samples and max_new_tokens must be >= 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    dev = resolve_device(device)
-    lm = GenoSeqLM.from_pretrained(model, map_location=dev)
-    prompt_ids = lm.tokenizer.encode(prompt, name="prompt")
-    condition_ids = [lm.tokenizer.condition_id(condition)] if condition else None
-    ids = sample(lm, prompt_ids, max_new_tokens, num_samples=num_samples, temperature=temperature,
-                 top_k=top_k, top_p=top_p, seed=seed, condition_ids=condition_ids, device=dev)
-    seqs = [lm.tokenizer.decode(row) for row in ids]
-    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
-                "prompt_length": len(prompt_ids), "condition": condition}
-    with atomic_output(out) as fh:
-        for i, seq in enumerate(seqs):
-            fh.write(f">sample_{i} {json.dumps(settings, separators=(',', ':'))}\n")
-            for start in range(0, len(seq), line_width):
-                fh.write(seq[start : start + line_width] + "\n")
-    print(f"genoseq generate: {num_samples} x {max_new_tokens} new bases -> {Path(out)}")
-    return seqs
+    """The original one-call API: :func:`sample` without constraints or report; returns the sequences."""
+    return sample(model, prompt=prompt, max_new_tokens=max_new_tokens, num_samples=num_samples,
+                  temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, condition=condition, out=out,
+                  device=device, line_width=line_width, report=False)["sequences"]
