@@ -29,18 +29,17 @@ TEST_CONFIG = WORKFLOW / "config" / "test.yaml"
 BIN = Path(sys.executable).parent
 
 # Jobs of the default config (config.yaml): 3 genomes, 1 model, 2 scored genomes, 2 VCFs,
-# 1 classification task, 1 design set, 1 embedding set.
+# 1 classification task, 1 conditional model, 2 design sets, 1 embedding set.
 DEFAULT_JOBS = {
     "stage_genome": 3, "prepare": 3, "pretrain": 1, "score": 2, "vep": 2, "classify_fit": 1,
-    "classify_evaluate": 1, "generate": 1, "embed": 1, "all": 1,
+    "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 2, "embed": 1, "all": 1,
 }
-# Jobs of test.yaml: E. coli slice + lambda, three datasets cut to their first records.
+# Jobs of test.yaml: an E. coli slice, three datasets cut to their first records.
 TEST_JOBS = {
-    "stage_genome": 2, "subset_dataset": 3, "prepare": 2, "pretrain": 1, "score": 1, "vep": 1,
-    "classify_fit": 1, "classify_evaluate": 1, "generate": 1, "embed": 1, "all": 1,
+    "stage_genome": 1, "subset_dataset": 3, "prepare": 1, "pretrain": 1, "score": 1, "vep": 1,
+    "classify_fit": 1, "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 1, "embed": 1, "all": 1,
 }
 ECOLI_CONTIG = "K-12-MG1655"
-LAMBDA_CONTIG = "gi|9626243|ref|NC_001416.1|"
 
 
 def _require_snakemake() -> None:
@@ -116,7 +115,7 @@ def test_dry_run_plans_the_default_config(tmp_path, data_dir):
     assert result.returncode == 0, text
     assert job_counts(text) == DEFAULT_JOBS
     for command in ("genoseq prepare", "genoseq pretrain", "genoseq score", "genoseq vep", "genoseq classify fit",
-                    "genoseq classify evaluate", "genoseq generate", "genoseq embed"):
+                    "genoseq classify evaluate", "genoseq generate fit", "genoseq generate sample", "genoseq embed"):
         assert command + " --config" in text, command
     # a GPU is requested for the model jobs of the default config, and the shared data is read
     assert re.search(r"rule pretrain:.*?resources:[^\n]*gpu=1", text, re.S)
@@ -130,6 +129,21 @@ def test_dry_run_plans_the_test_config(tmp_path, data_dir):
     assert job_counts(text) == TEST_JOBS
     # options from the config reach genoseq as its inline --config document
     assert '"max_steps": 8' in text and '"window_length": 128' in text
+
+
+def test_slurm_profile_names_workflow_rules(tmp_path, data_dir):
+    """The SLURM profile is not run in CI, but it must stay in step with the rules it configures."""
+    import yaml
+
+    profile = yaml.safe_load((WORKFLOW / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    result = snakemake("--list-rules", workdir=tmp_path, data_dir=data_dir, timeout=120)
+    assert result.returncode == 0, output_of(result)
+    rules = set(re.findall(r"^(\w+)", result.stdout, re.M))  # rule names; docstrings are indented
+    assert {"pretrain", "vep", "classify_fit", "generate_sample"} <= rules
+    assert set(profile["set-resources"]) <= rules
+    model_rules = rules - {"all", "stage_genome", "subset_dataset", "prepare"}
+    assert model_rules <= set(profile["set-resources"])  # every model job goes to the GPU partition
 
 
 def test_unknown_target_is_an_error(tmp_path, data_dir):
@@ -173,9 +187,6 @@ def test_run_prepares_genome_slices(tiny_run, data_dir):
     expected = Tokenizer().encode(_read_fasta_prefix(data_dir / "ecoli_k12_mg1655.fa.gz", 100_000))
     assert (ecoli.fetch(ECOLI_CONTIG, 0, 100_000) == expected).all()
     ecoli.close()
-    phage = open_genome(results / "genomes" / "lambda.h5")
-    assert phage.contigs == {LAMBDA_CONTIG: 48_502}  # max_bases null: the whole genome
-    phage.close()
     summary = json.loads((results / "genomes" / "ecoli.h5.json").read_text())
     assert summary["total_length"] == 100_000
 
@@ -196,11 +207,11 @@ def test_run_pretrains_a_loadable_model(tiny_run):
 
 @pytest.mark.slow
 def test_run_scores_a_genome(tiny_run):
-    with open(tiny_run / "results" / "score" / "small" / "lambda.tsv") as fh:
+    with open(tiny_run / "results" / "score" / "small" / "ecoli.tsv") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     assert len(rows) == 1
-    row = rows[0]
-    assert row["name"] == LAMBDA_CONTIG and int(row["length"]) == 48_502 and int(row["scored_bases"]) == 48_501
+    row = rows[0]  # position 1 has no context and is not scored
+    assert row["name"] == ECOLI_CONTIG and int(row["length"]) == 100_000 and int(row["scored_bases"]) == 99_999
     # an 8-step model is close to the 2 bits/base of a uniform guess, far from a broken 0 or inf
     assert 1.0 < float(row["bits_per_base"]) < 5.0
     assert float(row["log_likelihood"]) < 0
@@ -250,12 +261,25 @@ def test_run_trains_and_evaluates_a_classifier(tiny_run):
 @pytest.mark.slow
 def test_run_writes_designs(tiny_run):
     from genoseq.fasta import iter_fasta
+    from genoseq.models import GenoSeqLM
 
-    records = list(iter_fasta(tiny_run / "results" / "generate" / "small" / "unconditional.fa"))
-    assert [r.name for r in records] == ["sample_0", "sample_1", "sample_2"]
+    results = tiny_run / "results" / "generate" / "small"
+    conditional = GenoSeqLM.from_pretrained(results / "conditional" / "regions")
+    for label in ("coding", "downstream", "upstream"):
+        conditional.tokenizer.condition_id(label)  # one condition token per region label
+    records = list(iter_fasta(results / "upstream.fa"))
+    assert len(records) == 3
     for record in records:
         assert len(record.sequence) == 60 and set(record.sequence) <= set("ACGT")
-        assert json.loads(record.description)["seed"] == 1
+    summary = json.loads((results / "upstream.json").read_text())
+    assert summary["condition"] == "upstream" and summary["settings"]["seed"] == 1
+    assert summary["n_designs"] == 3 and summary["needed"] == 6  # oversample 2: the oracle kept the best half
+    assert summary["oracle"].endswith("classify/small/regions/classifier")
+    with open(results / "upstream.tsv") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert len(rows) == 3
+    assert all(0.0 <= float(r["oracle_p"]) <= 1.0 for r in rows)
+    assert (results / "upstream.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
@@ -275,12 +299,12 @@ def test_run_logs_every_job(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs").as_posix() for p in (tiny_run / "logs").rglob("*.log"))
     assert logs == [
         "classify_evaluate/small/regions.log", "classify_fit/small/regions.log", "embed/small/saureus_regions.log",
-        "generate/small/unconditional.log", "prepare/ecoli.log", "prepare/lambda.log", "pretrain/small.log",
-        "score/small/lambda.log", "stage_genome/ecoli.log", "stage_genome/lambda.log",
+        "generate_fit/small/regions.log", "generate_sample/small/upstream.log", "prepare/ecoli.log", "pretrain/small.log",
+        "score/small/ecoli.log", "stage_genome/ecoli.log",
         "subset_dataset/ecoli_regions.tsv.log", "subset_dataset/ecoli_snvs.vcf.log",
         "subset_dataset/saureus_regions.tsv.log", "vep/small/ecoli_snvs.log",
     ]
-    assert "genoseq score: 1 records" in (tiny_run / "logs" / "score" / "small" / "lambda.log").read_text()
+    assert "genoseq score: 1 records" in (tiny_run / "logs" / "score" / "small" / "ecoli.log").read_text()
 
 
 @pytest.mark.slow

@@ -184,6 +184,24 @@ def classify_task(name):
     return entry("classify", "tasks", name)
 
 
+def design_model(wildcards):
+    """The model a design set samples from: its conditional model, else the pretrained one."""
+    conditional = entry("generate", "designs", wildcards.design).get("conditional")
+    if conditional:
+        entry("generate", "conditional", conditional)
+        return f"{RESULTS}/generate/{wildcards.model}/conditional/{conditional}"
+    return model_dir(wildcards)
+
+
+def design_oracle(wildcards):
+    """[classifier folder] of the design set's oracle task, or [] without one."""
+    task = entry("generate", "designs", wildcards.design).get("oracle")
+    if not task:
+        return []
+    classify_task(task)
+    return [f"{RESULTS}/classify/{wildcards.model}/{task}/classifier"]
+
+
 def optional_path(path):
     """jsonargparse reads 'null' as None for an optional path option."""
     return str(path) if path else "null"
