@@ -158,7 +158,7 @@ def fit(
     started = time.perf_counter()
     out_dir = Path(out)
     if (out_dir / "config.json").exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds a model; pass --overwrite to replace it")
+        raise InputError("already holds a model; pass --overwrite to replace it", path=str(out_dir))
     if not Path(train).exists():
         raise FileNotFoundError(2, "No such file or directory", str(train))
     if not 0.0 < val_fraction < 1.0:
@@ -200,14 +200,17 @@ def fit(
             precision=trainer_precision(accelerator, precision), gradient_clip_val=1.0,
             enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
             logger=CSVLogger(out_dir, name="logs", version=""), num_sanity_val_steps=0,
-            callbacks=[best, EarlyStopping(monitor="val/loss", mode="min", patience=patience)],
+            # strict=False: a run cut short by max_steps before its first validation is not an error
+            callbacks=[best, EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False)],
         )
         before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
         trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             lm.load_state_dict(state)
-        best_score = float(best.best_model_score) / math.log(2) if best.best_model_score is not None else None
+            best_score = float(best.best_model_score) / math.log(2)
+        else:  # stopped before any validation: keep the last weights and measure them
+            best_score = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
     lm = lm.cpu().eval()
     counts = Counter(conditions)
     metrics = {
@@ -225,7 +228,7 @@ def fit(
         "epochs": int(trainer.current_epoch),
         "steps": int(trainer.global_step),
         "val_bits_per_base_before": round(float(before), 4),
-        "best_val_bits_per_base": None if best_score is None else round(best_score, 4),
+        "best_val_bits_per_base": round(float(best_score), 4),
         "seconds": round(time.perf_counter() - started, 1),
         "training_sequences": TRAINING_SEQUENCES,
     }
