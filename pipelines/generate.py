@@ -379,6 +379,9 @@ def sample(
             raise InputError(str(err.args[0]), path=str(model)) from None
     else:
         condition_ids = []
+        if lm.tokenizer.condition_labels:
+            print(f"genoseq generate: note: the model was trained with conditions "
+                  f"({', '.join(lm.tokenizer.condition_labels)}); sampling without --condition", file=sys.stderr)
     clf, target = None, None
     if oracle is not None:
         from genoseq.models.classifier import SequenceClassifier
