@@ -15,6 +15,29 @@ from pathlib import Path
 COLUMNS = ("name", "length", "scored_bases", "log_likelihood", "bits_per_base")
 
 
+def scored_targets(ids):
+    """Mask (L-1,) of the targets ``ids[1:]`` that are scored: A, C, G and T (never N).
+
+    ``token_log_probs`` returns ``log P(x_t | x_<t)`` for ``t = 1 .. L-1``; position 1 (t = 0)
+    has no context and is never among them.
+    """
+    from genoseq.tokenizer import A, T
+
+    targets = ids[1:]
+    return (targets >= A) & (targets <= T)
+
+
+def summarize_log_probs(ids, log_probs) -> tuple[float, int]:
+    """Log-likelihood (nats, summed in float64) and number of scored bases of one sequence."""
+    scored = scored_targets(ids)
+    return float(log_probs[scored].double().sum()), int(scored.sum())
+
+
+def bits_per_base(log_likelihood: float, scored_bases: int) -> float:
+    """``-log_likelihood / scored_bases`` in bits (NaN when nothing was scored)."""
+    return -log_likelihood / scored_bases / math.log(2) if scored_bases else math.nan
+
+
 def score(
     model: str,
     fasta: str,
@@ -49,7 +72,6 @@ def score(
     from genoseq.models.inference import token_log_probs
     from genoseq.models.lm import GenoSeqLM
     from genoseq.runtime import atomic_output, resolve_device
-    from genoseq.tokenizer import A, T
 
     dev = resolve_device(device)
     lm = GenoSeqLM.from_pretrained(model, map_location=dev)
@@ -61,12 +83,9 @@ def score(
             ids = torch.from_numpy(genome.fetch(name, 0, length).astype("int64"))
             log_probs = token_log_probs(lm, ids, chunk_size=chunk_size, context=context,
                                         batch_size=batch_size, device=dev)
-            targets = ids[1:]
-            scored = (targets >= A) & (targets <= T)
-            ll = float(log_probs[scored].double().sum())
-            n = int(scored.sum())
+            ll, n = summarize_log_probs(ids, log_probs)
             rows.append({"name": name, "length": length, "scored_bases": n, "log_likelihood": ll,
-                         "bits_per_base": -ll / n / math.log(2) if n else math.nan})
+                         "bits_per_base": bits_per_base(ll, n)})
             bar.update(length)
     genome.close()
 
@@ -75,7 +94,7 @@ def score(
     summary = {
         "model": str(model), "fasta": str(fasta), "records": len(rows), "scored_bases": total_n,
         "log_likelihood": total_ll,
-        "bits_per_base": -total_ll / total_n / math.log(2) if total_n else math.nan,
+        "bits_per_base": bits_per_base(total_ll, total_n),
         "chunk_size": chunk_size, "context": context,
     }
     with atomic_output(out) as fh:
