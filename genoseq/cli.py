@@ -25,6 +25,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "pretrain": "genoseq.pipelines.pretrain:pretrain",
     "score": "genoseq.pipelines.score:score",
+    "serve": "genoseq.pipelines.serve:serve",
     "generate": {
         "fit": "genoseq.pipelines.generate:fit",
         "sample": "genoseq.pipelines.generate:sample",

@@ -1,0 +1,37 @@
+"""``POST /v1/embed``: one pooled vector per sequence, as ``genoseq embed`` writes them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..deps import Service, count_inputs
+from ..errors import RequestInputError, check_count, encode_sequence
+from ..schemas import EmbedRequest, EmbedResponse
+
+router = APIRouter(prefix="/v1", tags=["embed"])
+
+
+@router.post("/embed", response_model=EmbedResponse, summary="Pooled embeddings of sequences",
+             responses={422: {"description": "bad sequence (field and position named), bad layer, too long or too many"}})
+async def embed(body: EmbedRequest, request: Request, service: Service) -> EmbedResponse:
+    """Layer, pooling and strand averaging as in :mod:`genoseq.models.embedding`."""
+    from genoseq.models.embedding import Embedder
+
+    limits = service.settings.limits
+    check_count(["sequences"], len(body.sequences), limits.max_sequences, "sequences")
+    n_layers = service.lm.config.n_layers
+    if body.layer is not None and not -(n_layers + 1) <= body.layer <= n_layers:
+        raise RequestInputError(["layer"], f"layer: {body.layer} is out of range for a {n_layers}-layer model "
+                                           f"(use {-(n_layers + 1)}..{n_layers}, or null)", "out_of_range")
+    encoded = [encode_sequence(service.lm.tokenizer, seq, ["sequences", i], limits.max_sequence_length)
+               for i, seq in enumerate(body.sequences)]
+    count_inputs(request, len(encoded), sum(len(ids) for ids in encoded))
+
+    def run():
+        embedder = Embedder(service.lm, layer=body.layer, pooling=body.pooling, rc_average=body.rc_average,
+                            batch_size=limits.max_batch_rows, device=service.device)
+        return embedder.embed(encoded)
+
+    vectors = await service.run(run)
+    return EmbedResponse(model=service.model_name, dim=int(vectors.shape[1]), layer=body.layer, pooling=body.pooling,
+                         rc_average=body.rc_average, embeddings=vectors.tolist())

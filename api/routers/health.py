@@ -1,0 +1,58 @@
+"""``/healthz`` (the process answers), ``/readyz`` (models loaded) and ``/v1/models`` (what is loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from ..deps import Service, get_service
+from ..schemas import Health, LoadedModel, ModelsInfo, Readiness, Reference
+from ..service import ModelService
+
+router = APIRouter(tags=["health"])
+models_router = APIRouter(prefix="/v1", tags=["models"])
+
+
+@router.get("/healthz", response_model=Health, summary="The server process is up")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness, summary="The models are loaded (503 while loading or after a failure)",
+            responses={503: {"model": Readiness}})
+async def readyz(service: Annotated[ModelService, Depends(get_service)]):
+    body = Readiness(status=service.status, error=service.error, load_seconds=service.load_seconds)
+    return JSONResponse(body.model_dump(), status_code=200 if service.status == "ready" else 503)
+
+
+def _describe(path: str, module, model_type: str, config: dict, **extra) -> LoadedModel:
+    return LoadedModel(name=Path(path).name, model_type=model_type,
+                       parameters=sum(p.numel() for p in module.parameters()), config=config, **extra)
+
+
+@models_router.get("/models", response_model=ModelsInfo, summary="The loaded models, their configs and the limits")
+async def models(service: Service) -> ModelsInfo:
+    s = service.settings
+    lm = service.lm
+    info = ModelsInfo(
+        device=str(service.device),
+        model=_describe(s.model, lm, "GenoSeqLM", lm.config.to_dict(), conditions=list(lm.tokenizer.condition_labels)),
+        scoring={"chunk_size": s.chunk_size, "context": s.context, "recurrent": lm.is_recurrent,
+                 "batches": service.batcher.batches, "batched_rows": service.batcher.batched_rows},
+        limits=s.limits.__dict__.copy(),
+    )
+    if service.classifier is not None:
+        clf = service.classifier
+        info.classifier = _describe(s.classifier, clf, "GenoSeqClassifier",
+                                    {**clf.classifier_config(), "model": clf.lm.config.to_dict()}, classes=list(clf.classes))
+    if service.generator is not None:
+        gen = service.generator
+        info.generator = LoadedModel(name=Path(gen.path).name, model_type="GenoSeqLM", parameters=gen.parameters,
+                                     config=gen.config, conditions=gen.conditions)
+    if service.reference is not None:
+        ref = service.reference
+        info.reference = Reference(name=Path(s.reference).name, contigs=len(ref.contigs), bases=sum(ref.contigs.values()))
+    return info

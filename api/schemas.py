@@ -1,0 +1,208 @@
+"""Request and response bodies of the genoseq REST API (pydantic v2).
+
+Sequences are strings of A C G T and IUPAC codes (any case; ambiguity codes are read as N), as
+everywhere in genoseq. Limits that depend on the server's configuration (sequence length,
+sequences per request) are checked by the routes and reported with the field that broke them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Sequence = Annotated[str, Field(min_length=1, description="DNA: A C G T and IUPAC codes (as N), any case")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
+
+
+# ---------------------------------------------------------------------- health and models
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["loading", "ready", "failed"]
+    error: str | None = None
+    load_seconds: float | None = None
+
+
+class LoadedModel(BaseModel):
+    name: str = Field(description="folder name of the model")
+    model_type: str
+    parameters: int
+    config: dict
+    conditions: list[str] = Field(default_factory=list, description="condition labels (conditional models)")
+    classes: list[str] | None = None
+
+
+class Reference(BaseModel):
+    name: str
+    contigs: int
+    bases: int
+
+
+class ModelsInfo(BaseModel):
+    device: str
+    model: LoadedModel
+    classifier: LoadedModel | None = None
+    generator: LoadedModel | None = None
+    reference: Reference | None = None
+    scoring: dict = Field(description="chunk_size and context used for long sequences, as `genoseq score`")
+    limits: dict
+
+
+# ---------------------------------------------------------------------- score
+class ScoreRequest(_Request):
+    sequences: list[Sequence] = Field(min_length=1, description="sequences to score")
+    names: list[str] | None = Field(None, description="optional names, one per sequence (default #1, #2, ...)")
+    token_log_probs: bool = Field(False, description="also return log P(x_t | x_<t) per position")
+
+    @model_validator(mode="after")
+    def _names_match(self) -> "ScoreRequest":
+        if self.names is not None and len(self.names) != len(self.sequences):
+            raise ValueError(f"names has {len(self.names)} entries for {len(self.sequences)} sequences")
+        return self
+
+
+class SequenceScore(BaseModel):
+    name: str
+    length: int
+    scored_bases: int = Field(description="positions 2..L whose base is A, C, G or T")
+    log_likelihood: float = Field(description="sum of log P(x_t | x_<t) over scored bases, nats")
+    bits_per_base: float | None = Field(description="-log_likelihood / scored_bases / ln 2 (null if none scored)")
+    token_log_probs: list[float | None] | None = Field(
+        None, description="per position (index 0 = position 1): log P in nats, null where not scored")
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    scores: list[SequenceScore]
+
+
+# ---------------------------------------------------------------------- embed
+class EmbedRequest(_Request):
+    sequences: list[Sequence] = Field(min_length=1)
+    layer: int | None = Field(-1, description="-1 after the last block, k after k blocks (0 = embeddings), "
+                                              "negative from the top, null for the final normed output")
+    pooling: Literal["mean", "last", "echo"] = "mean"
+    rc_average: bool = Field(False, description="average with the reverse complement's vector")
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int
+    layer: int | None
+    pooling: str
+    rc_average: bool
+    embeddings: list[list[float]]
+
+
+# ---------------------------------------------------------------------- variants
+Allele = Annotated[str, Field(min_length=1, max_length=100_000)]
+
+
+class VariantIn(_Request):
+    """One REF/ALT pair at a 1-based position of ``sequence`` or of the reference contig ``chrom``."""
+
+    pos: int = Field(ge=1, description="1-based position of the first REF base")
+    ref: Allele
+    alt: Allele
+    sequence: Sequence | None = Field(None, description="the sequence the variant is in (instead of chrom)")
+    chrom: str | None = Field(None, min_length=1, description="a contig of the server's reference genome")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "VariantIn":
+        if (self.sequence is None) == (self.chrom is None):
+            raise ValueError("give exactly one of 'sequence' and 'chrom'")
+        return self
+
+
+class VariantsRequest(_Request):
+    variants: list[VariantIn] = Field(min_length=1)
+    window_length: int = Field(256, ge=4, le=100_000, description="bases in the window centred on each variant")
+    strands: Literal["both", "forward"] = "both"
+
+
+class VariantScore(BaseModel):
+    chrom: str | None
+    pos: int
+    ref: str
+    alt: str
+    llr: float = Field(description="log P(alt window) - log P(ref window), nats (negative: less likely)")
+    llr_forward: float
+    llr_reverse: float | None
+
+
+class VariantsResponse(BaseModel):
+    model: str
+    window_length: int
+    strands: str
+    effects: list[VariantScore]
+
+
+# ---------------------------------------------------------------------- classify
+class ClassifyRequest(_Request):
+    sequences: list[Sequence] = Field(min_length=1)
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    classifier: str
+    classes: list[str]
+    predictions: list[Prediction]
+
+
+# ---------------------------------------------------------------------- generate
+Motif = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[ACGTacgt]+$")]
+
+
+class GenerateRequest(_Request):
+    condition: str | None = Field(None, description="condition label of a conditionally fine-tuned model")
+    prompt: str = Field("", max_length=10_000, description="bases to continue")
+    num_samples: int = Field(1, ge=1)
+    max_new_tokens: int = Field(200, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int = Field(0, ge=0, lt=2**63)
+    gc_min: Probability | None = None
+    gc_max: Probability | None = None
+    forbid: list[Motif] = Field(default_factory=list, max_length=64, description="motifs banned on both strands")
+    max_homopolymer: int | None = Field(None, ge=1)
+    max_attempts: int | None = Field(None, ge=1, le=100_000)
+    oracle: bool = Field(False, description="score designs with the server's classifier")
+    oracle_class: str | None = None
+    select: Literal["all", "top-k"] = "all"
+    oversample: int = Field(4, ge=1, le=64)
+    refine_rounds: int = Field(0, ge=0, le=100)
+    refine_span: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _gc_range(self) -> "GenerateRequest":
+        if self.gc_min is not None and self.gc_max is not None and self.gc_min > self.gc_max:
+            raise ValueError(f"gc_min ({self.gc_min}) is above gc_max ({self.gc_max})")
+        return self
+
+
+class Design(BaseModel):
+    sequence: str
+    gc: float
+    oracle_p: float | None = None
+
+
+class GenerateResponse(BaseModel):
+    generator: str
+    designs: list[Design]
+    attempts: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    shortfall: int
+    refinement_improved: list[int]

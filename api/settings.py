@@ -1,0 +1,109 @@
+"""What a genoseq API server loads and the limits it enforces.
+
+Plain dataclasses with no heavy imports: ``genoseq serve`` builds them while parsing options,
+and a multi-worker server passes them to its worker processes as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+DEFAULT_CHUNK = 8192  # the same defaults as `genoseq score`
+DEFAULT_CONTEXT = 2048
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; a request over one gets a 4xx naming the field and the limit."""
+
+    max_sequence_length: int = 100_000  # bases per sequence (score, embed, classify, variants)
+    max_sequences: int = 64  # sequences per request (score, embed, classify)
+    max_variants: int = 1024  # variants per request
+    max_body_bytes: int = 8 * 1024 * 1024  # request body; larger bodies get 413
+    max_new_tokens: int = 2000  # bases per design (generate)
+    max_designs: int = 64  # designs per request (generate)
+    max_batch_rows: int = 16  # sequences of equal length scored in one forward pass
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"limit {f.name} must be >= 1, got {getattr(self, f.name)}")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Models to load (folders and files) and how to run them.
+
+    Args:
+        model: Released language model folder (scoring, embeddings, variant effects).
+        classifier: Classifier folder from ``genoseq classify fit`` (``/v1/classify``; also the
+            oracle of ``/v1/generate``).
+        generator: Conditional model folder from ``genoseq generate fit`` (or any released
+            language model) for ``/v1/generate``.
+        reference: Reference genome (FASTA or token store) for variants given by contig.
+        device: ``auto``, ``cpu``, ``cuda:0``, ...
+        chunk_size, context, window_batch_size: long-sequence scoring, as ``genoseq score``.
+        api_key: The key clients send in ``X-API-Key``; None turns authentication off.
+        limits: Request limits.
+    """
+
+    model: str
+    classifier: str | None = None
+    generator: str | None = None
+    reference: str | None = None
+    device: str = "auto"
+    chunk_size: int = DEFAULT_CHUNK
+    context: int = DEFAULT_CONTEXT
+    window_batch_size: int = 4
+    api_key: str | None = field(default=None, repr=False)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 2 or not 0 <= self.context < self.chunk_size:
+            raise ValueError(f"need chunk_size >= 2 and 0 <= context < chunk_size; got {self.chunk_size}, {self.context}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key is empty")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ApiSettings":
+        data = json.loads(text)
+        data["limits"] = Limits(**data.get("limits", {}))
+        return cls(**data)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: may resolve anywhere
+        return False
+
+
+def read_api_key(api_key: str | None = None, api_key_file: str | None = None) -> str | None:
+    """The configured key: given directly or as the first line of a file (not both)."""
+    from pathlib import Path
+
+    from genoseq.errors import InputError
+
+    if api_key is not None and api_key_file is not None:
+        raise InputError("give --api_key or --api_key_file, not both")
+    if api_key_file is not None:
+        path = Path(api_key_file)
+        if not path.is_file():
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        lines = path.read_text().splitlines()
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise InputError("the API key file is empty", path=str(path))
+        return key
+    if api_key is not None and not api_key.strip():
+        raise InputError("--api_key is empty")
+    return api_key

@@ -1,0 +1,121 @@
+"""``genoseq serve``: the REST API (:mod:`genoseq.api`) on uvicorn.
+
+Nothing heavy is imported at module level (no torch, no FastAPI), so building the CLI parser
+stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from genoseq.errors import InputError
+
+API_KEY_ENV = "GENOSEQ_API_KEY"
+
+
+def _check_model_dir(path: str | None, option: str) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"{option}: not a model directory", path=str(p))
+    if not (p / "config.json").is_file():
+        raise InputError(f"{option}: no config.json (not a released genoseq model)", path=str(p))
+
+
+def serve(
+    model: str,
+    classifier: str | None = None,
+    generator: str | None = None,
+    reference: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    api_key: str | None = None,
+    api_key_file: str | None = None,
+    no_auth: bool = False,
+    device: str = "auto",
+    chunk_size: int = 8192,
+    context: int = 2048,
+    max_sequence_length: int = 100_000,
+    max_sequences: int = 64,
+    max_variants: int = 1024,
+    max_body_bytes: int = 8 * 1024 * 1024,
+    max_new_tokens: int = 2000,
+    max_designs: int = 64,
+    max_batch_rows: int = 16,
+    log_level: str = "info",
+) -> None:
+    """Serve the models over HTTP: /v1/score, /v1/embed, /v1/variants, /v1/classify, /v1/generate.
+
+    The models are loaded once per worker process. Docs at ``http://HOST:PORT/docs``;
+    ``/healthz`` answers while they load, ``/readyz`` once they are loaded.
+
+    Authentication: clients send ``X-API-Key``; the key is ``--api_key``, the first line of
+    ``--api_key_file`` or ``$GENOSEQ_API_KEY``. Without a key the API is open, which is allowed
+    only on a loopback host (127.0.0.1, ::1, localhost) unless ``--no_auth`` says so explicitly.
+
+    Args:
+        model: Released language model folder (``RUN_DIR/model`` from ``genoseq pretrain``).
+        classifier: Classifier folder (``genoseq classify fit``): /v1/classify and the design oracle.
+        generator: Conditional model folder (``genoseq generate fit``): /v1/generate.
+        reference: Reference genome (FASTA or token store) for variants given by contig.
+        host: Address to bind (default loopback only).
+        port: Port to bind.
+        workers: Worker processes (each loads its own copy of the models).
+        api_key: The API key (visible in the process list: prefer ``--api_key_file``).
+        api_key_file: File whose first line is the API key.
+        no_auth: Serve without a key on a non-loopback host.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
+        chunk_size: Tokens per forward pass for long sequences (as ``genoseq score``).
+        context: Minimum context of every scored base (as ``genoseq score``).
+        max_sequence_length: Longest sequence accepted (bases).
+        max_sequences: Most sequences per request.
+        max_variants: Most variants per request.
+        max_body_bytes: Largest request body (larger: 413).
+        max_new_tokens: Longest design (new bases) per /v1/generate request.
+        max_designs: Most designs per /v1/generate request.
+        max_batch_rows: Most sequences of equal length scored in one forward pass.
+        log_level: uvicorn and genoseq.api log level.
+    """
+    from genoseq.api.settings import ApiSettings, Limits, is_loopback, read_api_key
+
+    for path, option in ((model, "--model"), (classifier, "--classifier"), (generator, "--generator")):
+        _check_model_dir(path, option)
+    if reference is not None and not Path(reference).is_file():
+        raise FileNotFoundError(2, "No such file or directory", str(reference))
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    key = read_api_key(api_key, api_key_file)
+    if key is None and os.environ.get(API_KEY_ENV):
+        key = os.environ[API_KEY_ENV].strip()
+    if key is None and not is_loopback(host) and not no_auth:
+        raise InputError(f"refusing to serve without an API key on {host} (not a loopback address): give "
+                         f"--api_key_file (or --api_key, ${API_KEY_ENV}), or --no_auth true to serve it open")
+    try:
+        limits = Limits(max_sequence_length=max_sequence_length, max_sequences=max_sequences,
+                        max_variants=max_variants, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
+                        max_designs=max_designs, max_batch_rows=max_batch_rows)
+        settings = ApiSettings(model=model, classifier=classifier, generator=generator, reference=reference,
+                               device=device, chunk_size=chunk_size, context=context, api_key=key, limits=limits)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"genoseq serve: http://{host}:{port} (docs at /docs; authentication "
+          f"{'on' if key else 'off'}; {workers} worker{'s' if workers > 1 else ''})", file=sys.stderr)
+    common = dict(host=host, port=port, log_level=log_level, access_log=False)  # genoseq.api.access logs requests
+    if workers == 1:
+        from genoseq.api import create_app
+
+        uvicorn.run(create_app(settings, load_in_background=False), **common)
+    else:
+        from genoseq.api.app import SETTINGS_ENV
+
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        uvicorn.run("genoseq.api.app:app_from_environment", factory=True, workers=workers, **common)

@@ -1,0 +1,498 @@
+"""The REST API against the command line: every route's answer equals the CLI's for the same input.
+
+A tiny model trained a few steps on phage lambda, a frozen-probe classifier on real E. coli
+regions, the lambda genome as the reference. Also: error cases (4xx naming the field), limits,
+authentication, and a real `genoseq serve` subprocess on loopback.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import gzip
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from genoseq.api import ApiSettings, Limits, create_app
+from genoseq.api.settings import is_loopback
+from genoseq.cli import main
+from genoseq.design import max_homopolymer
+from genoseq.fasta import iter_fasta
+from genoseq.pipelines.pretrain import pretrain
+
+KEY = "s3cret-key-for-tests"
+
+
+# ---------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("api")
+
+
+@pytest.fixture(scope="module")
+def model_dir(workdir) -> Path:
+    run = workdir / "run"
+    pretrain(out=str(run), model={"d_model": 32, "pattern": "MA", "n_heads": 2, "d_state": 16, "headdim": 16},
+             window={"length": 128, "batch_size": 4, "windows_per_epoch": 40, "max_val_windows": 2},
+             trainer={"max_steps": 10, "val_check_interval": 10, "enable_progress_bar": False})
+    return run / "model"
+
+
+@pytest.fixture(scope="module")
+def regions(data_dir) -> list[tuple[str, str]]:
+    """120 (sequence, label) rows of the real E. coli regions table."""
+    with gzip.open(data_dir / "ecoli_regions.tsv.gz", "rt") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    rng = np.random.default_rng(1)
+    return [(rows[i]["sequence"], rows[i]["label"]) for i in rng.permutation(len(rows))[:120]]
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(model_dir, regions, workdir) -> Path:
+    from genoseq.pipelines.classify import fit
+
+    train = workdir / "train.tsv"
+    train.write_text("sequence\tlabel\n" + "".join(f"{s}\t{label}\n" for s, label in regions[:100]))
+    out = workdir / "probe"
+    fit(str(model_dir), str(train), str(out), frozen=True, device="cpu", progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lambda_seq(lambda_fasta) -> str:
+    return next(iter_fasta(lambda_fasta)).sequence.upper()
+
+
+@pytest.fixture(scope="module")
+def settings(model_dir, classifier_dir, lambda_fasta) -> ApiSettings:
+    # chunk_size / context as the CLI runs below use them, so long sequences take several windows
+    return ApiSettings(model=str(model_dir), classifier=str(classifier_dir), generator=str(model_dir),
+                       reference=str(lambda_fasta), device="cpu", chunk_size=512, context=128,
+                       limits=Limits(max_sequence_length=5000, max_sequences=8, max_variants=16,
+                                     max_body_bytes=64 * 1024, max_new_tokens=100, max_designs=5))
+
+
+def wait_ready(client, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get("/readyz")
+        if response.status_code == 200:
+            return
+        assert response.json()["status"] == "loading", response.json()
+        time.sleep(0.05)
+    raise TimeoutError("models not loaded in time")
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        yield c
+
+
+def detail(response) -> str:
+    """All messages of an error response, joined."""
+    body = response.json()["detail"]
+    return body if isinstance(body, str) else " | ".join(f"{e['loc']}: {e['msg']}" for e in body)
+
+
+# ---------------------------------------------------------------------- health and models
+def test_health_ready_and_models(client, regions):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    info = client.get("/v1/models").json()
+    assert info["device"] == "cpu"
+    assert info["model"]["name"] == "model" and info["model"]["config"]["pattern"] == "MA"
+    assert info["model"]["parameters"] > 1000
+    assert info["classifier"]["classes"] == sorted({label for _, label in regions[:100]})
+    assert info["reference"] == {"name": "lambda_phage.fa", "contigs": 1, "bases": 48502}
+    assert info["scoring"]["chunk_size"] == 512 and info["limits"]["max_sequences"] == 8
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/score", "/v1/embed", "/v1/variants", "/v1/classify", "/v1/generate"} <= set(schema["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_openapi_schema_is_valid(client):
+    from openapi_spec_validator import validate
+
+    validate(client.get("/openapi.json").json())
+
+
+# ---------------------------------------------------------------------- score
+def test_score_equals_genoseq_score(client, lambda_seq, workdir, model_dir):
+    records = {"long": lambda_seq[1000:2700], "with_n": lambda_seq[5000:5300] + "NNNN" + lambda_seq[9000:9200],
+               "short": lambda_seq[20_000:20_050].lower(), "one": "A"}
+    fasta = workdir / "score.fa"
+    fasta.write_text("".join(f">{name}\n{seq}\n" for name, seq in records.items()))
+    out = workdir / "scores.tsv"
+    assert main(["score", "--model", str(model_dir), "--fasta", str(fasta), "--out", str(out), "--chunk_size", "512",
+                 "--context", "128", "--device", "cpu", "--progress", "false"]) == 0
+    expected = {r["name"]: r for r in json.loads((workdir / "scores.tsv.json").read_text())["per_record"]}
+
+    response = client.post("/v1/score", json={"sequences": list(records.values()), "names": list(records)})
+    assert response.status_code == 200, response.text
+    scores = {s["name"]: s for s in response.json()["scores"]}
+    for name, want in expected.items():
+        got = scores[name]
+        assert got["length"] == want["length"] and got["scored_bases"] == want["scored_bases"]
+        assert math.isclose(got["log_likelihood"], want["log_likelihood"], rel_tol=1e-9, abs_tol=1e-9), name
+        if want["scored_bases"]:
+            assert math.isclose(got["bits_per_base"], want["bits_per_base"], rel_tol=1e-9)
+    assert scores["with_n"]["scored_bases"] == 503 - 4  # position 1 and the Ns are not scored
+    assert scores["one"]["scored_bases"] == 0 and scores["one"]["bits_per_base"] is None
+    # the TSV, as written, says the same
+    for row in csv.DictReader(open(out), delimiter="\t"):
+        assert f"{scores[row['name']]['log_likelihood']:.4f}" == row["log_likelihood"]
+
+
+def test_score_token_log_probs(client, lambda_seq):
+    seq = lambda_seq[300:340] + "N" + lambda_seq[340:360]
+    got = client.post("/v1/score", json={"sequences": [seq], "token_log_probs": True}).json()["scores"][0]
+    per_token = got["token_log_probs"]
+    assert len(per_token) == len(seq) and per_token[0] is None
+    assert per_token[40] is None and per_token[41] is not None  # the N is not scored; the base after it is
+    values = [v for v in per_token if v is not None]
+    assert len(values) == got["scored_bases"] and all(v < 0 for v in values)
+    assert math.isclose(sum(values), got["log_likelihood"], rel_tol=1e-5)
+
+
+def test_concurrent_score_requests_are_batched_and_exact(client, lambda_seq):
+    seqs = [lambda_seq[i * 300 : i * 300 + 300] for i in range(24)]
+    before = client.get("/v1/models").json()["scoring"]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda s: client.post("/v1/score", json={"sequences": [s]}), seqs))
+    after = client.get("/v1/models").json()["scoring"]
+    assert all(r.status_code == 200 for r in responses)
+    model_dir = client.app.state.service.settings.model
+    for seq, response in zip(seqs[:6], responses):
+        want = client_free_score(model_dir, seq)  # batching rows only changes float rounding
+        assert math.isclose(response.json()["scores"][0]["log_likelihood"], want, rel_tol=1e-5)
+    assert after["batched_rows"] - before["batched_rows"] == len(seqs)
+    assert after["batches"] - before["batches"] < len(seqs)  # some requests shared a forward pass
+
+
+# ---------------------------------------------------------------------- embed
+def test_embed_equals_genoseq_embed(client, regions, workdir, model_dir):
+    seqs = [s for s, _ in regions[:5]]
+    fasta = workdir / "embed.fa"
+    fasta.write_text("".join(f">r{i}\n{s}\n" for i, s in enumerate(seqs)))
+    for pooling, rc_average, layer in (("mean", False, -1), ("echo", True, 1)):
+        out = workdir / f"embed_{pooling}.h5"
+        assert main(["embed", "--model", str(model_dir), "--fasta", str(fasta), "--out", str(out), "--pooling", pooling,
+                     "--rc_average", str(rc_average).lower(), "--layer", str(layer), "--device", "cpu",
+                     "--progress", "false"]) == 0
+        with h5py.File(out) as h5:
+            expected = h5["embeddings"][:]
+        response = client.post("/v1/embed", json={"sequences": seqs, "pooling": pooling, "rc_average": rc_average,
+                                                  "layer": layer})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["dim"] == 32 and body["pooling"] == pooling
+        np.testing.assert_allclose(np.array(body["embeddings"]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_bad_layer(client):
+    response = client.post("/v1/embed", json={"sequences": ["ACGT"], "layer": 7})
+    assert response.status_code == 422 and "layer" in detail(response) and "2-layer" in detail(response)
+
+
+# ---------------------------------------------------------------------- variants
+def test_variants_equal_genoseq_vep(client, lambda_seq, lambda_fasta, workdir, model_dir):
+    # SNVs at known bases, an insertion and a deletion, one near the contig start
+    positions = [10, 5000, 12_345, 30_001, 48_400]
+    alt_of = {"A": "G", "C": "T", "G": "A", "T": "C"}
+    variants = [{"chrom": "NC_001416.1", "pos": p, "ref": lambda_seq[p - 1], "alt": alt_of[lambda_seq[p - 1]]}
+                for p in positions]
+    variants.append({"chrom": "NC_001416.1", "pos": 20_000, "ref": lambda_seq[19_999], "alt": lambda_seq[19_999] + "GAT"})
+    variants.append({"chrom": "NC_001416.1", "pos": 25_000, "ref": lambda_seq[24_999:25_003], "alt": lambda_seq[24_999]})
+    vcf = workdir / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=NC_001416.1,length=48502>\n"
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   + "".join(f"{v['chrom']}\t{v['pos']}\t.\t{v['ref']}\t{v['alt']}\t.\t.\t.\n" for v in variants))
+    out = workdir / "vep.tsv"
+    assert main(["vep", "--model", str(model_dir), "--reference", str(lambda_fasta), "--vcf", str(vcf),
+                 "--out", str(out), "--format", "tsv", "--window_length", "128", "--device", "cpu",
+                 "--progress", "false"]) == 0
+    expected = list(csv.DictReader(open(out), delimiter="\t"))
+
+    response = client.post("/v1/variants", json={"variants": variants, "window_length": 128})
+    assert response.status_code == 200, response.text
+    effects = response.json()["effects"]
+    assert [(e["pos"], e["ref"], e["alt"]) for e in effects] == [(v["pos"], v["ref"], v["alt"]) for v in variants]
+    for effect, row in zip(effects, expected):
+        assert row["status"] == "ok"
+        assert math.isclose(effect["llr"], float(row["llr"]), rel_tol=1e-4, abs_tol=1e-4)
+        assert math.isclose(effect["llr_reverse"], float(row["llr_reverse"]), rel_tol=1e-4, abs_tol=1e-4)
+
+    # the same variant given in a sequence that holds its whole window scores the same
+    start = 12_345 - 1 - 200
+    local = {"sequence": lambda_seq[start : start + 400], "pos": 201, "ref": variants[2]["ref"], "alt": variants[2]["alt"]}
+    got = client.post("/v1/variants", json={"variants": [local], "window_length": 128}).json()["effects"][0]
+    assert got["chrom"] is None
+    assert math.isclose(got["llr"], effects[2]["llr"], rel_tol=1e-5, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("variant, field, words", [
+    ({"chrom": "NC_001416.1", "pos": 10, "ref": "T", "alt": "G"}, "ref", "does not match"),
+    ({"chrom": "chrZ", "pos": 10, "ref": "A", "alt": "G"}, "chrom", "unknown contig"),
+    ({"chrom": "NC_001416.1", "pos": 48_502, "ref": "AC", "alt": "A"}, "pos", "past the end"),
+    ({"sequence": "ACGTACGT", "pos": 3, "ref": "G", "alt": "<DEL>"}, "alt", "position 1"),
+    ({"sequence": "ACGTAXGT", "pos": 3, "ref": "G", "alt": "A"}, "sequence", "position 6"),
+    ({"sequence": "ACGTACGT", "pos": 0, "ref": "A", "alt": "G"}, "pos", "greater than or equal to 1"),
+    ({"sequence": "ACGT", "chrom": "NC_001416.1", "pos": 1, "ref": "A", "alt": "G"}, "", "exactly one"),
+    ({"sequence": "A" * 200, "pos": 1, "ref": "A" * 70, "alt": "A"}, "ref", "longer than the limit of 64"),
+])
+def test_bad_variants_get_422_naming_the_field(client, lambda_seq, variant, field, words):
+    if variant.get("ref") == "T" and lambda_seq[9] == "T":
+        variant = dict(variant, ref="C")
+    good = {"sequence": "ACGTACGTAC", "pos": 2, "ref": "C", "alt": "T"}
+    response = client.post("/v1/variants", json={"variants": [good, variant], "window_length": 128})
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"][:3] == ["body", "variants", 1] and (not field or error["loc"][3] == field), error
+    assert words in error["msg"], error
+
+
+# ---------------------------------------------------------------------- classify
+def test_classify_equals_classify_predict(client, regions, workdir, classifier_dir):
+    test_rows = regions[100:108]
+    table = workdir / "test.tsv"
+    table.write_text("sequence\tlabel\n" + "".join(f"{s}\t{label}\n" for s, label in test_rows))
+    out = workdir / "pred.tsv"
+    assert main(["classify", "predict", "--classifier", str(classifier_dir), "--input", str(table), "--out", str(out),
+                 "--device", "cpu", "--progress", "false"]) == 0
+    expected = list(csv.DictReader(open(out), delimiter="\t"))
+    response = client.post("/v1/classify", json={"sequences": [s for s, _ in test_rows]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for prediction, row in zip(body["predictions"], expected):
+        assert prediction["label"] == row["predicted"]
+        for cls in body["classes"]:
+            assert math.isclose(prediction["probabilities"][cls], float(row[f"p_{cls}"]), rel_tol=1e-4, abs_tol=1e-6)
+        assert math.isclose(sum(prediction["probabilities"].values()), 1.0, rel_tol=1e-6)
+
+
+# ---------------------------------------------------------------------- generate
+def test_generate_equals_generate_sample(client, model_dir, classifier_dir, workdir):
+    options = {"prompt": "ACGTTG", "max_new_tokens": 40, "num_samples": 3, "top_p": 0.9, "seed": 7,
+               "gc_min": 0.2, "gc_max": 0.8, "forbid": ["GAATTC"], "max_homopolymer": 5}
+    out = workdir / "designs.fa"
+    assert main(["generate", "sample", "--model", str(model_dir), "--prompt", "ACGTTG", "--max_new_tokens", "40",
+                 "--num_samples", "3", "--top_p", "0.9", "--seed", "7", "--gc_min", "0.2", "--gc_max", "0.8",
+                 "--forbid", "[GAATTC]", "--max_homopolymer", "5", "--device", "cpu", "--report", "false",
+                 "--out", str(out)]) == 0
+    expected = [r.sequence for r in iter_fasta(out)]
+    response = client.post("/v1/generate", json=options)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [d["sequence"] for d in body["designs"]] == expected
+    for design in body["designs"]:
+        seq = design["sequence"]
+        assert len(seq) == 46 and seq.startswith("ACGTTG") and "GAATTC" not in seq  # (its own reverse complement)
+        assert max_homopolymer(seq) <= 5
+        assert 0.2 <= design["gc"] <= 0.8 and design["oracle_p"] is None
+    assert body["shortfall"] == 0 and body["attempts"] >= 3
+
+    classes = client.get("/v1/models").json()["classifier"]["classes"]
+    with_oracle = client.post("/v1/generate", json={"max_new_tokens": 30, "num_samples": 2, "seed": 1, "oracle": True,
+                                                    "oracle_class": classes[0], "select": "top-k", "oversample": 2})
+    assert with_oracle.status_code == 200, with_oracle.text
+    p = [d["oracle_p"] for d in with_oracle.json()["designs"]]
+    assert len(p) == 2 and all(0 <= x <= 1 for x in p) and p[0] >= p[1]
+
+
+@pytest.mark.parametrize("options, field, words", [
+    ({"num_samples": 6}, "num_samples", "limit of 5"),
+    ({"max_new_tokens": 101}, "max_new_tokens", "limit of 100"),
+    ({"prompt": "ACGU"}, "prompt", "position 4"),
+    ({"condition": "enhancer"}, "condition", "unknown label"),
+    ({"oracle": True, "oracle_class": "nope"}, "oracle_class", "not one of"),
+    ({"select": "top-k"}, "oracle", "need oracle=true"),
+    ({"gc_min": 0.7, "gc_max": 0.3}, None, "above gc_max"),
+    ({"forbid": ["GAANTC"]}, "forbid", "pattern"),
+    ({"temperature": -1}, "temperature", "greater than or equal"),
+    ({"num_samples": 1, "seed": 0, "nonsense": 1}, "nonsense", "Extra inputs"),
+])
+def test_bad_generate_options(client, options, field, words):
+    response = client.post("/v1/generate", json={"max_new_tokens": 20, **options})
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert field is None or field in error["loc"], error
+    assert words in error["msg"], error
+
+
+# ---------------------------------------------------------------------- bad input and limits
+@pytest.mark.parametrize("route", ["/v1/score", "/v1/embed", "/v1/classify"])
+def test_bad_sequences_get_422_with_field_and_position(client, route):
+    response = client.post(route, json={"sequences": ["ACGT", "ACGTNRYacgt", "ACGXT"]})
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "sequences", 2] and "'X'" in error["msg"] and "position 4" in error["msg"]
+
+    empty = client.post(route, json={"sequences": ["ACGT", ""]})
+    assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "sequences", 1]
+    assert "at least 1 character" in empty.json()["detail"][0]["msg"]
+    assert "input" not in empty.json()["detail"][0]  # rejected input is not echoed back
+
+    too_long = client.post(route, json={"sequences": ["A" * 5001]})
+    assert too_long.status_code == 422 and too_long.json()["detail"][0]["loc"] == ["body", "sequences", 0]
+    assert "limit of 5000" in too_long.json()["detail"][0]["msg"]
+
+    too_many = client.post(route, json={"sequences": ["ACGT"] * 9})
+    assert too_many.status_code == 422 and "limit of 8" in too_many.json()["detail"][0]["msg"]
+
+    none = client.post(route, json={"sequences": []})
+    assert none.status_code == 422 and none.json()["detail"][0]["loc"] == ["body", "sequences"]
+
+    not_json = client.post(route, content=b"{not json", headers={"content-type": "application/json"})
+    assert not_json.status_code == 422
+
+    wrong_type = client.post(route, json={"sequences": "ACGT"})
+    assert wrong_type.status_code == 422
+
+
+def test_score_names_must_match(client):
+    response = client.post("/v1/score", json={"sequences": ["ACGT", "ACGT"], "names": ["a"]})
+    assert response.status_code == 422 and "names has 1 entries for 2 sequences" in detail(response)
+
+
+def test_body_limit_413(client):
+    big = {"sequences": ["ACGT" * 20_000]}  # 80 kB > 64 KiB
+    assert client.post("/v1/score", json=big).status_code == 413
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(20):
+            yield b"A" * 8192
+
+    response = client.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "limit of 65536 bytes" in response.json()["detail"]
+
+
+def test_request_log_has_counts_not_sequences(client, caplog):
+    secret = "ACGTTTGACCAGTAGGACCATTAGGCAT"
+    with caplog.at_level("INFO", logger="genoseq.api.access"):
+        client.post("/v1/score", json={"sequences": [secret, "ACGT"]})
+    lines = [r.getMessage() for r in caplog.records if r.name == "genoseq.api.access"]
+    assert any("POST /v1/score 200" in line and "sequences=2 bases=32" in line and "ms" in line for line in lines)
+    assert not any(secret in line for line in lines)
+
+
+# ---------------------------------------------------------------------- models missing, loading, auth
+def test_missing_models_and_failed_loading(model_dir, tmp_path):
+    with TestClient(create_app(model=str(model_dir), device="cpu")) as c:
+        wait_ready(c)
+        info = c.get("/v1/models").json()
+        assert info["classifier"] is None and info["generator"] is None and info["reference"] is None
+        response = c.post("/v1/classify", json={"sequences": ["ACGT"]})
+        assert response.status_code == 404 and "--classifier" in response.json()["detail"]
+        assert c.post("/v1/generate", json={}).status_code == 404
+        by_contig = c.post("/v1/variants", json={"variants": [{"chrom": "x", "pos": 1, "ref": "A", "alt": "G"}]})
+        assert by_contig.status_code == 422 and "--reference" in detail(by_contig)
+
+    with TestClient(create_app(model=str(tmp_path / "missing"), device="cpu")) as c:
+        deadline = time.monotonic() + 30
+        while c.get("/readyz").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "failed" and ready.json()["error"]
+        assert c.get("/healthz").status_code == 200
+        response = c.post("/v1/score", json={"sequences": ["ACGT"]})
+        assert response.status_code == 503 and "failed to load" in response.json()["detail"]
+
+
+def test_api_key(model_dir):
+    with TestClient(create_app(model=str(model_dir), device="cpu", api_key=KEY)) as c:
+        wait_ready(c)
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+        body = {"sequences": ["ACGTACGT"]}
+        missing = c.post("/v1/score", json=body)
+        assert missing.status_code == 401 and "X-API-Key" in missing.json()["detail"]
+        assert c.post("/v1/score", json=body, headers={"X-API-Key": KEY + "x"}).status_code == 401
+        assert c.get("/v1/models").status_code == 401
+        assert c.post("/v1/score", json=body, headers={"X-API-Key": KEY}).status_code == 200
+        assert c.get("/v1/models", headers={"X-API-Key": KEY}).status_code == 200
+        schema = c.get("/openapi.json").json()
+        assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+
+
+def test_serve_refuses_open_public_host(model_dir, tmp_path, capsys):
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    assert main(["serve", "--model", str(model_dir), "--host", "0.0.0.0"]) == 2
+    assert "refusing to serve without an API key" in capsys.readouterr().err
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n")
+    assert main(["serve", "--model", str(model_dir), "--host", "0.0.0.0", "--api_key_file", str(empty)]) == 2
+    assert "API key file is empty" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- a real server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_genoseq_serve_subprocess(model_dir, lambda_seq, tmp_path):
+    port = free_port()
+    key_file = tmp_path / "api.key"
+    key_file.write_text(KEY + "\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "genoseq.cli", "serve", "--model", str(model_dir), "--port", str(port),
+                             "--device", "cpu", "--api_key_file", str(key_file), "--chunk_size", "512", "--context", "128"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready within 60 s"
+            time.sleep(0.2)
+        seq = lambda_seq[100:600]
+        response = httpx.post(f"{base}/v1/score", json={"sequences": [seq]}, headers={"X-API-Key": KEY}, timeout=30)
+        assert response.status_code == 200, response.text
+        direct = client_free_score(model_dir, seq)
+        assert math.isclose(response.json()["scores"][0]["log_likelihood"], direct, rel_tol=1e-9)
+        assert httpx.post(f"{base}/v1/score", json={"sequences": [seq]}, timeout=30).status_code == 401
+    finally:
+        proc.terminate()
+        try:
+            output = proc.communicate(timeout=20)[0].decode()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0].decode()
+    assert "POST /v1/score 200" in output and "sequences=1 bases=500" in output
+    assert seq not in output
+
+
+def client_free_score(model_dir, seq: str) -> float:
+    """The log-likelihood `genoseq score` computes for one sequence (its own functions, no server)."""
+    import torch
+
+    from genoseq.models import GenoSeqLM
+    from genoseq.models.inference import token_log_probs
+    from genoseq.pipelines.score import summarize_log_probs
+
+    lm = GenoSeqLM.from_pretrained(model_dir)
+    ids = torch.from_numpy(lm.tokenizer.encode(seq).astype("int64"))
+    return summarize_log_probs(ids, token_log_probs(lm, ids, chunk_size=512, context=128))[0]
