@@ -11,12 +11,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Sequence = Annotated[str, Field(min_length=1, description="DNA: A C G T and IUPAC codes (as N), any case")]
+# The pattern documents the alphabet in the OpenAPI schema; the tokenizer does the checking, so a
+# bad character is reported with its position (a pattern error could not say where it is).
+DNA_PATTERN = "^[ACGTNRYSWKMBDHVacgtnryswkmbdhv]+$"
+Sequence = Annotated[str, Field(min_length=1, description="DNA: A C G T and IUPAC codes (as N), any case",
+                                json_schema_extra={"pattern": DNA_PATTERN})]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
+    # a misspelt option is an error, not ignored; `false` is not a layer number, nor "3" a count
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # ---------------------------------------------------------------------- health and models
