@@ -30,6 +30,11 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "fit": "genoseq.pipelines.generate:fit",
         "sample": "genoseq.pipelines.generate:sample",
     },
+    "align": {
+        "train": "genoseq.pipelines.align:train",
+        "index": "genoseq.pipelines.align:index",
+        "map": "genoseq.pipelines.align:map_reads",
+    },
 }
 
 # `genoseq generate --model M --prompt ACGT ...` (the original one-command form) means
