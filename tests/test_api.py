@@ -242,7 +242,8 @@ def test_variants_equal_genoseq_vep(client, lambda_seq, lambda_fasta, workdir, m
     local = {"sequence": lambda_seq[start : start + 400], "pos": 201, "ref": variants[2]["ref"], "alt": variants[2]["alt"]}
     got = client.post("/v1/variants", json={"variants": [local], "window_length": 128}).json()["effects"][0]
     assert got["chrom"] is None
-    assert math.isclose(got["llr"], effects[2]["llr"], rel_tol=1e-5, abs_tol=1e-6)
+    # the same window, scored in a batch of another size: float32 sums agree to ~1e-5
+    assert math.isclose(got["llr"], effects[2]["llr"], rel_tol=1e-4, abs_tol=1e-4)
 
 
 @pytest.mark.parametrize("variant, field, words", [
