@@ -8,6 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # The Triton kernels run in Triton's CPU interpreter in the test suite. Triton reads
+    # TRITON_INTERPRET when it is first imported, and any earlier test module (Lightning,
+    # torch.compile) may import it: set it here, before the test modules load.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GENOSEQ_SHARED_DATA", REPO.parent / "shared" / "data"))
