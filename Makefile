@@ -22,7 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/genoseq prepare --out $(DEMO)/genome.h5
+	$(BIN)/genoseq prepare --out $(DEMO)/genome.h5 --overwrite true
+	$(BIN)/genoseq pretrain --config configs/demo.yaml --data $(DEMO)/genome.h5 --out $(DEMO)/run --overwrite true
+	$(BIN)/genoseq score --model $(DEMO)/run/model --fasta genoseq/data/lambda_phage.fa --out $(DEMO)/scores.tsv
+	$(BIN)/genoseq generate --model $(DEMO)/run/model --num_samples 3 --max_new_tokens 300 --out $(DEMO)/generated.fa
 
 test: setup
 	$(BIN)/python -m pytest -q

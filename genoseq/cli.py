@@ -19,6 +19,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "vep": "genoseq.pipelines.vep:vep",
     "embed": "genoseq.pipelines.embed:embed",
     "classify": {
+        "_help": "Fine-tune or probe a sequence classifier; predict and evaluate with it.",
         "fit": "genoseq.pipelines.classify:fit",
         "predict": "genoseq.pipelines.classify:predict",
         "evaluate": "genoseq.pipelines.classify:evaluate",
@@ -27,15 +28,20 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "score": "genoseq.pipelines.score:score",
     "serve": "genoseq.pipelines.serve:serve",
     "generate": {
+        "_help": "Conditional fine-tuning and constrained, oracle-guided sequence design.",
         "fit": "genoseq.pipelines.generate:fit",
         "sample": "genoseq.pipelines.generate:sample",
     },
     "align": {
+        "_help": "Embed-Search-Align: train a read encoder, index a reference, map reads to SAM/BAM.",
         "train": "genoseq.pipelines.align:train",
         "index": "genoseq.pipelines.align:index",
         "map": "genoseq.pipelines.align:map_reads",
     },
 }
+
+DESCRIPTION = ("genoseq: DNA language models at single-nucleotide resolution. "
+               "Each subcommand takes --config FILE.yaml and --help.")
 
 # `genoseq generate --model M --prompt ACGT ...` (the original one-command form) means
 # `genoseq generate sample ...`; there `--num` and `--length` name --num_samples / --max_new_tokens.
@@ -44,7 +50,7 @@ GENERATE_ALIASES = {"--num": "--num_samples", "--length": "--max_new_tokens"}
 
 def _resolve(spec: str | dict) -> Callable | dict:
     if isinstance(spec, dict):
-        return {name: _resolve(sub) for name, sub in spec.items()}
+        return {name: sub if name == "_help" else _resolve(sub) for name, sub in spec.items()}
     module, func = spec.split(":")
     return getattr(importlib.import_module(module), func)
 
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genoseq {__version__}")
         return 0
     try:
-        auto_cli(_available_commands(), args=args, as_positional=False, description=__doc__.split("\n\n")[0])
+        auto_cli(_available_commands(), args=args, as_positional=False, description=DESCRIPTION)
     except InputError as err:
         print(f"genoseq: error: {err}", file=sys.stderr)
         return 2
