@@ -2,8 +2,9 @@
 
 Snakemake comes with the ``workflows`` extra; without it these tests fail (they do not skip), so
 CI cannot pass while silently testing nothing. The real run uses workflows/config/test.yaml
-(slices of the shared genomes, 20 variants, 90 labelled regions, an 8-step model) with
-``--cores 2`` and finds ``genoseq`` in this interpreter's bin folder.
+(slices of the shared genomes, 20 variants, 90 labelled regions, an 8-step model, a 4-step read
+encoder and 32 simulated reads) with ``--cores 2`` and finds ``genoseq`` in this interpreter's bin
+folder.
 """
 
 from __future__ import annotations
@@ -29,16 +30,20 @@ TEST_CONFIG = WORKFLOW / "config" / "test.yaml"
 BIN = Path(sys.executable).parent
 
 # Jobs of the default config (config.yaml): 3 genomes, 1 model, 2 scored genomes, 2 VCFs,
-# 1 classification task, 1 conditional model, 2 design sets, 1 embedding set.
+# 1 classification task, 1 conditional model, 2 design sets, 1 embedding set, 1 aligner, 1 read set.
 DEFAULT_JOBS = {
     "stage_genome": 3, "prepare": 3, "pretrain": 1, "score": 2, "vep": 2, "classify_fit": 1,
-    "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 2, "embed": 1, "all": 1,
+    "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 2, "embed": 1,
+    "align_train": 1, "align_index": 1, "align_map": 1, "all": 1,
 }
-# Jobs of test.yaml: an E. coli slice, three datasets cut to their first records.
+# Jobs of test.yaml: an E. coli slice, three datasets cut to their first records and the reads
+# that start in the slice.
 TEST_JOBS = {
-    "stage_genome": 1, "subset_dataset": 3, "prepare": 1, "pretrain": 1, "score": 1, "vep": 1,
-    "classify_fit": 1, "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 1, "embed": 1, "all": 1,
+    "stage_genome": 1, "subset_dataset": 4, "prepare": 1, "pretrain": 1, "score": 1, "vep": 1,
+    "classify_fit": 1, "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 1, "embed": 1,
+    "align_train": 1, "align_index": 1, "align_map": 1, "all": 1,
 }
+TEST_READS = 32  # test.yaml: the first 32 shared reads that start before 90,000
 ECOLI_CONTIG = "K-12-MG1655"
 
 
@@ -115,11 +120,14 @@ def test_dry_run_plans_the_default_config(tmp_path, data_dir):
     assert result.returncode == 0, text
     assert job_counts(text) == DEFAULT_JOBS
     for command in ("genoseq prepare", "genoseq pretrain", "genoseq score", "genoseq vep", "genoseq classify fit",
-                    "genoseq classify evaluate", "genoseq generate fit", "genoseq generate sample", "genoseq embed"):
+                    "genoseq classify evaluate", "genoseq generate fit", "genoseq generate sample", "genoseq embed",
+                    "genoseq align train", "genoseq align index", "genoseq align map"):
         assert command + " --config" in text, command
     # a GPU is requested for the model jobs of the default config, and the shared data is read
     assert re.search(r"rule pretrain:.*?resources:[^\n]*gpu=1", text, re.S)
+    assert re.search(r"rule align_train:.*?resources:[^\n]*gpu=1", text, re.S)
     assert str(data_dir / "ecoli_k12_mg1655.fa.gz") in text
+    assert str(data_dir / "ecoli_reads_250bp.fq.gz") in text and "--out results/align/ecoli/ecoli_reads.bam" in text
 
 
 def test_dry_run_plans_the_test_config(tmp_path, data_dir):
@@ -129,6 +137,18 @@ def test_dry_run_plans_the_test_config(tmp_path, data_dir):
     assert job_counts(text) == TEST_JOBS
     # options from the config reach genoseq as its inline --config document
     assert '"max_steps": 8' in text and '"window_length": 128' in text
+    assert '"top_k": 1024' in text and "--init null" in text
+
+
+def test_dry_run_aligner_from_a_pretrained_model(tmp_path, data_dir):
+    """align.aligners.<name>.init names a model: its released folder is an input of align_train."""
+    result = snakemake("-n", "-p", workdir=tmp_path, config_file=TEST_CONFIG, data_dir=data_dir,
+                       config=("targets=[align]", "align={'aligners': {'ecoli': {'init': 'small'}}}"), timeout=120)
+    text = output_of(result)
+    assert result.returncode == 0, text
+    assert job_counts(text) == {"stage_genome": 1, "subset_dataset": 1, "prepare": 1, "pretrain": 1,
+                                "align_train": 1, "align_index": 1, "align_map": 1, "all": 1}
+    assert "--init results/pretrain/small/model --out results/align/ecoli/encoder" in text
 
 
 def test_slurm_profile_names_workflow_rules(tmp_path, data_dir):
@@ -140,7 +160,7 @@ def test_slurm_profile_names_workflow_rules(tmp_path, data_dir):
     result = snakemake("--list-rules", workdir=tmp_path, data_dir=data_dir, timeout=120)
     assert result.returncode == 0, output_of(result)
     rules = set(re.findall(r"^(\w+)", result.stdout, re.M))  # rule names; docstrings are indented
-    assert {"pretrain", "vep", "classify_fit", "generate_sample"} <= rules
+    assert {"pretrain", "vep", "classify_fit", "generate_sample", "align_train", "align_map"} <= rules
     assert set(profile["set-resources"]) <= rules
     model_rules = rules - {"all", "stage_genome", "subset_dataset", "prepare"}
     assert model_rules <= set(profile["set-resources"])  # every model job goes to the GPU partition
@@ -295,13 +315,52 @@ def test_run_writes_embeddings(tiny_run):
 
 
 @pytest.mark.slow
+def test_run_maps_reads(tiny_run, data_dir):
+    import pysam
+
+    align = tiny_run / "results" / "align" / "ecoli"
+    encoder = json.loads((align / "encoder" / "metrics.json").read_text())
+    assert encoder["steps"] == 4 and encoder["init"] is None
+    manifest = json.loads((align / "index" / "manifest.json").read_text())
+    assert manifest["contigs"][0]["name"] == ECOLI_CONTIG and manifest["contigs"][0]["length"] == 100_000
+    assert (align / "index" / "model" / "config.json").exists()
+
+    bam = align / "ecoli_reads.bam"
+    pysam.quickcheck(str(bam))  # raises on a truncated or malformed file
+    assert (align / "ecoli_reads.bam.bai").exists()
+    with pysam.AlignmentFile(str(bam)) as fh:
+        assert fh.header["HD"]["SO"] == "coordinate"
+        assert [(sq["SN"], sq["LN"]) for sq in fh.header["SQ"]] == [(ECOLI_CONTIG, 100_000)]
+        mapped, unmapped = fh.mapped, fh.unmapped  # from the .bai
+        records = list(fh.fetch(until_eof=True))
+    assert mapped + unmapped == len(records) == TEST_READS
+    assert len({r.query_name for r in records}) == TEST_READS and not any(r.is_secondary for r in records)
+    # every read starts in the slice (truth in the name: CONTIG_POS1_POS2_STRAND1_...); a read is
+    # placed when contig and strand match and its leftmost base (soft clip added back) is within 10 bp
+    placed = 0
+    for r in records:
+        contig, pos1, _, strand1 = r.query_name.split("_")[:4]
+        assert contig == ECOLI_CONTIG and int(pos1) < 90_000
+        if r.is_unmapped:
+            continue
+        clip = r.cigartuples[0][1] if r.cigartuples[0][0] == pysam.CSOFT_CLIP else 0
+        placed += (r.reference_name == contig and r.is_reverse == (strand1 == "1")
+                   and abs(r.reference_start - clip + 1 - int(pos1)) <= 10)
+    assert placed >= 0.9 * TEST_READS  # every index entry is searched: only a repeat could mislead
+    summary = json.loads((align / "ecoli_reads.bam.json").read_text())
+    assert summary["reads"] == TEST_READS and summary["mapped"] == mapped and summary["top_k"] == 1024
+    assert "genoseq align map: 32 reads" in (tiny_run / "logs" / "align_map" / "ecoli" / "ecoli_reads.log").read_text()
+
+
+@pytest.mark.slow
 def test_run_logs_every_job(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs").as_posix() for p in (tiny_run / "logs").rglob("*.log"))
     assert logs == [
+        "align_index/ecoli.log", "align_map/ecoli/ecoli_reads.log", "align_train/ecoli.log",
         "classify_evaluate/small/regions.log", "classify_fit/small/regions.log", "embed/small/saureus_regions.log",
         "generate_fit/small/regions.log", "generate_sample/small/upstream.log", "prepare/ecoli.log", "pretrain/small.log",
         "score/small/ecoli.log", "stage_genome/ecoli.log",
-        "subset_dataset/ecoli_regions.tsv.log", "subset_dataset/ecoli_snvs.vcf.log",
+        "subset_dataset/ecoli_reads.fastq.log", "subset_dataset/ecoli_regions.tsv.log", "subset_dataset/ecoli_snvs.vcf.log",
         "subset_dataset/saureus_regions.tsv.log", "vep/small/ecoli_snvs.log",
     ]
     assert "genoseq score: 1 records" in (tiny_run / "logs" / "score" / "small" / "ecoli.log").read_text()
@@ -323,3 +382,12 @@ def test_second_run_does_nothing(tiny_run, data_dir):
                         config=("vep={'options': {'window_length': 64}}",))
     assert changed.returncode == 0, output_of(changed)
     assert job_counts(output_of(changed)) == {"vep": 1, "all": 1}
+    # an encoder option retrains it, and so re-indexes and re-maps; a map option only re-maps
+    changed = snakemake("-n", "--cores", "2", workdir=tiny_run, config_file=TEST_CONFIG, data_dir=data_dir,
+                        config=("align={'train_options': {'steps': 5}, 'map_options': {'top_k': 512}}",))
+    assert changed.returncode == 0, output_of(changed)
+    assert job_counts(output_of(changed)) == {"align_train": 1, "align_index": 1, "align_map": 1, "all": 1}
+    changed = snakemake("-n", "--cores", "2", workdir=tiny_run, config_file=TEST_CONFIG, data_dir=data_dir,
+                        config=("align={'map_options': {'top_k': 512}}",))
+    assert changed.returncode == 0, output_of(changed)
+    assert job_counts(output_of(changed)) == {"align_map": 1, "all": 1}

@@ -31,13 +31,15 @@ DATASET_FORMATS = {
     ".fastq": "fastq",
 }
 
-# awk programs keeping the first `max` records of each format (headers kept).
+# awk programs keeping the first `max` records of each format (headers kept; max < 0: no limit)
+# among those matching the regular expression `pattern` (the name line of a FASTA/FASTQ record,
+# the line of a VCF record or table row; an empty pattern matches every record).
 SUBSET_AWK = {
-    "vcf": 'substr($0, 1, 1) == "#" || n++ < max',
-    "tsv": "NR <= max + 1",
-    "csv": "NR <= max + 1",
-    "fasta": 'substr($0, 1, 1) == ">" { n++ } n <= max',
-    "fastq": "NR <= 4 * max",
+    "vcf": 'substr($0, 1, 1) == "#" || ($0 ~ pattern && (max < 0 || n++ < max))',
+    "tsv": "NR == 1 || ($0 ~ pattern && (max < 0 || n++ < max))",
+    "csv": "NR == 1 || ($0 ~ pattern && (max < 0 || n++ < max))",
+    "fasta": 'substr($0, 1, 1) == ">" { keep = $0 ~ pattern && (max < 0 || n < max); n += keep } keep',
+    "fastq": "NR % 4 == 1 { keep = $0 ~ pattern && (max < 0 || n < max); n += keep } keep",
 }
 
 
@@ -131,9 +133,10 @@ def dataset_source(wildcards):
 
 
 def dataset(name):
-    """Path a job reads: the file itself, or its first max_records records cut by subset_dataset."""
+    """Path a job reads: the file itself, or the records subset_dataset keeps (max_records,
+    match)."""
     cfg = dataset_cfg(name)
-    if cfg.get("max_records"):
+    if cfg.get("max_records") or cfg.get("match"):
         return f"{RESULTS}/data/{name}.{dataset_format(name)}"
     return data_path(cfg["path"])
 
@@ -155,12 +158,16 @@ def trained_models():
     return [name for name in models() if not model_cfg(name).get("pretrained")]
 
 
-def model_dir(wildcards):
+def model_path(name):
     """The released model a downstream job loads: pretrained here, or an existing directory."""
-    cfg = model_cfg(wildcards.model)
+    cfg = model_cfg(name)
     if cfg.get("pretrained"):
         return data_path(cfg["pretrained"])
-    return f"{RESULTS}/pretrain/{wildcards.model}/model"
+    return f"{RESULTS}/pretrain/{name}/model"
+
+
+def model_dir(wildcards):
+    return model_path(wildcards.model)
 
 
 def entries(job, group):
@@ -202,6 +209,30 @@ def design_oracle(wildcards):
     return [f"{RESULTS}/classify/{wildcards.model}/{task}/classifier"]
 
 
+def aligner_cfg(name):
+    """One read aligner of align.aligners: its genomes, init model and options."""
+    return entry("align", "aligners", name)
+
+
+def align_set(name):
+    return entry("align", "sets", name)
+
+
+def aligner_references(name):
+    """Token stores of an aligner's genomes: what its encoder trains on, indexes and maps to."""
+    genomes = aligner_cfg(name).get("genomes")
+    if not genomes:
+        raise WorkflowError(f"aligner {name!r} names no genomes (align: aligners: {name}: genomes:)")
+    return genome_stores(genomes)
+
+
+def aligner_init(wildcards):
+    """[released model] whose backbone starts the aligner's encoder (init: a model of `models`),
+    or [] to train it from scratch."""
+    init = aligner_cfg(wildcards.aligner).get("init")
+    return [model_path(init)] if init else []
+
+
 def optional_path(path):
     """jsonargparse reads 'null' as None for an optional path option."""
     return str(path) if path else "null"
@@ -241,6 +272,14 @@ def _target_embed():
                   embedding=entries("embed", "sets"))
 
 
+def _target_align():
+    targets = []
+    for name in entries("align", "sets"):
+        aligner_cfg(align_set(name).get("aligner"))  # each read set names one of align.aligners
+        targets.append(f"{RESULTS}/align/{align_set(name)['aligner']}/{name}.bam")
+    return targets
+
+
 TARGETS = {
     "prepare": _target_prepare,
     "pretrain": _target_pretrain,
@@ -249,6 +288,7 @@ TARGETS = {
     "classify": _target_classify,
     "generate": _target_generate,
     "embed": _target_embed,
+    "align": _target_align,
 }
 
 

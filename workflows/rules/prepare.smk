@@ -30,8 +30,9 @@ rule stage_genome:
 
 
 rule subset_dataset:
-    """The first max_records records of a VCF / TSV / CSV / FASTA / FASTQ (headers kept),
-    for quick runs and tests. Only used for datasets that set max_records."""
+    """The first max_records records of a VCF / TSV / CSV / FASTA / FASTQ (headers kept), only
+    those whose name line (FASTA/FASTQ) or line matches the regular expression `match` if set,
+    for quick runs and tests. Only used for datasets that set max_records or match."""
     input:
         dataset_source,
     output:
@@ -39,7 +40,8 @@ rule subset_dataset:
     log:
         f"{LOGS}/subset_dataset/{{dataset}}.{{format}}.log",
     params:
-        max_records=lambda wc: int(dataset_cfg(wc.dataset)["max_records"]),
+        max_records=lambda wc: int(dataset_cfg(wc.dataset).get("max_records") or -1),
+        pattern=lambda wc: dataset_cfg(wc.dataset).get("match") or "",
         program=lambda wc: SUBSET_AWK[wc.format],
     threads: 1
     resources:
@@ -48,7 +50,7 @@ rule subset_dataset:
     conda:
         conda_env
     shell:
-        "(gzip -cdf {input:q} | awk -v max={params.max_records} {params.program:q} > {output:q}) 2> {log:q}"
+        "(gzip -cdf {input:q} | awk -v max={params.max_records} -v pattern={params.pattern:q} {params.program:q} > {output:q}) 2> {log:q}"
 
 
 rule prepare:
