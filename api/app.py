@@ -18,14 +18,14 @@ import genoseq
 from .deps import require_api_key
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
-from .routers import classify, embed, generate, health, score, variants
+from .routers import align, classify, embed, generate, health, score, variants
 from .service import ModelService
 from .settings import ApiSettings, Limits
 
 SETTINGS_ENV = "GENOSEQ_API_SETTINGS"  # JSON ApiSettings, for worker processes of `genoseq serve --workers N`
 
-DESCRIPTION = """DNA language models over HTTP: likelihoods, embeddings, variant effects, classification and
-sequence design, computed by the same functions as the `genoseq` command line.
+DESCRIPTION = """DNA language models over HTTP: likelihoods, embeddings, variant effects, classification,
+sequence design and read mapping, computed by the same functions as the `genoseq` command line.
 
 Bad input gets a 4xx whose `detail` names the field (and the position of a bad base)."""
 
@@ -59,7 +59,7 @@ def create_app(settings: ApiSettings | None = None, *, load_in_background: bool 
 
     protected = [Depends(require_api_key)] if settings.api_key is not None else []
     app.include_router(health.router)  # /healthz and /readyz stay open for probes
-    for module in (health, score, embed, variants, classify, generate):
+    for module in (health, score, embed, variants, classify, generate, align):
         router = module.models_router if module is health else module.router
         app.include_router(router, dependencies=protected)
 

@@ -40,6 +40,12 @@ def with_generator(service: Service) -> ModelService:
     return service
 
 
+def with_index(service: Service) -> ModelService:
+    if service.aligner is None:
+        raise NotLoaded("no read index is loaded (start the server with --index INDEX_DIR)")
+    return service
+
+
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:
     """401 unless the X-API-Key header equals the configured key (compared in constant time)."""
     expected: str = request.app.state.service.settings.api_key

@@ -50,12 +50,32 @@ class Reference(BaseModel):
     bases: int
 
 
+class Contig(BaseModel):
+    name: str
+    length: int
+
+
+class IndexInfo(BaseModel):
+    """The read index behind ``/v1/align`` (``genoseq align index``)."""
+
+    name: str = Field(description="folder name of the index")
+    index_type: str = Field(description="faiss index: flat, hnsw or ivfpq")
+    fragments: int = Field(description="reference fragments (each stored on both strands)")
+    entries: int = Field(description="vectors in the index (2 per fragment)")
+    fragment_length: int
+    overlap: int
+    contigs: list[Contig] = Field(description="the reference the index was built from")
+    encoder: LoadedModel
+    mapping: dict = Field(description="default mapping options of /v1/align (those of `genoseq align map`)")
+
+
 class ModelsInfo(BaseModel):
     device: str
     model: LoadedModel
     classifier: LoadedModel | None = None
     generator: LoadedModel | None = None
     reference: Reference | None = None
+    index: IndexInfo | None = None
     scoring: dict = Field(description="chunk_size and context used for long sequences, as `genoseq score`")
     limits: dict
 
@@ -211,3 +231,56 @@ class GenerateResponse(BaseModel):
     rejected_by_reason: dict[str, int]
     shortfall: int
     refinement_improved: list[int]
+
+
+# ---------------------------------------------------------------------- align
+# SAM's QNAME alphabet and length; qualities are Phred+33 characters, as in FASTQ
+ReadName = Annotated[str, Field(pattern=r"^[!-?A-~]{1,254}$", description="SAM QNAME: printable, no spaces or '@'")]
+Quality = Annotated[str, Field(min_length=1, pattern=r"^[!-~]+$", description="Phred+33, one character per base")]
+
+
+class AlignRequest(_Request):
+    sequences: list[Sequence] = Field(min_length=1, description="reads to map")
+    names: list[ReadName] | None = Field(None, description="optional read names, one per read (default #1, #2, ...)")
+    qualities: list[Quality] | None = Field(None, description="optional base qualities, one string per read")
+    top_k: int | None = Field(None, ge=1, le=1024, description="index entries retrieved per read "
+                                                               "(null: genoseq align map's default)")
+    flank: int | None = Field(None, ge=0, le=100_000, description="bases added on each side of a retrieved "
+                                                                  "fragment (null: half the fragment length)")
+    max_error_rate: float | None = Field(None, ge=0.0, lt=1.0, description="reads with more edits than this "
+                                                                           "fraction of their length are unmapped")
+    extended_cigar: bool | None = Field(None, description="=/X in CIGARs (false: M)")
+    sam: bool = Field(False, description="also return each read's SAM line and the SAM header")
+
+    @model_validator(mode="after")
+    def _counts_match(self) -> "AlignRequest":
+        for field, values in (("names", self.names), ("qualities", self.qualities)):
+            if values is not None and len(values) != len(self.sequences):
+                raise ValueError(f"{field} has {len(values)} entries for {len(self.sequences)} sequences")
+        return self
+
+
+class ReadAlignment(BaseModel):
+    name: str
+    mapped: bool
+    flag: int = Field(description="SAM flag: 0 forward, 16 reverse strand, 4 unmapped")
+    contig: str | None = Field(description="reference contig (null when unmapped)")
+    pos: int | None = Field(description="1-based leftmost aligned reference base (SAM POS)")
+    strand: Literal["+", "-"] | None
+    cigar: str | None = Field(description="soft clips, =/X (or M), I, D")
+    mapq: int
+    edit_distance: int | None = Field(description="mismatches and indel bases in the CIGAR (NM)")
+    alignment_score: int | None = Field(description="minus the read's best edit distance (AS)")
+    second_best_score: int | None = Field(description="minus the edit distance at the best other locus (XS); "
+                                                      "null when there is none")
+    sam: str | None = Field(None, description="the SAM line `genoseq align map` writes for the read")
+
+
+class AlignResponse(BaseModel):
+    index: str
+    top_k: int
+    flank: int
+    max_error_rate: float
+    extended_cigar: bool
+    alignments: list[ReadAlignment]
+    sam_header: str | None = Field(None, description="@HD, @SQ and @PG lines (with sam=true)")

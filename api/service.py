@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from genoseq.genome import Genome
     from genoseq.models.classifier import SequenceClassifier
     from genoseq.models.lm import GenoSeqLM
+    from genoseq.pipelines.align import Aligner
 
 log = logging.getLogger("genoseq.api")
 R = TypeVar("R")
@@ -66,6 +67,8 @@ class ModelService:
         self.classifier: SequenceClassifier | None = None
         self.generator: GeneratorInfo | None = None
         self.reference: Genome | None = None
+        self.aligner: Aligner | None = None  # /v1/align: the index, its reference, default mapping options
+        self.align_header = None  # pysam.AlignmentHeader of the index's contigs (SAM lines)
         self.device: torch.device | None = None
         self.load_seconds: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genoseq-model")
@@ -109,6 +112,14 @@ class ModelService:
             del generator
         if s.reference is not None:
             self.reference = open_genome(s.reference)
+        if s.index is not None:
+            import pysam
+
+            from genoseq.pipelines.align import Aligner
+
+            # What `genoseq align map` loads: the index, its encoder and its reference in memory.
+            self.aligner = Aligner.open(s.index, device=self.device)
+            self.align_header = pysam.AlignmentHeader.from_dict(self.aligner.sam_header("POST /v1/align"))
 
     async def start(self, background: bool = True) -> None:
         """Start loading (in the worker thread) and the score batcher; wait unless ``background``."""

@@ -19,8 +19,9 @@ DEFAULT_CONTEXT = 2048
 class Limits:
     """Per-request limits; a request over one gets a 4xx naming the field and the limit."""
 
-    max_sequence_length: int = 100_000  # bases per sequence (score, embed, classify, variants)
+    max_sequence_length: int = 100_000  # bases per sequence (score, embed, classify, variants, align)
     max_sequences: int = 64  # sequences per request (score, embed, classify)
+    max_reads: int = 512  # reads per /v1/align request (genoseq align map's batch size)
     max_variants: int = 1024  # variants per request
     max_body_bytes: int = 8 * 1024 * 1024  # request body; larger bodies get 413
     max_new_tokens: int = 2000  # bases per design (generate)
@@ -44,6 +45,8 @@ class ApiSettings:
         generator: Conditional model folder from ``genoseq generate fit`` (or any released
             language model) for ``/v1/generate``.
         reference: Reference genome (FASTA or token store) for variants given by contig.
+        index: Read index folder from ``genoseq align index`` (``/v1/align``); its reference
+            FASTA is read from where the index's manifest says.
         device: ``auto``, ``cpu``, ``cuda:0``, ...
         chunk_size, context, window_batch_size: long-sequence scoring, as ``genoseq score``.
         api_key: The key clients send in ``X-API-Key``; None turns authentication off.
@@ -54,6 +57,7 @@ class ApiSettings:
     classifier: str | None = None
     generator: str | None = None
     reference: str | None = None
+    index: str | None = None
     device: str = "auto"
     chunk_size: int = DEFAULT_CHUNK
     context: int = DEFAULT_CONTEXT

@@ -33,14 +33,15 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterable, Iterator, Literal, NamedTuple
 
 import numpy as np
 
 from genoseq.errors import InputError
 from genoseq.models.config import ModelConfig, OptimConfig
+from genoseq.tokenizer import Tokenizer
 
 INDEX_FORMAT = "genoseq.align_index"
 INDEX_FORMAT_VERSION = 1
@@ -460,11 +461,15 @@ def load_index(path: str | os.PathLike, map_location: str = "cpu") -> AlignIndex
 
 
 # ============================================================================ map
-_WORKER: dict = {}
+_WORKER: dict = {}  # the Aligner, in map_reads' worker processes
 
 
-def _init_worker(sequences: list[bytes], max_error_rate: float, extended_cigar: bool) -> None:
-    _WORKER.update(sequences=sequences, max_error_rate=max_error_rate, extended_cigar=extended_cigar)
+def _init_worker(aligner: "Aligner") -> None:
+    _WORKER["aligner"] = aligner
+
+
+def _align_in_worker(chunk: list[tuple]) -> list["AlignedRead"]:
+    return _WORKER["aligner"].align(chunk)
 
 
 _RC = bytes.maketrans(b"ACGTN", b"TGCAN")
@@ -474,21 +479,86 @@ def _revcomp(seq: bytes) -> bytes:
     return seq.translate(_RC)[::-1]
 
 
-def _align_chunk(chunk: list[tuple[str, bytes, str | None, list]]) -> list[tuple]:
-    """Align each read of a chunk to its candidate regions; one SAM field tuple per read.
+class AlignedRead(NamedTuple):
+    """One read's mapping: the fields of its SAM record (:meth:`to_segment`).
+
+    ``contig`` is the contig's index in the reference (-1 when unmapped), ``pos`` the 0-based
+    leftmost aligned reference base, ``cigar`` pysam ``(op, length)`` tuples; ``seq`` and ``qual``
+    are as SAM stores them (reverse-complemented for flag 16); ``nm`` is the NM tag (edits in the
+    CIGAR); ``best`` and ``second`` are the edit distances of the best alignment and of the best
+    at another locus (AS = -best, XS = -second; None when there is none).
+    """
+
+    name: str
+    flag: int
+    contig: int
+    pos: int
+    mapq: int
+    cigar: list[tuple[int, int]] | None
+    seq: bytes
+    qual: str | None
+    nm: int | None
+    best: int | None
+    second: int | None
+
+    @property
+    def mapped(self) -> bool:
+        return not self.flag & 4
+
+    @property
+    def reverse(self) -> bool:
+        return bool(self.flag & 16)
+
+    @property
+    def alignment_score(self) -> int | None:
+        """The AS tag: minus the best edit distance (None when unmapped)."""
+        return None if self.best is None else -self.best
+
+    @property
+    def second_best_score(self) -> int | None:
+        """The XS tag: minus the edit distance at the best other locus (None when there is none)."""
+        return None if self.second is None else -self.second
+
+    def to_segment(self, header):
+        """The pysam record; ``header`` is a ``pysam.AlignmentHeader`` of the index's contigs."""
+        import pysam
+
+        seg = pysam.AlignedSegment(header)
+        seg.query_name = self.name
+        seg.query_sequence = self.seq.decode("ascii")
+        if self.qual is not None:
+            seg.query_qualities = pysam.qualitystring_to_array(self.qual)
+        seg.flag = self.flag
+        if not self.mapped:
+            seg.reference_id = -1
+            seg.reference_start = -1
+            seg.mapping_quality = 0
+            return seg
+        seg.reference_id = self.contig
+        seg.reference_start = self.pos
+        seg.mapping_quality = self.mapq
+        seg.cigartuples = self.cigar
+        tags = [("NM", self.nm), ("AS", self.alignment_score)]
+        if self.second is not None:
+            tags.append(("XS", self.second_best_score))
+        seg.set_tags(tags)
+        return seg
+
+
+def _align_chunk(chunk: list[tuple[str, bytes, str | None, list]], sequences: list[bytes], max_error_rate: float,
+                 extended_cigar: bool) -> list[AlignedRead]:
+    """Align each read of a chunk to its candidate regions of ``sequences`` (the contigs).
 
     A read's candidates are ``(contig_index, start, end, strand)`` regions; strand 1 aligns the
-    read's reverse complement to the forward reference. Returns ``(name, flag, contig_index,
-    pos0, mapq, cigar_tuples, seq, qual, nm, best, second)``.
+    read's reverse complement to the forward reference.
     """
     import edlib
 
     from genoseq import sam
 
-    sequences, rate, extended = _WORKER["sequences"], _WORKER["max_error_rate"], _WORKER["extended_cigar"]
     results = []
     for name, seq, qual, regions in chunk:
-        max_edits = max(0, int(rate * len(seq)))
+        max_edits = max(0, int(max_error_rate * len(seq)))
         hits = []  # (distance, contig, strand, start, end) in contig coordinates
         rc = None
         for ci, rs, re_, strand in regions:
@@ -503,7 +573,7 @@ def _align_chunk(chunk: list[tuple[str, bytes, str | None, list]]) -> list[tuple
                 hits.append((d, ci, strand, rs + loc_start, rs + loc_end + 1))
         best, second = _best_two(hits, len(seq))
         if best is None:
-            results.append((name, 4, -1, -1, 0, None, seq, qual, None, None, None))
+            results.append(AlignedRead(name, 4, -1, -1, 0, None, seq, qual, None, None, None))
             continue
         d, ci, strand, start, end = best
         query = rc if strand else seq
@@ -513,12 +583,12 @@ def _align_chunk(chunk: list[tuple[str, bytes, str | None, list]]) -> list[tuple
         if sam.query_length(cigar) != len(query):  # an internal error, never bad input
             raise RuntimeError(f"CIGAR {sam.cigar_string(cigar)} does not cover read {name} ({len(query)} bases)")
         nm = sam.edit_distance(cigar)
-        if not extended:
+        if not extended_cigar:
             cigar = sam.to_match_mismatch(cigar)
         mapq = 60 if second is None else min(60, 10 * (second[0] - d))
         out_qual = qual[::-1] if (strand and qual is not None) else qual
-        results.append((name, 16 if strand else 0, ci, pos, mapq, cigar, query, out_qual, nm,
-                        d, None if second is None else second[0]))
+        results.append(AlignedRead(name, 16 if strand else 0, ci, pos, mapq, cigar, query, out_qual, nm,
+                                   d, None if second is None else second[0]))
     return results
 
 
@@ -590,6 +660,110 @@ def iter_reads(path: str | os.PathLike) -> Iterator[tuple[str, str, str | None]]
             yield rec.name, rec.sequence, rec.quality
 
 
+def check_map_options(top_k: int, flank: int | None, max_error_rate: float, batch_size: int) -> None:
+    """InputError unless the mapping options make sense (``genoseq align map`` and the API)."""
+    if top_k < 1 or (flank is not None and flank < 0) or not 0 <= max_error_rate < 1 or batch_size < 1:
+        raise InputError(f"need top_k >= 1, flank >= 0, 0 <= max_error_rate < 1, batch_size >= 1; got top_k={top_k}, "
+                         f"flank={flank}, max_error_rate={max_error_rate}, batch_size={batch_size}")
+
+
+@dataclass
+class Aligner:
+    """Reads -> :class:`AlignedRead`: the per-batch work of ``genoseq align map``, also behind
+    ``POST /v1/align`` (:mod:`genoseq.api`), so both give the same records for the same reads.
+
+    Holds a loaded index, the reference it was built from (``sequences``: the contigs as
+    ``ACGTN`` bytes, what edlib reads) and the mapping options. :meth:`prepare` tokenises a
+    batch, embeds it, searches the top-k index entries and lists each read's candidate regions
+    (in the process that holds the encoder); :meth:`align` aligns prepared reads with edlib
+    (``map_reads`` runs it in its worker processes); :meth:`map` does both for a list of reads,
+    in batches of ``batch_size`` as ``map_reads`` reads them. Build one with :meth:`open`.
+    """
+
+    index: AlignIndex
+    reference: Reference
+    sequences: list[bytes]
+    top_k: int = 8
+    flank: int | None = None  # None: half the fragment length
+    max_error_rate: float = 0.1
+    extended_cigar: bool = True
+    batch_size: int = 512
+    device: object = None  # the encoder's device (None: where its weights are)
+    tokenizer: Tokenizer = field(default_factory=Tokenizer, repr=False)
+    timing: dict = field(default_factory=lambda: {"embed_s": 0.0, "search_s": 0.0}, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_map_options(self.top_k, self.flank, self.max_error_rate, self.batch_size)
+        if self.flank is None:
+            self.flank = self.index.manifest["fragment_length"] // 2
+
+    @classmethod
+    def open(cls, index: str | os.PathLike, reference: list[str] | str | None = None, device: str = "auto",
+             **options) -> "Aligner":
+        """Load an index folder and its reference: the FASTA(s) named in the manifest, or
+        ``reference`` if they moved (checked against the manifest's MD5s). ``options``: the
+        mapping options (``top_k``, ``flank``, ``max_error_rate``, ``extended_cigar``, ``batch_size``)."""
+        from genoseq.runtime import resolve_device
+
+        dev = resolve_device(device)
+        idx = load_index(index, map_location=dev)
+        ref = load_reference(reference or idx.manifest["reference"])
+        _check_reference(idx, ref)
+        return cls(idx, ref, ref.sequences(), device=dev, **options)
+
+    def with_options(self, **options) -> "Aligner":
+        """A copy with other mapping options, sharing the loaded index, reference and timing."""
+        return replace(self, **options)
+
+    def sam_header(self, command_line: str) -> dict:
+        """The SAM header (pysam dict): @HD, @SQ with M5 per contig, @PG with ``command_line``."""
+        import genoseq
+
+        ref = self.reference
+        return {
+            "HD": {"VN": "1.6", "SO": "unsorted"},
+            "SQ": [{"SN": n, "LN": len(x), "M5": h} for n, x, h in zip(ref.names, ref.ids, ref.md5)],
+            "PG": [{"ID": "genoseq-align", "PN": "genoseq", "VN": genoseq.__version__, "CL": command_line}],
+        }
+
+    def prepare(self, reads: list[tuple[str, str, str | None]], path: str | None = None) -> list[tuple]:
+        """Tokenise, embed and search a batch of ``(name, sequence, quality or None)``. Returns per
+        read ``(name, sequence as ACGTN bytes, quality, candidate regions)`` for :meth:`align`;
+        ``path`` names the reads' file in tokeniser errors."""
+        t0 = time.perf_counter()
+        tok = self.tokenizer
+        ids = [tok.encode(seq, name=name, path=path) for name, seq, _ in reads]
+        vectors = self.index.encoder.embed(ids, batch_size=self.batch_size, device=self.device)
+        t1 = time.perf_counter()
+        _, entries = self.index.faiss.search(vectors, self.top_k)
+        self.timing["embed_s"] += t1 - t0
+        self.timing["search_s"] += time.perf_counter() - t1
+        return [(name, tok.decode(x).encode("ascii"), qual, candidate_regions(self.index, entries[i], self.flank))
+                for i, ((name, _, qual), x) in enumerate(zip(reads, ids))]
+
+    def align(self, prepared: list[tuple]) -> list[AlignedRead]:
+        """Align reads from :meth:`prepare` (edlib; no encoder needed, so it runs in worker processes)."""
+        return _align_chunk(prepared, self.sequences, self.max_error_rate, self.extended_cigar)
+
+    def map(self, reads: Iterable[tuple[str, str, str | None]]) -> list[AlignedRead]:
+        """Map ``(name, sequence, quality or None)`` reads: one record per read, in order."""
+        out: list[AlignedRead] = []
+        for batch in _batches(reads, self.batch_size):
+            out += self.align(self.prepare(batch))
+        return out
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def map_reads(
     index: str,
     reads: str,
@@ -630,62 +804,28 @@ def map_reads(
     from tqdm import tqdm
 
     import genoseq
-    from genoseq.runtime import atomic_path, resolve_device
-    from genoseq.tokenizer import Tokenizer
+    from genoseq.runtime import atomic_path
 
     out_path = Path(out)
     as_bam = out_path.suffix == ".bam"
     if out_path.suffix not in (".sam", ".bam"):
         raise InputError("output must end in .sam or .bam", path=str(out_path))
-    if top_k < 1 or not 0 <= max_error_rate < 1 or threads < 1 or batch_size < 1:
-        raise InputError("need top_k >= 1, 0 <= max_error_rate < 1, threads >= 1, batch_size >= 1")
+    if threads < 1:
+        raise InputError(f"need threads >= 1, got {threads}")
+    check_map_options(top_k, flank, max_error_rate, batch_size)
     if not Path(reads).exists():
         raise FileNotFoundError(2, "No such file or directory", str(reads))
-    dev = resolve_device(device)
-    idx = load_index(index, map_location=dev)
-    ref = load_reference(reference or idx.manifest["reference"])
-    _check_reference(idx, ref)
-    flank = idx.manifest["fragment_length"] // 2 if flank is None else flank
-    sequences = ref.sequences()
+    aligner = Aligner.open(index, reference, device=device, top_k=top_k, flank=flank, max_error_rate=max_error_rate,
+                           extended_cigar=extended_cigar, batch_size=batch_size)
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
-    tok = Tokenizer()
-
-    header = {
-        "HD": {"VN": "1.6", "SO": "unsorted"},
-        "SQ": [{"SN": n, "LN": len(x), "M5": h} for n, x, h in zip(ref.names, ref.ids, ref.md5)],
-        "PG": [{"ID": "genoseq-align", "PN": "genoseq", "VN": genoseq.__version__,
-                "CL": f"genoseq align map --index {index} --reads {reads} --out {out} --top_k {top_k}"}],
-    }
+    header = aligner.sam_header(f"genoseq align map --index {index} --reads {reads} --out {out} --top_k {top_k}")
     pool = None
-    if threads > 1:  # fork before torch runs anything, with the reference shared copy-on-write
-        pool = mp.get_context("fork").Pool(threads, initializer=_init_worker,
-                                           initargs=(sequences, max_error_rate, extended_cigar))
-    _init_worker(sequences, max_error_rate, extended_cigar)
+    if threads > 1:  # fork before torch runs anything, with the index and reference shared copy-on-write
+        pool = mp.get_context("fork").Pool(threads, initializer=_init_worker, initargs=(aligner,))
 
     counts = {"reads": 0, "mapped": 0, "unmapped": 0, "mapq0": 0, "reverse": 0}
-    timing = {"embed_s": 0.0, "search_s": 0.0}
-
-    def chunks() -> Iterator[list]:
-        batch: list = []
-        for rec in iter_reads(reads):
-            batch.append(rec)
-            if len(batch) == batch_size:
-                yield prepare(batch)
-                batch = []
-        if batch:
-            yield prepare(batch)
-
-    def prepare(batch: list) -> list:
-        t0 = time.perf_counter()
-        ids = [tok.encode(seq, name=name, path=str(reads)) for name, seq, _ in batch]
-        vectors = idx.encoder.embed(ids, batch_size=batch_size, device=dev)
-        t1 = time.perf_counter()
-        _, entries = idx.faiss.search(vectors, top_k)
-        timing["embed_s"] += t1 - t0
-        timing["search_s"] += time.perf_counter() - t1
-        return [(name, tok.decode(x).encode("ascii"), qual, candidate_regions(idx, entries[i], flank))
-                for i, ((name, _, qual), x) in enumerate(zip(batch, ids))]
+    chunks = (aligner.prepare(batch, path=str(reads)) for batch in _batches(iter_reads(reads), batch_size))
 
     started = time.time()
     bar = tqdm(desc="map", unit="read", disable=not progress)
@@ -693,10 +833,10 @@ def map_reads(
         unsorted = tmp.with_name(tmp.name + ".unsorted.bam") if as_bam else tmp
         with pysam.AlignmentFile(str(unsorted), "wb" if as_bam else "wh", header=header) as writer:
             try:
-                results = _pipelined(pool, chunks(), window=2 * threads)
-                for chunk_result in results:
-                    for fields in chunk_result:
-                        writer.write(_segment(writer.header, fields, counts))
+                for chunk_result in _pipelined(pool, chunks, window=2 * threads, align=aligner.align):
+                    for rec in chunk_result:
+                        _tally(counts, rec)
+                        writer.write(rec.to_segment(writer.header))
                     bar.update(len(chunk_result))
             finally:
                 if pool is not None:
@@ -714,9 +854,9 @@ def map_reads(
         **counts,
         "seconds": round(seconds, 2),
         "reads_per_s": round(counts["reads"] / seconds, 1) if seconds > 0 else None,
-        "embed_seconds": round(timing["embed_s"], 2),
-        "search_seconds": round(timing["search_s"], 2),
-        "top_k": top_k, "flank": flank, "max_error_rate": max_error_rate, "threads": threads,
+        "embed_seconds": round(aligner.timing["embed_s"], 2),
+        "search_seconds": round(aligner.timing["search_s"], 2),
+        "top_k": top_k, "flank": aligner.flank, "max_error_rate": max_error_rate, "threads": threads,
     }
     with open(str(out_path) + ".json", "w") as fh:
         json.dump(summary, fh, indent=2)
@@ -726,52 +866,32 @@ def map_reads(
     return summary
 
 
-def _pipelined(pool, chunks: Iterator[list], window: int) -> Iterator[list]:
-    """Align chunks in the pool while the next ones are embedded here; results in input order."""
+def _pipelined(pool, chunks: Iterator[list], window: int, align) -> Iterator[list]:
+    """Align chunks in the pool (or with ``align`` here, without one) while the next ones are
+    embedded here; results in input order."""
     if pool is None:
         for chunk in chunks:
-            yield _align_chunk(chunk)
+            yield align(chunk)
         return
     pending = []
     for chunk in chunks:
         # split a batch so every worker gets a share
         step = max(1, -(-len(chunk) // max(1, window // 2)))
-        pending += [pool.apply_async(_align_chunk, (chunk[i:i + step],)) for i in range(0, len(chunk), step)]
+        pending += [pool.apply_async(_align_in_worker, (chunk[i:i + step],)) for i in range(0, len(chunk), step)]
         while len(pending) > window:
             yield pending.pop(0).get()
     for job in pending:
         yield job.get()
 
 
-def _segment(header, fields: tuple, counts: dict):
-    import pysam
-
-    name, flag, ci, pos, mapq, cigar, seq, qual, nm, best, second = fields
-    seg = pysam.AlignedSegment(header)
-    seg.query_name = name
-    seg.query_sequence = seq.decode("ascii")
-    if qual is not None:
-        seg.query_qualities = pysam.qualitystring_to_array(qual)
-    seg.flag = flag
+def _tally(counts: dict, rec: AlignedRead) -> None:
     counts["reads"] += 1
-    if flag & 4:
+    if not rec.mapped:
         counts["unmapped"] += 1
-        seg.reference_id = -1
-        seg.reference_start = -1
-        seg.mapping_quality = 0
-        return seg
+        return
     counts["mapped"] += 1
-    counts["reverse"] += bool(flag & 16)
-    counts["mapq0"] += mapq == 0
-    seg.reference_id = ci
-    seg.reference_start = pos
-    seg.mapping_quality = mapq
-    seg.cigartuples = cigar
-    tags = [("NM", nm), ("AS", -best)]
-    if second is not None:
-        tags.append(("XS", -second))
-    seg.set_tags(tags)
-    return seg
+    counts["reverse"] += rec.reverse
+    counts["mapq0"] += rec.mapq == 0
 
 
 def _check_reference(idx: AlignIndex, ref: Reference) -> None:

@@ -31,6 +31,7 @@ def serve(
     classifier: str | None = None,
     generator: str | None = None,
     reference: str | None = None,
+    index: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
@@ -42,6 +43,7 @@ def serve(
     context: int = 2048,
     max_sequence_length: int = 100_000,
     max_sequences: int = 64,
+    max_reads: int = 512,
     max_variants: int = 1024,
     max_body_bytes: int = 8 * 1024 * 1024,
     max_new_tokens: int = 2000,
@@ -49,7 +51,7 @@ def serve(
     max_batch_rows: int = 16,
     log_level: str = "info",
 ) -> None:
-    """Serve the models over HTTP: /v1/score, /v1/embed, /v1/variants, /v1/classify, /v1/generate.
+    """Serve the models over HTTP: /v1/score, /v1/embed, /v1/variants, /v1/classify, /v1/generate, /v1/align.
 
     The models are loaded once per worker process. Docs at ``http://HOST:PORT/docs``;
     ``/healthz`` answers while they load, ``/readyz`` once they are loaded.
@@ -63,6 +65,7 @@ def serve(
         classifier: Classifier folder (``genoseq classify fit``): /v1/classify and the design oracle.
         generator: Conditional model folder (``genoseq generate fit``): /v1/generate.
         reference: Reference genome (FASTA or token store) for variants given by contig.
+        index: Read index folder (``genoseq align index``): /v1/align maps reads as ``genoseq align map``.
         host: Address to bind (default loopback only).
         port: Port to bind.
         workers: Worker processes (each loads its own copy of the models).
@@ -74,6 +77,7 @@ def serve(
         context: Minimum context of every scored base (as ``genoseq score``).
         max_sequence_length: Longest sequence accepted (bases).
         max_sequences: Most sequences per request.
+        max_reads: Most reads per /v1/align request.
         max_variants: Most variants per request.
         max_body_bytes: Largest request body (larger: 413).
         max_new_tokens: Longest design (new bases) per /v1/generate request.
@@ -87,6 +91,11 @@ def serve(
         _check_model_dir(path, option)
     if reference is not None and not Path(reference).is_file():
         raise FileNotFoundError(2, "No such file or directory", str(reference))
+    if index is not None:
+        from genoseq.pipelines.align import MANIFEST_FILE
+
+        if not (Path(index) / MANIFEST_FILE).is_file():
+            raise InputError(f"--index: not a genoseq align index (no {MANIFEST_FILE})", path=str(index))
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     key = read_api_key(api_key, api_key_file)
@@ -96,11 +105,12 @@ def serve(
         raise InputError(f"refusing to serve without an API key on {host} (not a loopback address): give "
                          f"--api_key_file (or --api_key, ${API_KEY_ENV}), or --no_auth true to serve it open")
     try:
-        limits = Limits(max_sequence_length=max_sequence_length, max_sequences=max_sequences,
+        limits = Limits(max_sequence_length=max_sequence_length, max_sequences=max_sequences, max_reads=max_reads,
                         max_variants=max_variants, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
                         max_designs=max_designs, max_batch_rows=max_batch_rows)
         settings = ApiSettings(model=model, classifier=classifier, generator=generator, reference=reference,
-                               device=device, chunk_size=chunk_size, context=context, api_key=key, limits=limits)
+                               index=index, device=device, chunk_size=chunk_size, context=context, api_key=key,
+                               limits=limits)
     except ValueError as err:
         raise InputError(str(err)) from None
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import httpx
 import numpy as np
+import pysam
 import pytest
 from fastapi.testclient import TestClient
 
@@ -121,7 +122,7 @@ def test_health_ready_and_models(client, regions):
     assert info["reference"] == {"name": "lambda_phage.fa", "contigs": 1, "bases": 48502}
     assert info["scoring"]["chunk_size"] == 512 and info["limits"]["max_sequences"] == 8
     schema = client.get("/openapi.json").json()
-    assert {"/v1/score", "/v1/embed", "/v1/variants", "/v1/classify", "/v1/generate"} <= set(schema["paths"])
+    assert {"/v1/score", "/v1/embed", "/v1/variants", "/v1/classify", "/v1/generate", "/v1/align"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 200
 
 
@@ -335,6 +336,149 @@ def test_bad_generate_options(client, options, field, words):
     assert words in error["msg"], error
 
 
+# ---------------------------------------------------------------------- align
+ALIGN_START, ALIGN_END = 1_000_000, 1_030_000  # 30 kb of E. coli: a tiny read index builds in seconds
+
+
+@pytest.fixture(scope="module")
+def align_slice(ecoli_fasta, workdir) -> tuple[Path, str]:
+    seq = next(iter_fasta(ecoli_fasta)).sequence[ALIGN_START:ALIGN_END].upper()
+    path = workdir / "ecoli_slice.fa"
+    path.write_text(">ecoli_slice\n" + "\n".join(seq[i:i + 80] for i in range(0, len(seq), 80)) + "\n")
+    return path, seq
+
+
+@pytest.fixture(scope="module")
+def align_index(align_slice, workdir) -> Path:
+    """A read encoder trained 4 steps (tests/test_align.py's recipe, smaller) and its index of the slice."""
+    from genoseq.pipelines import align
+
+    encoder, index = workdir / "read_encoder", workdir / "read_index"
+    align.train(str(align_slice[0]), str(encoder), steps=4, batch_size=8, val_pairs=256, progress=False,
+                model={"d_model": 16, "pattern": "H", "hyena_filter_len": 64}, embed_dim=32, head_hidden=64, seed=0)
+    align.index(str(encoder), str(align_slice[0]), str(index), progress=False)
+    return index
+
+
+@pytest.fixture(scope="module")
+def align_client(model_dir, align_index):
+    settings = ApiSettings(model=str(model_dir), index=str(align_index), device="cpu",
+                           limits=Limits(max_sequence_length=1000, max_reads=6))
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        yield c
+
+
+def revcomp(seq: str) -> str:
+    return seq.translate(str.maketrans("ACGT", "TGCA"))[::-1]
+
+
+def test_align_equals_genoseq_align_map(align_client, align_slice, align_index, workdir):
+    seq = align_slice[1]
+    rng = np.random.default_rng(3)
+    sub = "A" if seq[20_100] != "A" else "C"
+    reads = {
+        "fwd": seq[5_000:5_250],
+        "rev": revcomp(seq[12_000:12_250]),
+        "edited": (seq[20_000:20_100] + sub + seq[20_101:20_180] + seq[20_181:20_251]).lower(),  # 1 mismatch, 1 deletion
+        "random": "".join(rng.choice(list("ACGT"), 250)),
+    }
+    quals = {name: "".join(chr(33 + int(q)) for q in rng.integers(2, 41, len(r))) for name, r in reads.items()}
+    fastq = workdir / "align_reads.fq"
+    fastq.write_text("".join(f"@{name}\n{r}\n+\n{quals[name]}\n" for name, r in reads.items()))
+    entries = json.loads((align_index / "manifest.json").read_text())["n_entries"]
+    # genoseq align map's defaults, then every index entry retrieved (placement independent of the tiny encoder)
+    for options in ({}, {"top_k": entries, "max_error_rate": 0.05, "extended_cigar": False}):
+        out = workdir / f"align_{len(options)}.sam"
+        args = [x for k, v in options.items() for x in (f"--{k}", str(v).lower())]
+        assert main(["align", "map", "--index", str(align_index), "--reads", str(fastq), "--out", str(out),
+                     "--device", "cpu", "--progress", "false", *args]) == 0
+        with pysam.AlignmentFile(str(out), "r") as sam_file:
+            expected = list(sam_file)
+            sq = sam_file.header.to_dict()["SQ"]
+        cli_lines = [line for line in out.read_text().splitlines() if not line.startswith("@")]
+
+        response = align_client.post("/v1/align", json={"sequences": list(reads.values()), "names": list(reads),
+                                                        "qualities": list(quals.values()), "sam": True, **options})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["top_k"] == options.get("top_k", 8) and body["flank"] == 250
+        got = body["alignments"]
+        assert [a["sam"] for a in got] == cli_lines  # the very records the CLI writes
+        assert pysam.AlignmentHeader.from_text(body["sam_header"]).to_dict()["SQ"] == sq
+        for a, rec in zip(got, expected, strict=True):
+            assert (a["name"], a["flag"], a["mapped"], a["mapq"]) == (rec.query_name, rec.flag, not rec.is_unmapped,
+                                                                      rec.mapping_quality)
+            if rec.is_unmapped:
+                assert a["contig"] is a["pos"] is a["strand"] is a["cigar"] is a["edit_distance"] is None
+                continue
+            assert (a["contig"], a["pos"], a["strand"], a["cigar"]) == (
+                rec.reference_name, rec.reference_start + 1, "-" if rec.is_reverse else "+", rec.cigarstring)
+            assert (a["edit_distance"], a["alignment_score"]) == (rec.get_tag("NM"), rec.get_tag("AS"))
+            assert a["second_best_score"] == (rec.get_tag("XS") if rec.has_tag("XS") else None)
+
+    found = {a["name"]: a for a in got}  # every entry searched: the true placements
+    assert [found["fwd"][k] for k in ("contig", "pos", "strand", "cigar", "mapq")] == ["ecoli_slice", 5_001, "+", "250M", 60]
+    assert [found["rev"][k] for k in ("pos", "strand", "cigar", "edit_distance")] == [12_001, "-", "250M", 0]
+    assert found["edited"]["pos"] == 20_001 and found["edited"]["edit_distance"] == 2
+    assert found["edited"]["alignment_score"] == -2 and "1D" in found["edited"]["cigar"]
+    assert not found["random"]["mapped"] and found["random"]["alignment_score"] is None
+
+
+def test_align_defaults_and_odd_reads(align_client, align_slice):
+    # no names or qualities; a 1-base read, Ns and IUPAC codes are valid input, never a 500
+    reads = [align_slice[1][7_000:7_250], "A", "NNNNNNNNNN", "acgtRYKMacgt"]
+    response = align_client.post("/v1/align", json={"sequences": reads, "sam": True})
+    assert response.status_code == 200, response.text
+    got = response.json()["alignments"]
+    assert [a["name"] for a in got] == ["#1", "#2", "#3", "#4"]
+    assert got[0]["sam"].split("\t")[10] == "*"  # no qualities
+    assert got[3]["sam"].split("\t")[9] == "ACGTNNNNACGT"  # normalised as genoseq align map does (its own RC)
+    assert response.json()["sam_header"].startswith("@HD")
+    assert align_client.post("/v1/align", json={"sequences": reads}).json()["alignments"][0]["sam"] is None
+
+
+def test_align_models_info(align_client):
+    info = align_client.get("/v1/models").json()["index"]
+    assert info["name"] == "read_index" and info["index_type"] == "flat"
+    assert info["contigs"] == [{"name": "ecoli_slice", "length": ALIGN_END - ALIGN_START}]
+    assert info["entries"] == 2 * info["fragments"] and (info["fragment_length"], info["overlap"]) == (500, 250)
+    assert info["encoder"]["model_type"] == "GenoSeqReadEncoder" and info["encoder"]["parameters"] > 1000
+    assert info["encoder"]["config"]["encoder"]["embed_dim"] == 32
+    assert info["mapping"] == {"top_k": 8, "flank": 250, "max_error_rate": 0.1, "extended_cigar": True, "batch_size": 512}
+
+
+def test_align_without_index_is_404(client):
+    response = client.post("/v1/align", json={"sequences": ["ACGT"]})
+    assert response.status_code == 404 and "--index" in response.json()["detail"]
+    assert client.get("/v1/models").json()["index"] is None
+
+
+@pytest.mark.parametrize("body, loc, words", [
+    ({"sequences": ["ACGTACGT", "ACGXT"]}, ["sequences", 1], ("'X'", "position 4")),
+    ({"sequences": ["ACGT", ""]}, ["sequences", 1], "at least 1 character"),
+    ({"sequences": ["ACGT", "A" * 1001]}, ["sequences", 1], "limit of 1000"),
+    ({"sequences": ["ACGT"] * 7}, ["sequences"], "7 reads is more than the limit of 6"),
+    ({"sequences": [], "top_k": 2}, ["sequences"], "at least 1 item"),
+    ({"sequences": ["ACGT", "ACGT"], "qualities": ["IIII", "III"]}, ["qualities", 1], "3 quality characters"),
+    ({"sequences": ["ACGT"], "qualities": ["II I"]}, ["qualities", 0], "pattern"),
+    ({"sequences": ["ACGT"], "names": ["read one"]}, ["names", 0], "pattern"),
+    ({"sequences": ["ACGT", "ACGT"], "names": ["a"]}, [], "names has 1 entries for 2 sequences"),
+    ({"sequences": ["ACGT"], "top_k": 0}, ["top_k"], "greater than or equal to 1"),
+    ({"sequences": ["ACGT"], "max_error_rate": 1.0}, ["max_error_rate"], "less than 1"),
+    ({"sequences": ["ACGT"], "flank": -1}, ["flank"], "greater than or equal to 0"),
+    ({"sequences": ["ACGT"], "sam": 1}, ["sam"], "boolean"),
+    ({"sequences": ["ACGT"], "threads": 4}, ["threads"], "Extra inputs"),
+])
+def test_bad_align_requests_get_422(align_client, body, loc, words):
+    response = align_client.post("/v1/align", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", *loc], error
+    assert all(w in error["msg"] for w in ((words,) if isinstance(words, str) else words)), error
+    assert "input" not in error  # rejected input is not echoed back
+
+
 # ---------------------------------------------------------------------- bad input and limits
 @pytest.mark.parametrize("route", ["/v1/score", "/v1/embed", "/v1/classify"])
 def test_bad_sequences_get_422_with_field_and_position(client, route):
@@ -423,6 +567,8 @@ def test_api_key(model_dir):
         assert missing.status_code == 401 and "X-API-Key" in missing.json()["detail"]
         assert c.post("/v1/score", json=body, headers={"X-API-Key": KEY + "x"}).status_code == 401
         assert c.get("/v1/models").status_code == 401
+        assert c.post("/v1/align", json=body).status_code == 401
+        assert c.post("/v1/align", json=body, headers={"X-API-Key": KEY}).status_code == 404  # no index loaded
         assert c.post("/v1/score", json=body, headers={"X-API-Key": KEY}).status_code == 200
         assert c.get("/v1/models", headers={"X-API-Key": KEY}).status_code == 200
         schema = c.get("/openapi.json").json()
@@ -440,6 +586,8 @@ def test_serve_refuses_open_public_host(model_dir, tmp_path, capsys):
     assert "API key file is empty" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model_dir), "--index", str(tmp_path)]) == 2
+    assert "not a genoseq align index" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- a real server

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from ..deps import Service, get_service
-from ..schemas import Health, LoadedModel, ModelsInfo, Readiness, Reference
+from ..schemas import Contig, Health, IndexInfo, LoadedModel, ModelsInfo, Readiness, Reference
 from ..service import ModelService
 
 router = APIRouter(tags=["health"])
@@ -55,4 +55,15 @@ async def models(service: Service) -> ModelsInfo:
     if service.reference is not None:
         ref = service.reference
         info.reference = Reference(name=Path(s.reference).name, contigs=len(ref.contigs), bases=sum(ref.contigs.values()))
+    if service.aligner is not None:
+        aligner = service.aligner
+        manifest, encoder = aligner.index.manifest, aligner.index.encoder
+        info.index = IndexInfo(
+            name=Path(s.index).name, index_type=manifest["index_type"], fragments=manifest["n_fragments"],
+            entries=manifest["n_entries"], fragment_length=manifest["fragment_length"], overlap=manifest["overlap"],
+            contigs=[Contig(name=c["name"], length=c["length"]) for c in manifest["contigs"]],
+            encoder=_describe(manifest["model_source"], encoder, "GenoSeqReadEncoder",
+                              {"model": encoder.config.to_dict(), "encoder": encoder.encoder_config.to_dict()}),
+            mapping={"top_k": aligner.top_k, "flank": aligner.flank, "max_error_rate": aligner.max_error_rate,
+                     "extended_cigar": aligner.extended_cigar, "batch_size": aligner.batch_size})
     return info
