@@ -253,3 +253,43 @@ def test_plain_gzip_vcf_is_read(model_dir, reference, data_dir, workdir):
     in_slice = summary["status_counts"]["ok"]
     assert summary["records"] == 4923 and in_slice > 100
     assert summary["status_counts"]["out_of_bounds"] == 4923 - in_slice  # the rest lie past the 200 kb slice
+
+
+def test_round_trip_keeps_every_header_line_and_record(annotated, vcf):
+    """Every input header line and every input record (fields and INFO) survive; only ours is added."""
+    path, _ = vcf
+    _, header, _, records = annotated
+    lines = path.read_text().splitlines()
+    in_meta = [line for line in lines if line.startswith("##")]
+    out_meta = set(str(header).splitlines())
+    assert all(line in out_meta for line in in_meta if not line.startswith("##contig")), "a header line was lost"
+    added = [line for line in str(header).splitlines() if line.startswith("##") and line not in in_meta]
+    # htslib itself declares PASS, INFO/END and contigs met in the records
+    assert all("GENOSEQ" in line or "genoseq" in line
+               or line.startswith(("##contig", "##FILTER=<ID=PASS", "##INFO=<ID=END,")) for line in added), added
+    body = [line.split("\t") for line in lines if not line.startswith("#")]
+    assert len(records) == len(body)
+    for fields, record in zip(body, records):
+        assert (record.chrom, record.pos, record.id or ".", record.ref, ",".join(record.alts)) == (
+            fields[0], int(fields[1]), fields[2], fields[3], fields[4])
+        for item in fields[7].split(";"):
+            if item != ".":
+                key, _, value = item.partition("=")
+                assert str(record.info[key]) == value or record.info[key] in (value, (value,))
+
+
+def test_scores_are_deterministic(model_dir, reference, vcf, workdir):
+    """Two runs (other batch size) give the same LLRs."""
+    outs = []
+    for batch_size, name in ((16, "det1.tsv"), (5, "det2.tsv")):
+        with pytest.warns(UserWarning):
+            vep(str(model_dir), str(reference[0]), str(vcf[0]), str(workdir / name), window_length=WINDOW,
+                batch_size=batch_size, device="cpu", progress=False, format="tsv")
+        outs.append([line.split("\t") for line in (workdir / name).read_text().splitlines()])
+    header = outs[0][0]
+    col = header.index("llr")
+    assert len(outs[0]) == len(outs[1]) > 30
+    for a, b in zip(*outs):
+        assert a[:col] == b[:col]
+        if a[col] not in ("", ".", "NA") and a is not outs[0][0]:
+            assert float(a[col]) == pytest.approx(float(b[col]), abs=1e-4)
