@@ -46,6 +46,15 @@ def inference_dtype(device) -> "torch.dtype | None":  # noqa: F821 - torch is im
     return None
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Write ``path`` through a temporary file in the same folder, renamed on success.
@@ -57,6 +66,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the usual mode
         with os.fdopen(fd, mode) as handle:
             yield handle
         os.replace(tmp, path)

@@ -173,7 +173,8 @@ def train(
         temperature: InfoNCE temperature.
         lr: Peak learning rate (AdamW, linear warmup then cosine decay).
         warmup_steps: Learning-rate warmup steps.
-        val_pairs: Held-out simulated pairs scored at the end (top-1 among 256 fragments).
+        val_pairs: Held-out simulated pairs scored at the end (top-1 among 256 fragments, or
+            among all of them when fewer).
         threads: CPU threads for torch (default: torch's choice).
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         progress: Show the progress bar.
@@ -261,8 +262,9 @@ def _held_out_top1(encoder, dataset, group: int = 256) -> float:
     pairs = [dataset[i] for i in range(len(dataset))]
     frags = encoder.embed([f for f, _ in pairs])
     reads = encoder.embed([r for _, r in pairs])
+    group = min(group, len(pairs))  # fewer pairs than a group: one group of them all
     hits = total = 0
-    for first in range(0, len(pairs) - group + 1, group):
+    for first in range(0, len(pairs) - group + 1, group) if group > 1 else ():
         sims = reads[first:first + group] @ frags[first:first + group].T
         hits += int((sims.argmax(1) == np.arange(group)).sum())
         total += group
@@ -850,7 +852,7 @@ def map_reads(
     seconds = time.time() - started
     summary = {
         "genoseq_version": genoseq.__version__,
-        "index": str(index), "reads": str(reads), "out": str(out_path),
+        "index": str(index), "reads_file": str(reads), "out": str(out_path),
         **counts,
         "seconds": round(seconds, 2),
         "reads_per_s": round(counts["reads"] / seconds, 1) if seconds > 0 else None,

@@ -347,3 +347,17 @@ def test_cli_map_writes_bam(index_dir, slice_fa, tmp_path):
     recs = list(pysam.AlignmentFile(str(out), "rb"))
     assert [(r.query_name, r.reference_start, r.is_reverse) for r in recs] == [("a", 500, False), ("b", 900, True)]
     assert json.loads((tmp_path / "cli.bam.json").read_text())["mapped"] == 2
+
+
+def test_held_out_top1_with_fewer_pairs_than_a_group():
+    """Fewer held-out pairs than 256 are scored as one group (not NaN); one pair scores nothing."""
+    rng = np.random.default_rng(0)
+
+    class Identity:  # reads embed exactly like their fragments, so each finds its own
+        def embed(self, seqs):
+            v = np.stack([np.asarray(s, float) for s in seqs])
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    pairs = [(x, x) for x in rng.normal(size=(10, 8))]
+    assert align._held_out_top1(Identity(), pairs) == 1.0
+    assert np.isnan(align._held_out_top1(Identity(), pairs[:1]))
