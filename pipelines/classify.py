@@ -144,7 +144,7 @@ def fit(
     max_epochs: int = 10,
     patience: int = 3,
     monitor: Literal["val/loss", "val/acc"] = "val/loss",
-    rc_augment: bool = True,
+    rc_augment: bool = False,
     probe_c: float = 1.0,
     sequence_column: str = "sequence",
     label_column: str = "label",
@@ -180,6 +180,8 @@ def fit(
         patience: Epochs without improvement of ``monitor`` before stopping.
         monitor: Validation metric for early stopping and for choosing the kept weights.
         rc_augment: Fine-tune on the reverse complement of each sequence with probability 1/2.
+            Only for labels that do not depend on the strand: where they do (promoters,
+            upstream vs downstream of a gene) it teaches the model to confuse the classes.
         probe_c: Inverse L2 regularisation strength of the probe (scikit-learn's ``C``).
         sequence_column: Sequence column of a table.
         label_column: Label column of a table.
