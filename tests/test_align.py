@@ -361,3 +361,15 @@ def test_held_out_top1_with_fewer_pairs_than_a_group():
     pairs = [(x, x) for x in rng.normal(size=(10, 8))]
     assert align._held_out_top1(Identity(), pairs) == 1.0
     assert np.isnan(align._held_out_top1(Identity(), pairs[:1]))
+
+
+def test_embedding_does_not_depend_on_the_batching(encoder_dir, slice_fa):
+    """The CPU token cap per forward pass (small batches run faster) changes no embedding."""
+    from genoseq.models.read_encoder import ReadEncoder
+
+    enc = ReadEncoder.from_pretrained(encoder_dir[0])
+    seq = slice_fa[1]
+    seqs = [TOK.encode(seq[i * 997 : i * 997 + n]) for i, n in enumerate([250, 120, 250, 500, 37, 250, 300])]
+    whole = enc.embed(seqs, batch_size=64, max_tokens=10**9)
+    for max_tokens in (None, 600, 1):
+        np.testing.assert_allclose(enc.embed(seqs, batch_size=64, max_tokens=max_tokens), whole, atol=1e-5)
