@@ -19,6 +19,14 @@ Sequence = Annotated[str, Field(min_length=1, description="DNA: A C G T and IUPA
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+def _one_per_sequence(request: BaseModel, *fields: str) -> None:
+    """Optional per-sequence lists (names, qualities) must have one entry per sequence."""
+    n = len(request.sequences)
+    for field in fields:
+        values = getattr(request, field)
+        if values is not None and len(values) != n:
+            raise ValueError(f"{field} has {len(values)} entries for {n} sequences")
+
 class _Request(BaseModel):
     # a misspelt option is an error, not ignored; `false` is not a layer number, nor "3" a count
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -88,8 +96,7 @@ class ScoreRequest(_Request):
 
     @model_validator(mode="after")
     def _names_match(self) -> "ScoreRequest":
-        if self.names is not None and len(self.names) != len(self.sequences):
-            raise ValueError(f"names has {len(self.names)} entries for {len(self.sequences)} sequences")
+        _one_per_sequence(self, "names")
         return self
 
 
@@ -254,9 +261,7 @@ class AlignRequest(_Request):
 
     @model_validator(mode="after")
     def _counts_match(self) -> "AlignRequest":
-        for field, values in (("names", self.names), ("qualities", self.qualities)):
-            if values is not None and len(values) != len(self.sequences):
-                raise ValueError(f"{field} has {len(values)} entries for {len(self.sequences)} sequences")
+        _one_per_sequence(self, "names", "qualities")
         return self
 
 
