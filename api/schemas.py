@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The pattern documents the alphabet in the OpenAPI schema; the tokenizer does the checking, so a
 # bad character is reported with its position (a pattern error could not say where it is).
@@ -120,8 +120,24 @@ class EmbedRequest(_Request):
     sequences: list[Sequence] = Field(min_length=1)
     layer: int | None = Field(-1, description="-1 after the last block, k after k blocks (0 = embeddings), "
                                               "negative from the top, null for the final normed output")
-    pooling: Literal["mean", "last", "echo"] = "mean"
+    pooling: str = Field("mean", description="mean, last, echo, phase, ends, or a '+' combination of mean, last, "
+                                             "phase and ends (e.g. phase+ends)")
     rc_average: bool = Field(False, description="average with the reverse complement's vector")
+    rc_concat: bool = Field(False, description="concatenate with the reverse complement's vector (twice the width)")
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, value: str) -> str:
+        from genoseq.models.embedding import pooling_parts
+
+        pooling_parts(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_strand_rule(self) -> "EmbedRequest":
+        if self.rc_average and self.rc_concat:
+            raise ValueError("rc_average and rc_concat exclude each other")
+        return self
 
 
 class EmbedResponse(BaseModel):
@@ -130,6 +146,7 @@ class EmbedResponse(BaseModel):
     layer: int | None
     pooling: str
     rc_average: bool
+    rc_concat: bool
     embeddings: list[list[float]]
 
 

@@ -16,6 +16,10 @@ class it reports, designs next to real held-out sequences of the class:
   designs and for the real held-out sequences (the floor a sample of real data sets);
 * GC content of designs, held-out and training sequences.
 
+With ``--select top-k`` the sampler keeps the designs a classifier likes best. Selecting and
+judging with the same classifier measures how well designs fool it, not how good they are: give
+``--guide`` a second classifier to select with, and ``--oracle`` still judges.
+
 The oracle should not have seen the held-out split: when ``--oracle`` names a folder that does
 not hold a classifier yet, one is fitted there on the training split (fine-tuned for
 ``--oracle-epochs``, or a frozen-embedding probe with ``--oracle-frozen``). Likewise ``--gen``
@@ -63,6 +67,12 @@ def split_regions(path: Path, test_fraction: float, seed: int, workdir: Path) ->
     return paths
 
 
+def read_fasta_sequences(path: Path) -> list[str]:
+    from genoseq.fasta import iter_fasta
+
+    return [rec.sequence for rec in iter_fasta(path)]
+
+
 def real_stats(held_out: list[str], train: list[str], num: int, seed: int) -> dict:
     """The design metrics for up to ``num`` real held-out sequences of a class."""
     from genoseq.design import gc_content, kmer_divergences, mean_pairwise_distance, nearest_distances, novelty
@@ -98,6 +108,7 @@ def main() -> None:
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--select", choices=("all", "top-k"), default="all")
     parser.add_argument("--oversample", type=int, default=4)
+    parser.add_argument("--guide", help="classifier that selects designs with --select top-k (default: the oracle)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
@@ -139,6 +150,7 @@ def main() -> None:
         timings["generator_fit_s"] = round(time.perf_counter() - t, 1)
 
     clf = SequenceClassifier.from_pretrained(oracle, map_location=resolve_device(args.device))
+    guide = Path(args.guide) if args.guide else oracle
     per_class = {}
     for c in CLASSES:
         proba = clf.predict_proba(test[c], batch_size=64)
@@ -146,11 +158,17 @@ def main() -> None:
         t = time.perf_counter()
         summary = sample(str(gen), condition=c, num_samples=args.num, max_new_tokens=args.length, seed=args.seed,
                          temperature=args.temperature, top_p=args.top_p, out=str(workdir / f"designs_{c}.fa"),
-                         device=args.device, oracle=str(oracle), select=args.select, oversample=args.oversample,
+                         device=args.device, oracle=str(guide), select=args.select, oversample=args.oversample,
                          reference=str(train_path))
         seconds = time.perf_counter() - t
         designs = {k: summary[k] for k in ("n_designs", "success_rate", "oracle_p_mean", "gc_mean", "diversity",
                                            "novelty", "nearest_distance_mean", "kmer_js")}
+        if guide != oracle:  # the guide's verdict is in the summary: judge with the oracle
+            designs["guide_success_rate"] = designs.pop("success_rate")
+            designs["guide_p_mean"] = designs.pop("oracle_p_mean")
+            judged = clf.predict_proba(read_fasta_sequences(workdir / f"designs_{c}.fa"), batch_size=64)
+            designs["success_rate"] = float(np.mean(np.array(clf.classes)[judged.argmax(1)] == c))
+            designs["oracle_p_mean"] = float(judged[:, clf.classes.index(c)].mean())
         designs["seconds"] = round(seconds, 1)
         per_class[c] = {
             "designs": designs,
@@ -162,7 +180,8 @@ def main() -> None:
         "benchmark": "generate_ecoli_regions",
         "model": args.model, "oracle": str(oracle), "gen": str(gen),
         "num": args.num, "length": args.length, "temperature": args.temperature, "top_p": args.top_p,
-        "select": args.select, "seed": args.seed,
+        "select": args.select, "oversample": args.oversample if args.select == "top-k" else None,
+        "guide": str(guide), "seed": args.seed,
         "n_train": {c: len(v) for c, v in train.items()}, "n_held_out": {c: len(v) for c, v in test.items()},
         "generator_fit": fit_metrics and {k: fit_metrics[k] for k in ("steps", "val_bits_per_base_before",
                                                                       "best_val_bits_per_base", "seconds")},

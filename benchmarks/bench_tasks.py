@@ -14,6 +14,11 @@ For a released model (``MODEL_DIR``) and the order-k Markov baseline (:mod:`geno
 
     python benchmarks/bench_tasks.py --model runs/recipe/model [--device cuda] [--finetune-epochs 5]
 
+The region classifiers default to ``--pooling phase+ends --strands concat --layer final``: a
+mean per codon phase and the means of the first and last 16 tokens, of both strands. A
+causal model's forward states at the start of a window have seen nothing of it; the reverse
+complement's states there have seen it all.
+
 The shared data folder is ``../shared/data`` (or ``$GENOSEQ_SHARED_DATA``).
 """
 
@@ -110,8 +115,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--region-markov-k", type=int, default=4, help="Markov order of the per-class region chains")
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
-    parser.add_argument("--pooling", default="mean", choices=["mean", "last", "echo"])
+    parser.add_argument("--pooling", default="phase+ends", help="pooling of the region classifiers (see genoseq embed)")
+    parser.add_argument("--layer", default="final", help="hidden layer of the region classifiers: an int, or 'final'")
+    parser.add_argument("--strands", default="concat", choices=["forward", "average", "concat"],
+                        help="region classifiers: the forward strand alone, or with the reverse complement's "
+                             "vector averaged in or concatenated")
+    parser.add_argument("--probe-c", type=float, default=0.01, help="inverse L2 strength of the frozen probe")
     parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--skip-vep", action="store_true")
     parser.add_argument("--max-variants", type=int, default=None, help="subsample (smoke runs only)")
     parser.add_argument("--max-rows", type=int, default=None, help="subsample region tables (smoke runs only)")
     args = parser.parse_args(argv)
@@ -129,20 +140,21 @@ def main(argv: list[str] | None = None) -> dict:
         saureus = open_genome(gunzip(DATA / "saureus_n315.fa.gz", tmp))
 
         # ---- variant effects
-        variants = read_effects(DATA / "saureus_snvs.vcf.gz")
-        if args.max_variants:
-            variants = variants[: args.max_variants]
-        effect = np.array([v[4] for v in variants])
-        started = time.perf_counter()
-        scorer = VariantEffectScorer(args.model, saureus, window_length=args.window_length,
-                                     batch_size=args.batch_size, device=args.device)
-        effects = scorer.score([Variant(*v[:4]) for v in variants], progress=True)
-        llr = np.array([np.nan if e.llr is None else e.llr for e in effects])
-        result["vep"] = {"window_length": args.window_length, "strands": "both", **effect_aurocs(llr, effect),
-                         "seconds": round(time.perf_counter() - started, 1)}
-        contig = next(iter(ecoli.contigs))
-        markov = MarkovModel(k=args.markov_k).fit([ecoli.fetch(contig, 0, ecoli.contigs[contig])])
-        result["vep_markov"] = {"k": args.markov_k, **effect_aurocs(markov_llrs(markov, saureus, variants, args.window_length), effect)}
+        if not args.skip_vep:
+            variants = read_effects(DATA / "saureus_snvs.vcf.gz")
+            if args.max_variants:
+                variants = variants[: args.max_variants]
+            effect = np.array([v[4] for v in variants])
+            started = time.perf_counter()
+            scorer = VariantEffectScorer(args.model, saureus, window_length=args.window_length,
+                                         batch_size=args.batch_size, device=args.device)
+            effects = scorer.score([Variant(*v[:4]) for v in variants], progress=True)
+            llr = np.array([np.nan if e.llr is None else e.llr for e in effects])
+            result["vep"] = {"window_length": args.window_length, "strands": "both", **effect_aurocs(llr, effect),
+                             "seconds": round(time.perf_counter() - started, 1)}
+            contig = next(iter(ecoli.contigs))
+            markov = MarkovModel(k=args.markov_k).fit([ecoli.fetch(contig, 0, ecoli.contigs[contig])])
+            result["vep_markov"] = {"k": args.markov_k, **effect_aurocs(markov_llrs(markov, saureus, variants, args.window_length), effect)}
 
         # ---- regions
         train_rows = read_labelled(DATA / "ecoli_regions.tsv.gz")
@@ -156,15 +168,18 @@ def main(argv: list[str] | None = None) -> dict:
             for path, rows in ((train_path, train_rows), (test_path, test_rows)):
                 path.write_text("sequence\tlabel\n" + "".join(f"{r.sequence}\t{r.label}\n" for r in rows))
         regions: dict = {}
+        clf_options = {"pooling": args.pooling, "layer": None if args.layer == "final" else int(args.layer),
+                       "rc_average": args.strands == "average", "rc_concat": args.strands == "concat"}
         for method in ("probe",) + (() if args.skip_finetune else ("finetune",)):
             started = time.perf_counter()
             clf_dir = tmp / method
-            fit(args.model, str(train_path), str(clf_dir), frozen=method == "probe", pooling=args.pooling,
-                max_epochs=args.finetune_epochs, lr=args.finetune_lr, device=args.device, progress=False)
+            fit(args.model, str(train_path), str(clf_dir), frozen=method == "probe", **clf_options,
+                probe_c=args.probe_c, max_epochs=args.finetune_epochs, lr=args.finetune_lr, device=args.device,
+                progress=False)
             metrics = evaluate(str(clf_dir), str(test_path), str(tmp / f"{method}_report"), device=args.device, progress=False)
             regions[method] = {k: metrics[k] for k in ("accuracy", "mcc", "macro_f1", "auroc_ovr")}
             regions[method]["seconds"] = round(time.perf_counter() - started, 1)
-        result["regions"] = {"pooling": args.pooling, **regions}
+        result["regions"] = {**clf_options, "probe_c": args.probe_c, **regions}
         result["regions_markov"] = markov_region_accuracy(train_rows, test_rows, args.region_markov_k)
     print(json.dumps(result, indent=2))
     return result

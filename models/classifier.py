@@ -13,7 +13,7 @@ Two ways to get one, one object and one file format for both:
   scikit-learn and nothing is pickled.
 
 The pooled embedding is :func:`genoseq.models.embedding.pooled_embeddings` (layer, pooling,
-reverse-complement averaging as configured).
+reverse-complement averaging or concatenation as configured).
 
 On disk (``save_pretrained`` / ``from_pretrained``), like the language model: ``config.json``
 (``model_type: GenoSeqClassifier``, the classes, pooling, layer, the backbone's model config and
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from genoseq.tokenizer import Tokenizer
 
 from .config import ModelConfig
-from .embedding import POOLINGS, pooled_embeddings
+from .embedding import pooled_dim, pooled_embeddings, pooling_parts
 from .lm import GenoSeqLM
 from .released import load_released, save_released
 
@@ -50,9 +50,11 @@ class SequenceClassifier(L.LightningModule):
     Args:
         lm: The language model whose backbone is used (and fine-tuned unless probing).
         classes: Class labels in index order.
-        pooling: ``mean``, ``last`` or ``echo`` (see :mod:`genoseq.models.embedding`).
+        pooling: ``mean``, ``last``, ``echo``, ``phase``, ``ends`` or a ``+`` combination such as
+            ``phase+ends`` (see :mod:`genoseq.models.embedding`).
         layer: Hidden layer as in :meth:`GenoSeqLM.hidden_states` (None = final normed output).
         rc_average: Average the pooled vectors of each sequence and its reverse complement.
+        rc_concat: Concatenate them instead (the head sees both strands' vectors).
         method: ``finetune`` or ``probe`` (recorded in the config; a probe is built with
             :meth:`from_probe`).
         max_length: Truncate longer sequences to this many tokens at prediction time.
@@ -68,9 +70,10 @@ class SequenceClassifier(L.LightningModule):
         lm: GenoSeqLM,
         classes: Sequence[str],
         *,
-        pooling: Literal["mean", "last", "echo"] = "mean",
+        pooling: str = "mean",
         layer: int | None = -1,
         rc_average: bool = False,
+        rc_concat: bool = False,
         method: Literal["finetune", "probe"] = "finetune",
         max_length: int | None = None,
         lr: float = 1e-4,
@@ -82,8 +85,9 @@ class SequenceClassifier(L.LightningModule):
         classes = [str(c) for c in classes]
         if len(classes) < 2 or len(set(classes)) != len(classes):
             raise ValueError(f"need at least two distinct classes, got {classes}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        pooling_parts(pooling)
+        if rc_average and rc_concat:
+            raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
         if method not in ("finetune", "probe"):
             raise ValueError(f"method must be 'finetune' or 'probe', got {method!r}")
         n = lm.config.n_layers
@@ -91,11 +95,11 @@ class SequenceClassifier(L.LightningModule):
             raise ValueError(f"layer {layer} out of range for a {n}-layer model")
         self.lm = lm
         self.classes = classes
-        self.pooling, self.layer, self.rc_average = pooling, layer, rc_average
+        self.pooling, self.layer, self.rc_average, self.rc_concat = pooling, layer, rc_average, rc_concat
         self.method, self.max_length = method, max_length
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(lm.config.d_model, len(classes))
+        self.head = nn.Linear(self.embed_dim, len(classes))
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
@@ -104,15 +108,19 @@ class SequenceClassifier(L.LightningModule):
         return self.lm.tokenizer
 
     @property
+    def embed_dim(self) -> int:
+        """Width of the pooled vector the head reads."""
+        return pooled_dim(self.lm.config.d_model, self.pooling, self.rc_concat)
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     # ------------------------------------------------------------------ forward
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled vectors (B, d_model) for a right-padded batch."""
-        return pooled_embeddings(
-            self.lm, input_ids, attention_mask, layer=self.layer, pooling=self.pooling, rc_average=self.rc_average
-        )
+        """Pooled vectors (B, :attr:`embed_dim`) for a right-padded batch."""
+        return pooled_embeddings(self.lm, input_ids, attention_mask, layer=self.layer, pooling=self.pooling,
+                                 rc_average=self.rc_average, rc_concat=self.rc_concat)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits (B, num_classes)."""
@@ -185,11 +193,11 @@ class SequenceClassifier(L.LightningModule):
         if coef.shape[0] == 1 and len(classes) == 2:  # binary: logit of class 1 against 0
             coef = np.concatenate([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
-        if coef.shape != (len(classes), lm.config.d_model):
-            raise ValueError(f"coef has shape {coef.shape}; expected ({len(classes)}, {lm.config.d_model})")
+        clf = cls(lm, classes, method="probe", head_dropout=0.0, **kwargs)
+        if coef.shape != (len(classes), clf.embed_dim):
+            raise ValueError(f"coef has shape {coef.shape}; expected ({len(classes)}, {clf.embed_dim})")
         weight = coef / np.asarray(scale, dtype=np.float64)[None, :]
         bias = intercept - weight @ np.asarray(mean, dtype=np.float64)
-        clf = cls(lm, classes, method="probe", head_dropout=0.0, **kwargs)
         with torch.no_grad():
             clf.head.weight.copy_(torch.from_numpy(weight))
             clf.head.bias.copy_(torch.from_numpy(bias))
@@ -232,6 +240,7 @@ class SequenceClassifier(L.LightningModule):
             "pooling": self.pooling,
             "layer": self.layer,
             "rc_average": self.rc_average,
+            "rc_concat": self.rc_concat,
             "method": self.method,
             "max_length": self.max_length,
         }
@@ -255,7 +264,7 @@ class SequenceClassifier(L.LightningModule):
             conf = meta["classifier"]
             training.update(meta.get("training", {}))
             return cls(lm, conf["classes"], pooling=conf["pooling"], layer=conf["layer"], rc_average=conf["rc_average"],
-                       method=conf["method"], max_length=conf.get("max_length"))
+                       rc_concat=conf.get("rc_concat", False), method=conf["method"], max_length=conf.get("max_length"))
 
         clf = load_released(directory, model_type=MODEL_TYPE, format_version=FORMAT_VERSION, build=build,
                             map_location=map_location)

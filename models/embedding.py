@@ -11,7 +11,15 @@ pooling    vector
 ``echo``   the sequence is fed twice, ``x x``, and the second copy is mean-pooled: every
            position of the second copy has seen the whole sequence once (HybriDNA's "echo
            embedding" for causal models)
+``phase``  three means, over positions 0, 3, 6, ... / 1, 4, 7, ... / 2, 5, 8, ...: the codon
+           phases of a sequence that starts in frame (3 x d_model)
+``ends``   the means of the first and of the last ``ENDS_WIDTH`` (16) tokens: what sits next
+           to the anchor of an anchored window, e.g. the ribosome binding site before a start
+           codon (2 x d_model)
 =========  ==================================================================================
+
+``mean``, ``last``, ``phase`` and ``ends`` combine with ``+`` (``phase+ends``: the vectors
+concatenated in that order); ``echo`` stands alone. :func:`pooled_dim` gives the width.
 
 ``layer`` follows :meth:`GenoSeqLM.hidden_states`: ``None`` is the final normed output (what
 the LM head sees); an int ``k`` in ``0..n_layers`` is the residual stream after ``k`` blocks
@@ -20,6 +28,9 @@ before the final norm).
 
 ``rc_average=True`` averages the vectors of the sequence and of its reverse complement, so a
 sequence and its reverse complement get the same embedding (up to float rounding).
+``rc_concat=True`` concatenates them instead (twice the width): a causal model reads the
+reverse complement from the other end, so its states at the start of the sequence have seen
+the rest of it, which the forward states there have not.
 
 :func:`pooled_embeddings` is differentiable (the fine-tuned classifier trains through it);
 :class:`Embedder` wraps it for inference over many sequences: batching by length, no
@@ -37,13 +48,24 @@ from genoseq.tokenizer import PAD, Tokenizer
 
 from .lm import GenoSeqLM, reverse_complement_batch
 
-Pooling = Literal["mean", "last", "echo"]
-POOLINGS: tuple[str, ...] = ("mean", "last", "echo")
+Pooling = str  # "mean", "last", "echo", "phase", "ends" or a "+" combination (see the module docstring)
+POOLINGS: tuple[str, ...] = ("mean", "last", "echo", "phase", "ends")
+ENDS_WIDTH = 16  # tokens pooled at each end by "ends"
+_VECTORS = {"mean": 1, "last": 1, "echo": 1, "phase": 3, "ends": 2}  # d_model-wide vectors per component
 
 
-def _check_pooling(pooling: str) -> None:
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
+def pooling_parts(pooling: str) -> tuple[str, ...]:
+    """The components of a pooling spec (``"phase+ends"`` -> ``("phase", "ends")``); ValueError if invalid."""
+    parts = tuple(str(pooling).split("+"))
+    if not all(p in POOLINGS for p in parts) or len(set(parts)) != len(parts) or ("echo" in parts and len(parts) > 1):
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, or a '+' combination of mean, last, phase "
+                         f"and ends (echo stands alone); got {pooling!r}")
+    return parts
+
+
+def pooled_dim(d_model: int, pooling: str, rc_concat: bool = False) -> int:
+    """Width of the pooled vector for a model of width ``d_model``."""
+    return d_model * sum(_VECTORS[p] for p in pooling_parts(pooling)) * (2 if rc_concat else 1)
 
 
 def echo_batch(input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,20 +84,34 @@ def echo_batch(input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Te
     return echoed, second
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Literal["mean", "last"]) -> torch.Tensor:
-    """Pool hidden states (B, L, D) over the positions where ``mask`` (B, L) is true -> (B, D).
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool hidden states (B, L, D) over the positions where ``mask`` (B, L) is true -> (B, k*D).
 
-    ``"mean"`` averages them; ``"last"`` takes the last true position of each row.
+    ``pooling`` is ``mean``, ``last``, ``phase``, ``ends`` or a ``+`` combination of them (see
+    the module docstring); positions count from the first true one of each row.
     """
     mask = mask.to(hidden.device)
-    if pooling == "mean":
-        weights = mask.to(hidden.dtype)[..., None]
+    rank = mask.long().cumsum(1) - 1  # position within the pooled span
+    count = mask.long().sum(1, keepdim=True)
+
+    def masked_mean(where: torch.Tensor) -> torch.Tensor:
+        weights = (where & mask).to(hidden.dtype)[..., None]
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-    if pooling == "last":
-        last = (mask.long().cumsum(1) == mask.long().sum(1, keepdim=True)) & mask
-        index = last.long().argmax(1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-    raise ValueError(f"pool() takes 'mean' or 'last', not {pooling!r}")
+
+    vectors = []
+    for part in pooling_parts(pooling):
+        if part == "mean":
+            vectors.append(masked_mean(mask))
+        elif part == "last":
+            index = (mask & (rank == count - 1)).long().argmax(1)
+            vectors.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), index])
+        elif part == "phase":
+            vectors += [masked_mean(rank % 3 == p) for p in range(3)]
+        elif part == "ends":
+            vectors += [masked_mean(rank < ENDS_WIDTH), masked_mean(rank >= count - ENDS_WIDTH)]
+        else:
+            raise ValueError(f"pool() does not take {part!r} (echo is applied by pooled_embeddings)")
+    return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
 
 
 def _pooled_one_strand(
@@ -99,14 +135,17 @@ def pooled_embeddings(
     layer: int | None = -1,
     pooling: Pooling = "mean",
     rc_average: bool = False,
+    rc_concat: bool = False,
 ) -> torch.Tensor:
-    """One vector per row of a right-padded batch: (B, L) ids -> (B, d_model) float.
+    """One vector per row of a right-padded batch: (B, L) ids -> (B, :func:`pooled_dim`) float.
 
     Differentiable: gradients flow into ``model`` (fine-tuning uses this). Padding must be on
     the right (``Tokenizer.encode_batch``'s default); a causal model then never sees it at the
     positions that are pooled.
     """
-    _check_pooling(pooling)
+    pooling_parts(pooling)
+    if rc_average and rc_concat:
+        raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
     if attention_mask is None:
@@ -119,10 +158,11 @@ def pooled_embeddings(
     if not torch.equal(expected, attention_mask):
         raise ValueError("pooled_embeddings needs right padding (attention_mask true on a prefix of each row)")
     vectors = _pooled_one_strand(model, input_ids, lengths, layer, pooling)
-    if rc_average:
+    if rc_average or rc_concat:
         flip = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         rc = reverse_complement_batch({"input_ids": input_ids, "attention_mask": attention_mask}, model.tokenizer, flip)
-        vectors = 0.5 * (vectors + _pooled_one_strand(model, rc["input_ids"], lengths, layer, pooling))
+        rc_vectors = _pooled_one_strand(model, rc["input_ids"], lengths, layer, pooling)
+        vectors = torch.cat([vectors, rc_vectors], dim=-1) if rc_concat else 0.5 * (vectors + rc_vectors)
     return vectors
 
 
@@ -135,6 +175,7 @@ class Embedder:
             after ``k`` blocks, negative from the top (-1 = after the last block).
         pooling: ``mean``, ``last`` or ``echo``.
         rc_average: Average each sequence's vector with its reverse complement's.
+        rc_concat: Concatenate each sequence's vector with its reverse complement's.
         batch_size: Sequences per forward pass (sequences are grouped by length).
         max_length: Truncate longer sequences to their first ``max_length`` bases (None: never).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
@@ -147,13 +188,16 @@ class Embedder:
         layer: int | None = -1,
         pooling: Pooling = "mean",
         rc_average: bool = False,
+        rc_concat: bool = False,
         batch_size: int = 32,
         max_length: int | None = None,
         device: str | None = "auto",
     ) -> None:
         from genoseq.runtime import resolve_device
 
-        _check_pooling(pooling)
+        pooling_parts(pooling)
+        if rc_average and rc_concat:
+            raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = resolve_device(device)
@@ -163,13 +207,13 @@ class Embedder:
         n = model.config.n_layers
         if layer is not None and not -(n + 1) <= layer <= n:
             raise ValueError(f"layer {layer} out of range for a {n}-layer model (use 0..{n}, negative, or None)")
-        self.layer, self.pooling, self.rc_average = layer, pooling, rc_average
+        self.layer, self.pooling, self.rc_average, self.rc_concat = layer, pooling, rc_average, rc_concat
         self.batch_size, self.max_length = batch_size, max_length
         self.tokenizer: Tokenizer = model.tokenizer
 
     @property
     def dim(self) -> int:
-        return self.model.config.d_model
+        return pooled_dim(self.model.config.d_model, self.pooling, self.rc_concat)
 
     def encode(self, sequences: Sequence[str | np.ndarray]) -> list[np.ndarray]:
         """Token ids of each sequence (strings are encoded; arrays are taken as ids), truncated."""
@@ -183,7 +227,7 @@ class Embedder:
 
     @torch.inference_mode()
     def embed(self, sequences: Sequence[str | np.ndarray], progress: bool = False) -> np.ndarray:
-        """Embeddings (N, d_model) float32, in the order of ``sequences``."""
+        """Embeddings (N, :attr:`dim`) float32, in the order of ``sequences``."""
         from genoseq.runtime import inference_dtype
 
         encoded = self.encode(sequences)
@@ -204,10 +248,11 @@ class Embedder:
             mask = batch["attention_mask"].to(self.device)
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 vectors = pooled_embeddings(
-                    self.model, ids, mask, layer=self.layer, pooling=self.pooling, rc_average=self.rc_average
+                    self.model, ids, mask, layer=self.layer, pooling=self.pooling, rc_average=self.rc_average,
+                    rc_concat=self.rc_concat,
                 )
             out[rows] = vectors.float().cpu().numpy()
         return out
 
 
-__all__ = ["POOLINGS", "Embedder", "echo_batch", "pool", "pooled_embeddings"]
+__all__ = ["ENDS_WIDTH", "POOLINGS", "Embedder", "echo_batch", "pool", "pooled_dim", "pooled_embeddings", "pooling_parts"]

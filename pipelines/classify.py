@@ -39,14 +39,14 @@ def _read_rows(path: str, split: str, sequence_column: str, label_column: str):
 
 
 # ---------------------------------------------------------------------- fit
-def _fit_probe(lm, train_rows, val_rows, *, pooling, layer, rc_average, max_length, batch_size, device, c, seed, progress):
+def _fit_probe(lm, train_rows, val_rows, *, pooling, layer, rc_average, rc_concat, max_length, batch_size, device, c, seed, progress):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from genoseq.models.classifier import SequenceClassifier
     from genoseq.models.embedding import Embedder
 
-    embedder = Embedder(lm, layer=layer, pooling=pooling, rc_average=rc_average, batch_size=batch_size,
+    embedder = Embedder(lm, layer=layer, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat, batch_size=batch_size,
                         max_length=max_length, device=device)
     x_train = embedder.embed([r.sequence for r in train_rows], progress=progress).astype("float64")
     y_train = [r.label for r in train_rows]
@@ -54,7 +54,7 @@ def _fit_probe(lm, train_rows, val_rows, *, pooling, layer, rc_average, max_leng
     probe = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(scaler.transform(x_train), y_train)
     clf = SequenceClassifier.from_probe(
         embedder.model.cpu(), list(probe.classes_), probe.coef_, probe.intercept_, scaler.mean_, scaler.scale_,
-        pooling=pooling, layer=layer, rc_average=rc_average, max_length=max_length,
+        pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat, max_length=max_length,
     )
     info = {"train_accuracy": float(probe.score(scaler.transform(x_train), y_train)), "C": c}
     if val_rows:
@@ -93,7 +93,7 @@ class _BestWeights:
         return BestWeights()
 
 
-def _fit_finetune(lm, datamodule, *, pooling, layer, rc_average, max_length, lr, weight_decay, max_epochs,
+def _fit_finetune(lm, datamodule, *, pooling, layer, rc_average, rc_concat, max_length, lr, weight_decay, max_epochs,
                   patience, monitor, accelerator, precision, progress, work_dir):
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
@@ -101,7 +101,7 @@ def _fit_finetune(lm, datamodule, *, pooling, layer, rc_average, max_length, lr,
     from genoseq.models.classifier import SequenceClassifier
     from genoseq.runtime import trainer_precision
 
-    clf = SequenceClassifier(lm, datamodule.classes, pooling=pooling, layer=layer, rc_average=rc_average,
+    clf = SequenceClassifier(lm, datamodule.classes, pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat,
                              max_length=max_length, lr=lr, weight_decay=weight_decay)
     mode = "min" if monitor == "val/loss" else "max"
     clf.train()  # from_pretrained returns the backbone in eval mode
@@ -133,9 +133,10 @@ def fit(
     out: str,
     val: str | None = None,
     frozen: bool = False,
-    pooling: Literal["mean", "last", "echo"] = "mean",
-    layer: int | None = -1,
+    pooling: str = "phase+ends",
+    layer: int | None = None,
     rc_average: bool = False,
+    rc_concat: bool = True,
     max_length: int | None = None,
     val_fraction: float = 0.1,
     batch_size: int = 32,
@@ -145,7 +146,7 @@ def fit(
     patience: int = 3,
     monitor: Literal["val/loss", "val/acc"] = "val/loss",
     rc_augment: bool = False,
-    probe_c: float = 1.0,
+    probe_c: float = 0.01,
     sequence_column: str = "sequence",
     label_column: str = "label",
     accelerator: str = "auto",
@@ -158,6 +159,12 @@ def fit(
 
     Fine-tuning trains backbone and head with early stopping on the validation set and keeps the
     best epoch's weights; ``--frozen`` fits a logistic regression on frozen embeddings instead.
+
+    The defaults pool the final normed states of both strands into a mean per codon phase and
+    the means of the first and last 16 tokens (``phase+ends``, ``rc_concat``): trained on the
+    E. coli region task they reach 0.76 (probe) and 0.72 (fine-tuned) accuracy on S. aureus,
+    where mean pooling of the forward strand reaches 0.55 and 0.43 (README, regulatory
+    regions). Use ``--pooling mean --rc_concat false`` for the plain mean.
     The classifier directory holds ``config.json`` (classes, pooling, layer), ``tokenizer.json``,
     ``model.safetensors`` and ``training.json``.
 
@@ -168,9 +175,14 @@ def fit(
         val: Validation table or GenomicBenchmarks folder (its ``test`` split). Default: a
             stratified ``val_fraction`` of ``train`` (fine-tuning; the probe then uses all of it).
         frozen: Fit a logistic-regression probe on frozen embeddings instead of fine-tuning.
-        pooling: ``mean``, ``last`` or ``echo`` pooling of the hidden states.
-        layer: Hidden layer: -1 after the last block, k after k blocks, null the final normed output.
+        pooling: How hidden states become one vector: ``mean``, ``last``, ``echo``, ``phase``
+            (a mean per codon phase), ``ends`` (means of the first and last 16 tokens), or a
+            ``+`` combination such as ``phase+ends`` (see ``genoseq.models.embedding``).
+        layer: Hidden layer: null the final normed output (default), -1 after the last block, k
+            after k blocks.
         rc_average: Average the pooled vectors of each sequence and its reverse complement.
+        rc_concat: Concatenate them (default): the reverse strand's states at the start of a
+            sequence have seen the rest of it, which a causal model's forward states have not.
         max_length: Truncate longer sequences to this many bases.
         val_fraction: Share of each class held out when ``val`` is not given (fine-tuning).
         batch_size: Sequences per batch.
@@ -207,13 +219,13 @@ def fit(
             raise FileNotFoundError(2, "No such file or directory", str(path))
     lm = GenoSeqLM.from_pretrained(model)
     summary: dict = {"model": str(model), "train": str(train), "val": val, "method": "probe" if frozen else "finetune",
-                     "pooling": pooling, "layer": layer, "rc_average": rc_average, "seed": seed}
+                     "pooling": pooling, "layer": layer, "rc_average": rc_average, "rc_concat": rc_concat, "seed": seed}
     if frozen:
         train_rows = _read_rows(train, "train", sequence_column, label_column)
         val_rows = _read_rows(val, "test", sequence_column, label_column) if val else []
         if len({r.label for r in train_rows}) < 2:
             raise InputError("training data has fewer than two classes", path=str(train))
-        clf, info = _fit_probe(lm, train_rows, val_rows, pooling=pooling, layer=layer, rc_average=rc_average,
+        clf, info = _fit_probe(lm, train_rows, val_rows, pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat,
                                max_length=max_length, batch_size=batch_size, device=device, c=probe_c,
                                seed=seed, progress=progress)
         summary.update(n_train=len(train_rows), n_val=len(val_rows))
@@ -231,7 +243,8 @@ def fit(
             raise InputError("no validation rows: give --val or a val_fraction > 0 with >= 2 rows per class", path=str(train))
         with tempfile.TemporaryDirectory(prefix="genoseq-classify-") as work_dir:
             clf, info = _fit_finetune(
-                lm, datamodule, pooling=pooling, layer=layer, rc_average=rc_average, max_length=max_length, lr=lr,
+                lm, datamodule, pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat,
+                max_length=max_length, lr=lr,
                 weight_decay=weight_decay, max_epochs=max_epochs, patience=patience, monitor=monitor,
                 accelerator=accelerator, precision=precision, progress=progress, work_dir=work_dir,
             )

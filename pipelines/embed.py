@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Literal
 
 from genoseq.tables import SequenceInputs, read_sequences
 
@@ -42,8 +41,9 @@ def embed(
     fasta: str | None = None,
     tsv: str | None = None,
     layer: int | None = -1,
-    pooling: Literal["mean", "last", "echo"] = "mean",
+    pooling: str = "mean",
     rc_average: bool = False,
+    rc_concat: bool = False,
     batch_size: int = 32,
     max_length: int | None = None,
     split: str = "train",
@@ -55,8 +55,9 @@ def embed(
 ) -> dict:
     """Embed sequences with a language model and write them to HDF5.
 
-    The HDF5 file holds ``embeddings`` (N, d_model) float32, ``names`` and (for labelled input)
-    ``labels``, with attributes ``model``, ``layer``, ``pooling``, ``rc_average``, ``d_model``.
+    The HDF5 file holds ``embeddings`` (N, dim) float32, ``names`` and (for labelled input)
+    ``labels``, with attributes ``model``, ``layer``, ``pooling``, ``rc_average``,
+    ``rc_concat``, ``d_model`` (the vector width).
 
     Args:
         model: Directory of a released model (``GenoSeqLM.save_pretrained``).
@@ -66,9 +67,11 @@ def embed(
             columns) or a GenomicBenchmarks folder.
         layer: Hidden layer: -1 after the last block (default), k after k blocks (0 = token
             embeddings), negative from the top; null for the final normed output.
-        pooling: ``mean`` over positions, ``last`` token, or ``echo`` (the sequence fed twice,
-            the second copy mean-pooled).
+        pooling: ``mean`` over positions, ``last`` token, ``echo`` (the sequence fed twice,
+            the second copy mean-pooled), ``phase`` (a mean per codon phase), ``ends`` (means
+            of the first and last 16 tokens), or a ``+`` combination such as ``phase+ends``.
         rc_average: Average each sequence's vector with its reverse complement's (strand-invariant).
+        rc_concat: Concatenate each sequence's vector with its reverse complement's (twice the width).
         batch_size: Sequences per forward pass.
         max_length: Truncate longer sequences to their first ``max_length`` bases.
         split: Split to read from a GenomicBenchmarks folder.
@@ -89,7 +92,7 @@ def embed(
         fasta, tsv, split=split, sequence_column=sequence_column, label_column=label_column, name_column=name_column
     )
     embedder = Embedder(
-        model, layer=layer, pooling=pooling, rc_average=rc_average, batch_size=batch_size,
+        model, layer=layer, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat, batch_size=batch_size,
         max_length=max_length, device=device,
     )
     vectors = embedder.embed(inputs.sequences, progress=progress)
@@ -98,6 +101,7 @@ def embed(
         "layer": "final" if layer is None else int(layer),
         "pooling": pooling,
         "rc_average": bool(rc_average),
+        "rc_concat": bool(rc_concat),
         "d_model": embedder.dim,
         "n_layers": embedder.model.config.n_layers,
         "input": str(fasta if fasta is not None else tsv),

@@ -190,19 +190,27 @@ def test_embed_equals_genoseq_embed(client, regions, workdir, model_dir):
     seqs = [s for s, _ in regions[:5]]
     fasta = workdir / "embed.fa"
     fasta.write_text("".join(f">r{i}\n{s}\n" for i, s in enumerate(seqs)))
-    for pooling, rc_average, layer in (("mean", False, -1), ("echo", True, 1)):
+    for pooling, rc_average, rc_concat, layer in (("mean", False, False, -1), ("echo", True, False, 1),
+                                                  ("phase+ends", False, True, -1)):
         out = workdir / f"embed_{pooling}.h5"
         assert main(["embed", "--model", str(model_dir), "--fasta", str(fasta), "--out", str(out), "--pooling", pooling,
-                     "--rc_average", str(rc_average).lower(), "--layer", str(layer), "--device", "cpu",
-                     "--progress", "false"]) == 0
+                     "--rc_average", str(rc_average).lower(), "--rc_concat", str(rc_concat).lower(),
+                     "--layer", str(layer), "--device", "cpu", "--progress", "false"]) == 0
         with h5py.File(out) as h5:
             expected = h5["embeddings"][:]
         response = client.post("/v1/embed", json={"sequences": seqs, "pooling": pooling, "rc_average": rc_average,
-                                                  "layer": layer})
+                                                  "rc_concat": rc_concat, "layer": layer})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["dim"] == 32 and body["pooling"] == pooling
+        assert body["dim"] == expected.shape[1] == (320 if rc_concat else 32) and body["pooling"] == pooling
         np.testing.assert_allclose(np.array(body["embeddings"]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_bad_pooling(client):
+    response = client.post("/v1/embed", json={"sequences": ["ACGT"], "pooling": "max"})
+    assert response.status_code == 422 and "pooling must be" in detail(response)
+    response = client.post("/v1/embed", json={"sequences": ["ACGT"], "rc_average": True, "rc_concat": True})
+    assert response.status_code == 422 and "exclude each other" in detail(response)
 
 
 def test_embed_bad_layer(client):

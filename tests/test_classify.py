@@ -79,13 +79,16 @@ def test_probe_head_reproduces_sklearn(model_dir, tables):
 
     rows = read_labelled(tables[0])[:120]
     lm = GenoSeqLM.from_pretrained(model_dir)
-    x = Embedder(lm, device="cpu").embed([r.sequence for r in rows]).astype(np.float64)
-    for labels in ([r.label for r in rows], ["coding" if r.label == "coding" else "other" for r in rows]):
-        scaler = StandardScaler().fit(x)
-        lr = LogisticRegression(max_iter=5000).fit(scaler.transform(x), labels)
-        clf = SequenceClassifier.from_probe(lm, list(lr.classes_), lr.coef_, lr.intercept_, scaler.mean_, scaler.scale_)
-        ours = clf.predict_proba([r.sequence for r in rows])
-        np.testing.assert_allclose(ours, lr.predict_proba(scaler.transform(x)), atol=1e-4)
+    for options in ({}, {"pooling": "phase+ends", "rc_concat": True}):
+        x = Embedder(lm, device="cpu", **options).embed([r.sequence for r in rows]).astype(np.float64)
+        for labels in ([r.label for r in rows], ["coding" if r.label == "coding" else "other" for r in rows]):
+            scaler = StandardScaler().fit(x)
+            lr = LogisticRegression(max_iter=5000).fit(scaler.transform(x), labels)
+            clf = SequenceClassifier.from_probe(lm, list(lr.classes_), lr.coef_, lr.intercept_, scaler.mean_,
+                                                scaler.scale_, **options)
+            assert clf.embed_dim == x.shape[1]
+            ours = clf.predict_proba([r.sequence for r in rows])
+            np.testing.assert_allclose(ours, lr.predict_proba(scaler.transform(x)), atol=1e-4)
 
 
 def test_probe_saves_without_pickle_and_predicts(probe_dir, tables, workdir):
@@ -174,3 +177,17 @@ def test_cli_fit_predict_evaluate_and_bad_input(model_dir, probe_dir, tables, wo
                  "--out", str(workdir / "bad_report")]) == 2
     assert main(["classify", "predict", "--classifier", str(workdir / "nowhere"), "--input", str(tables[1]),
                  "--out", str(workdir / "x.tsv")]) == 2
+
+
+def test_probe_with_phase_ends_and_both_strands_round_trips(model_dir, tables, workdir):
+    out = workdir / "probe_phase_ends"
+    summary = fit(str(model_dir), str(tables[0]), str(out), frozen=True, pooling="phase+ends", rc_concat=True,
+                  layer=None, device="cpu", progress=False)
+    assert (summary["pooling"], summary["rc_concat"]) == ("phase+ends", True)
+    clf = SequenceClassifier.from_pretrained(out)
+    assert (clf.pooling, clf.rc_concat, clf.layer, clf.embed_dim) == ("phase+ends", True, None, 2 * 5 * 32)
+    preds = workdir / "probe_phase_ends.tsv"
+    predict(str(out), str(tables[1]), str(preds), device="cpu", progress=False)
+    rows = read_tsv(preds)
+    accuracy = np.mean([r["predicted"] == r["label"] for r in rows])
+    assert len(rows) == 90 and accuracy > 1 / len(CLASSES)  # an untrained backbone still beats chance here

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genoseq.cli import main
-from genoseq.models.embedding import Embedder, echo_batch, pooled_embeddings
+from genoseq.models.embedding import ENDS_WIDTH, Embedder, echo_batch, pooled_dim, pooled_embeddings
 from genoseq.tokenizer import Tokenizer
 
 TOK = Tokenizer()
@@ -91,6 +91,37 @@ def test_rc_averaging_makes_strands_agree(model, regions):
     assert not np.allclose(plain.embed(seqs[:10]), plain.embed(rcs), atol=1e-3)
     averaged = Embedder(model, pooling="echo", rc_average=True, device="cpu")
     np.testing.assert_allclose(averaged.embed(seqs[:10]), averaged.embed(rcs), atol=1e-5)
+
+
+def test_phase_and_ends_pool_their_positions(model, regions):
+    """phase: a mean per codon phase; ends: the first and last 16 tokens; '+' concatenates."""
+    _, seqs, _ = regions
+    padded_batch = [seqs[0], seqs[1]]  # seqs[0] is cut to 120 bases: the batch is padded
+    vec = Embedder(model, pooling="phase+ends+last", device="cpu").embed(padded_batch)
+    assert vec.shape == (2, pooled_dim(32, "phase+ends+last")) == (2, 32 * 6)
+    for row, seq in enumerate(padded_batch):
+        ids = torch.from_numpy(TOK.encode(seq).astype(np.int64))[None]
+        with torch.no_grad():
+            hidden = model.hidden_states(ids, layer=-1)[0].numpy()
+        expected = [hidden[p::3].mean(0) for p in range(3)]
+        expected += [hidden[:ENDS_WIDTH].mean(0), hidden[-ENDS_WIDTH:].mean(0), hidden[-1]]
+        np.testing.assert_allclose(vec[row], np.concatenate(expected), atol=1e-5)
+    short = Embedder(model, pooling="ends", device="cpu").embed(["ACGTACG"])[0]  # shorter than ENDS_WIDTH
+    np.testing.assert_allclose(short[:32], short[32:], atol=1e-6)
+    for bad in ("max", "echo+mean", "mean+mean", ""):
+        with pytest.raises(ValueError, match="pooling must be"):
+            Embedder(model, pooling=bad, device="cpu")
+
+
+def test_rc_concat_puts_both_strands_side_by_side(model, regions):
+    _, seqs, _ = regions
+    both = Embedder(model, pooling="phase+ends", rc_concat=True, device="cpu").embed(seqs[:6])
+    fwd = Embedder(model, pooling="phase+ends", device="cpu")
+    assert both.shape == (6, 2 * 5 * 32)
+    np.testing.assert_allclose(both[:, :160], fwd.embed(seqs[:6]), atol=1e-5)
+    np.testing.assert_allclose(both[:, 160:], fwd.embed([rc(s) for s in seqs[:6]]), atol=1e-5)
+    with pytest.raises(ValueError, match="exclude each other"):
+        Embedder(model, rc_average=True, rc_concat=True, device="cpu")
 
 
 def test_pooled_embeddings_are_differentiable(model, regions):

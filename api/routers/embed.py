@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1", tags=["embed"])
 @router.post("/embed", response_model=EmbedResponse, summary="Pooled embeddings of sequences",
              responses={422: {"description": "bad sequence (field and position named), bad layer, too long or too many"}})
 async def embed(body: EmbedRequest, request: Request, service: Service) -> EmbedResponse:
-    """Layer, pooling and strand averaging as in :mod:`genoseq.models.embedding`."""
+    """Layer, pooling and strand averaging or concatenation as in :mod:`genoseq.models.embedding`."""
     from genoseq.models.embedding import Embedder
 
     limits = service.settings.limits
@@ -29,9 +29,9 @@ async def embed(body: EmbedRequest, request: Request, service: Service) -> Embed
 
     def run():
         embedder = Embedder(service.lm, layer=body.layer, pooling=body.pooling, rc_average=body.rc_average,
-                            batch_size=limits.max_batch_rows, device=service.device)
+                            rc_concat=body.rc_concat, batch_size=limits.max_batch_rows, device=service.device)
         return embedder.embed(encoded)
 
     vectors = await service.run(run)
     return EmbedResponse(model=service.model_name, dim=int(vectors.shape[1]), layer=body.layer, pooling=body.pooling,
-                         rc_average=body.rc_average, embeddings=vectors.tolist())
+                         rc_average=body.rc_average, rc_concat=body.rc_concat, embeddings=vectors.tolist())
