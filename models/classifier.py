@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from genoseq.tokenizer import Tokenizer
 
 from .config import ModelConfig
-from .embedding import pooled_dim, pooled_embeddings, pooling_parts
+from .embedding import check_strands, pooled_dim, pooled_embeddings, pooling_parts
 from .lm import GenoSeqLM
 from .released import load_released, save_released
 
@@ -86,8 +86,7 @@ class SequenceClassifier(L.LightningModule):
         if len(classes) < 2 or len(set(classes)) != len(classes):
             raise ValueError(f"need at least two distinct classes, got {classes}")
         pooling_parts(pooling)
-        if rc_average and rc_concat:
-            raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
+        check_strands(rc_average, rc_concat)
         if method not in ("finetune", "probe"):
             raise ValueError(f"method must be 'finetune' or 'probe', got {method!r}")
         n = lm.config.n_layers

@@ -63,6 +63,12 @@ def pooling_parts(pooling: str) -> tuple[str, ...]:
     return parts
 
 
+def check_strands(rc_average: bool, rc_concat: bool) -> None:
+    """ValueError when both strand options are set: the strands are averaged or concatenated."""
+    if rc_average and rc_concat:
+        raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
+
+
 def pooled_dim(d_model: int, pooling: str, rc_concat: bool = False) -> int:
     """Width of the pooled vector for a model of width ``d_model``."""
     return d_model * sum(_VECTORS[p] for p in pooling_parts(pooling)) * (2 if rc_concat else 1)
@@ -144,8 +150,7 @@ def pooled_embeddings(
     positions that are pooled.
     """
     pooling_parts(pooling)
-    if rc_average and rc_concat:
-        raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
+    check_strands(rc_average, rc_concat)
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
     if attention_mask is None:
@@ -196,8 +201,7 @@ class Embedder:
         from genoseq.runtime import resolve_device
 
         pooling_parts(pooling)
-        if rc_average and rc_concat:
-            raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
+        check_strands(rc_average, rc_concat)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = resolve_device(device)
@@ -255,4 +259,4 @@ class Embedder:
         return out
 
 
-__all__ = ["ENDS_WIDTH", "POOLINGS", "Embedder", "echo_batch", "pool", "pooled_dim", "pooled_embeddings", "pooling_parts"]
+__all__ = ["ENDS_WIDTH", "POOLINGS", "Embedder", "check_strands", "echo_batch", "pool", "pooled_dim", "pooled_embeddings", "pooling_parts"]
