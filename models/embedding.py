@@ -44,6 +44,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from genoseq.errors import InputError
 from genoseq.tokenizer import PAD, Tokenizer
 
 from .lm import GenoSeqLM, reverse_complement_batch
@@ -55,18 +56,19 @@ _VECTORS = {"mean": 1, "last": 1, "echo": 1, "phase": 3, "ends": 2}  # d_model-w
 
 
 def pooling_parts(pooling: str) -> tuple[str, ...]:
-    """The components of a pooling spec (``"phase+ends"`` -> ``("phase", "ends")``); ValueError if invalid."""
+    """The components of a pooling spec (``"phase+ends"`` -> ``("phase", "ends")``); InputError (a
+    ValueError) if invalid, so the CLI reports it as bad input."""
     parts = tuple(str(pooling).split("+"))
     if not all(p in POOLINGS for p in parts) or len(set(parts)) != len(parts) or ("echo" in parts and len(parts) > 1):
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, or a '+' combination of mean, last, phase "
+        raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, or a '+' combination of mean, last, phase "
                          f"and ends (echo stands alone); got {pooling!r}")
     return parts
 
 
 def check_strands(rc_average: bool, rc_concat: bool) -> None:
-    """ValueError when both strand options are set: the strands are averaged or concatenated."""
+    """InputError (a ValueError) when both strand options are set: the strands are averaged or concatenated."""
     if rc_average and rc_concat:
-        raise ValueError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
+        raise InputError("rc_average and rc_concat exclude each other: average the strands or concatenate them")
 
 
 def pooled_dim(d_model: int, pooling: str, rc_concat: bool = False) -> int:

@@ -181,8 +181,9 @@ def fit(
         layer: Hidden layer: null the final normed output (default), -1 after the last block, k
             after k blocks.
         rc_average: Average the pooled vectors of each sequence and its reverse complement.
-        rc_concat: Concatenate them (default): the reverse strand's states at the start of a
-            sequence have seen the rest of it, which a causal model's forward states have not.
+        rc_concat: Concatenate them (default; ``--rc_average true`` replaces it): the reverse
+            strand's states at the start of a sequence have seen the rest of it, which a causal
+            model's forward states have not.
         max_length: Truncate longer sequences to this many bases.
         val_fraction: Share of each class held out when ``val`` is not given (fine-tuning).
         batch_size: Sequences per batch.
@@ -213,6 +214,7 @@ def fit(
     from genoseq.models import GenoSeqLM
 
     started = time.perf_counter()
+    rc_concat = rc_concat and not rc_average  # asking for averaged strands replaces the default concatenation
     L.seed_everything(seed, verbose=False)
     for path in (train, val):
         if path is not None and not Path(path).exists():

@@ -191,3 +191,7 @@ def test_probe_with_phase_ends_and_both_strands_round_trips(model_dir, tables, w
     rows = read_tsv(preds)
     accuracy = np.mean([r["predicted"] == r["label"] for r in rows])
     assert len(rows) == 90 and accuracy > 1 / len(CLASSES)  # an untrained backbone still beats chance here
+    averaged = fit(str(model_dir), str(tables[0]), str(workdir / "probe_rc_average"), frozen=True, rc_average=True,
+                   device="cpu", progress=False)  # averaging replaces the default concatenation
+    assert (averaged["rc_average"], averaged["rc_concat"]) == (True, False)
+    assert SequenceClassifier.from_pretrained(workdir / "probe_rc_average").embed_dim == 5 * 32

@@ -168,3 +168,8 @@ def test_cli_bad_input_exits_2(model, tmp_path, capsys):
     assert main(["embed", "--model", str(model_dir), "--tsv", str(bad), "--out", str(out)]) == 2
     assert "bad.tsv" in capsys.readouterr().err and not out.exists()
     assert main(["embed", "--model", str(model_dir), "--out", str(out)]) == 2  # neither --fasta nor --tsv
+    good = tmp_path / "good.tsv"
+    good.write_text("sequence\tlabel\nACGTAC\ta\n")
+    capsys.readouterr()
+    assert main(["embed", "--model", str(model_dir), "--tsv", str(good), "--out", str(out), "--pooling", "max"]) == 2
+    assert "pooling must be" in capsys.readouterr().err and not out.exists()
