@@ -267,6 +267,8 @@ class AlignRequest(_Request):
     qualities: list[Quality] | None = Field(None, description="optional base qualities, one string per read")
     top_k: int | None = Field(None, ge=1, le=1024, description="index entries retrieved per read "
                                                                "(null: genoseq align map's default)")
+    rescue_k: int | None = Field(None, ge=0, le=1024, description="reads unaligned within top_k are searched again "
+                                                                  "this deep; 0: never (null: genoseq align map's default)")
     flank: int | None = Field(None, ge=0, le=100_000, description="bases added on each side of a retrieved "
                                                                   "fragment (null: half the fragment length)")
     max_error_rate: float | None = Field(None, ge=0.0, lt=1.0, description="reads with more edits than this "
@@ -299,6 +301,7 @@ class ReadAlignment(BaseModel):
 class AlignResponse(BaseModel):
     index: str
     top_k: int
+    rescue_k: int
     flank: int
     max_error_rate: float
     extended_cigar: bool

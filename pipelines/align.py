@@ -51,6 +51,8 @@ FAISS_FILE = "faiss.index"
 MODEL_SUBDIR = "model"
 FLAT_MAX_ENTRIES = 500_000  # exact search up to here with index_type="auto"
 HNSW_MAX_ENTRIES = 20_000_000  # HNSW up to here, IVF-PQ beyond
+DEFAULT_KMER = 6  # k of the default encoder, a k-mer embedding bag
+MAX_KMER = 10  # as genoseq.models.read_encoder.MAX_KMER (kept here so the CLI needs no torch)
 
 
 def _default_encoder_backbone() -> ModelConfig:
@@ -127,8 +129,9 @@ def train(
     reference: list[str] | str,
     out: str,
     init: str | None = None,
+    kmer: int | None = None,
     model: ModelConfig = _default_encoder_backbone(),
-    embed_dim: int = 256,
+    embed_dim: int = 128,
     head_hidden: int = 512,
     fragment_length: int = 500,
     read_length: int = 250,
@@ -137,7 +140,7 @@ def train(
     deletion_rate: float = 0.001,
     steps: int = 1000,
     max_time: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     temperature: float = 0.05,
     lr: float = 2e-3,
     warmup_steps: int = 50,
@@ -156,11 +159,14 @@ def train(
             ``--reference a.fa --reference+ b.fa`` or ``--reference [a.fa,b.fa]``.
         out: Output folder: the released encoder (config.json, tokenizer.json,
             model.safetensors), metrics.json and metrics.csv.
-        init: A pretrained GenoSeqLM directory whose backbone initialises the encoder
-            (``--model`` is then ignored); default: train from scratch.
-        model: Backbone architecture when training from scratch.
+        init: A pretrained GenoSeqLM directory whose backbone initialises a sequence-model
+            encoder (``--model`` is then ignored); default: train from scratch.
+        kmer: ``k`` of a k-mer embedding bag encoder (a learned vector per k-mer, summed over
+            the sequence), or 0 for a sequence-model encoder (``--model`` backbone, or
+            ``--init``). Default: 0 with ``--init``, else ``DEFAULT_KMER``.
+        model: Backbone architecture of a sequence-model encoder trained from scratch.
         embed_dim: Size of the embedding vectors.
-        head_hidden: Width of the per-position feature layer before mean pooling.
+        head_hidden: Width of the per-position feature layer before mean pooling (sequence model).
         fragment_length: Reference fragment length (use the same with ``align index``).
         read_length: Length of the simulated training reads.
         substitution_rate: Per-base substitution probability of simulated reads.
@@ -169,7 +175,9 @@ def train(
         steps: Optimiser steps (the learning-rate schedule is sized for them).
         max_time: Wall-clock limit ``DD:HH:MM:SS``; training stops cleanly there and the
             encoder is saved as it is.
-        batch_size: Fragment/read pairs per step (each read's negatives are the other fragments).
+        batch_size: Fragment/read pairs per step (each read's negatives are the other fragments);
+            default 1024 for a k-mer bag (a cheap step, and more negatives sharpen it), 64 for a
+            sequence model.
         temperature: InfoNCE temperature.
         lr: Peak learning rate (AdamW, linear warmup then cosine decay).
         warmup_steps: Learning-rate warmup steps.
@@ -183,6 +191,16 @@ def train(
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
     """
     model = _coerce(ModelConfig, model)
+    if kmer is None:
+        kmer = 0 if init else DEFAULT_KMER
+    if init and kmer:
+        raise InputError(f"--init starts a sequence-model encoder from a language model; it needs --kmer 0, got {kmer}")
+    if kmer and model != _default_encoder_backbone():
+        raise InputError(f"--model sets the backbone of a sequence-model encoder; pass --kmer 0 with it (got --kmer {kmer})")
+    if not 0 <= kmer <= MAX_KMER:
+        raise InputError(f"kmer must be 0 (sequence model) or 1..{MAX_KMER}, got {kmer}")
+    if batch_size is None:
+        batch_size = 1024 if kmer else 64
     out_dir = Path(out)
     if (out_dir / "config.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds an encoder; pass --overwrite to replace it")
@@ -198,6 +216,7 @@ def train(
 
     import genoseq
     from genoseq.models.read_encoder import EncoderConfig, ReadEncoder
+    from genoseq.models.read_encoder_training import ReadEncoderTraining
     from genoseq.runtime import atomic_output, trainer_precision
 
     from .align_data import ErrorProfile, FragmentReadDataset, collate_pairs
@@ -207,7 +226,7 @@ def train(
     ref = load_reference(reference, convert_gzip=convert_gzip)
     profile = ErrorProfile(substitution_rate, insertion_rate, deletion_rate)
     encoder_cfg = EncoderConfig(embed_dim=embed_dim, head_hidden=head_hidden, temperature=temperature,
-                                fragment_length=fragment_length, read_length=read_length)
+                                fragment_length=fragment_length, read_length=read_length, kmer=kmer)
     optim = OptimConfig(lr=lr, warmup_steps=min(warmup_steps, max(0, steps - 1)), total_steps=steps, weight_decay=0.01)
     L.seed_everything(seed, workers=True, verbose=False)
     if init:
@@ -215,7 +234,7 @@ def train(
 
         encoder = ReadEncoder.from_lm(GenoSeqLM.from_pretrained(init), encoder=encoder_cfg, optim=optim)
     else:
-        encoder = ReadEncoder(model, encoder=encoder_cfg, optim=optim)
+        encoder = ReadEncoder(None if kmer else model, encoder=encoder_cfg, optim=optim)
 
     train_set = FragmentReadDataset(ref.as_dict(), steps * batch_size, fragment_length, read_length, profile, seed=seed)
     val_set = FragmentReadDataset(ref.as_dict(), val_pairs, fragment_length, read_length, profile, seed=seed + 1_000_003)
@@ -229,7 +248,7 @@ def train(
     )
     started = time.time()
     with _quiet_lightning():
-        trainer.fit(encoder, train_dataloaders=loader)
+        trainer.fit(ReadEncoderTraining(encoder), train_dataloaders=loader)
     seconds = time.time() - started
     train_loss = trainer.callback_metrics.get("train/loss")
 
@@ -467,11 +486,16 @@ _WORKER: dict = {}  # the Aligner, in map_reads' worker processes
 
 
 def _init_worker(aligner: "Aligner") -> None:
+    import faiss
+    import torch
+
+    torch.set_num_threads(1)  # one worker process per core: more threads would oversubscribe them
+    faiss.omp_set_num_threads(1)
     _WORKER["aligner"] = aligner
 
 
-def _align_in_worker(chunk: list[tuple]) -> list["AlignedRead"]:
-    return _WORKER["aligner"].align(chunk)
+def _map_in_worker(job: tuple[list, list]) -> tuple[list["AlignedRead"], int, dict]:
+    return _WORKER["aligner"].map_batch(*job)
 
 
 _RC = bytes.maketrans(b"ACGTN", b"TGCAN")
@@ -662,11 +686,13 @@ def iter_reads(path: str | os.PathLike) -> Iterator[tuple[str, str, str | None]]
             yield rec.name, rec.sequence, rec.quality
 
 
-def check_map_options(top_k: int, flank: int | None, max_error_rate: float, batch_size: int) -> None:
+def check_map_options(top_k: int, flank: int | None, max_error_rate: float, batch_size: int, rescue_k: int = 0) -> None:
     """InputError unless the mapping options make sense (``genoseq align map`` and the API)."""
-    if top_k < 1 or (flank is not None and flank < 0) or not 0 <= max_error_rate < 1 or batch_size < 1:
-        raise InputError(f"need top_k >= 1, flank >= 0, 0 <= max_error_rate < 1, batch_size >= 1; got top_k={top_k}, "
-                         f"flank={flank}, max_error_rate={max_error_rate}, batch_size={batch_size}")
+    if (top_k < 1 or (flank is not None and flank < 0) or not 0 <= max_error_rate < 1 or batch_size < 1
+            or rescue_k < 0):
+        raise InputError(f"need top_k >= 1, rescue_k >= 0, flank >= 0, 0 <= max_error_rate < 1, batch_size >= 1; got "
+                         f"top_k={top_k}, rescue_k={rescue_k}, flank={flank}, max_error_rate={max_error_rate}, "
+                         f"batch_size={batch_size}")
 
 
 @dataclass
@@ -677,25 +703,28 @@ class Aligner:
     Holds a loaded index, the reference it was built from (``sequences``: the contigs as
     ``ACGTN`` bytes, what edlib reads) and the mapping options. :meth:`prepare` tokenises a
     batch, embeds it, searches the top-k index entries and lists each read's candidate regions
-    (in the process that holds the encoder); :meth:`align` aligns prepared reads with edlib
-    (``map_reads`` runs it in its worker processes); :meth:`map` does both for a list of reads,
-    in batches of ``batch_size`` as ``map_reads`` reads them. Build one with :meth:`open`.
+    and :meth:`align` aligns prepared reads to their candidate regions with edlib;
+    :meth:`rescue` searches the reads that found no alignment again, ``rescue_k`` entries deep;
+    :meth:`map_batch` does all three for one batch (in ``map_reads``' worker processes, which
+    share the loaded index copy-on-write), and :meth:`map` for a list of reads, in batches of
+    ``batch_size`` as ``map_reads`` reads them. Build one with :meth:`open`.
     """
 
     index: AlignIndex
     reference: Reference
     sequences: list[bytes]
     top_k: int = 8
+    rescue_k: int = 64  # reads unaligned within the top_k are searched again this deep (0: never)
     flank: int | None = None  # None: half the fragment length
     max_error_rate: float = 0.1
     extended_cigar: bool = True
-    batch_size: int = 512
+    batch_size: int = 1024
     device: object = None  # the encoder's device (None: where its weights are)
     tokenizer: Tokenizer = field(default_factory=Tokenizer, repr=False)
     timing: dict = field(default_factory=lambda: {"embed_s": 0.0, "search_s": 0.0}, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_map_options(self.top_k, self.flank, self.max_error_rate, self.batch_size)
+        check_map_options(self.top_k, self.flank, self.max_error_rate, self.batch_size, self.rescue_k)
         if self.flank is None:
             self.flank = self.index.manifest["fragment_length"] // 2
 
@@ -704,7 +733,8 @@ class Aligner:
              **options) -> "Aligner":
         """Load an index folder and its reference: the FASTA(s) named in the manifest, or
         ``reference`` if they moved (checked against the manifest's MD5s). ``options``: the
-        mapping options (``top_k``, ``flank``, ``max_error_rate``, ``extended_cigar``, ``batch_size``)."""
+        mapping options (``top_k``, ``rescue_k``, ``flank``, ``max_error_rate``, ``extended_cigar``,
+        ``batch_size``)."""
         from genoseq.runtime import resolve_device
 
         dev = resolve_device(device)
@@ -728,30 +758,64 @@ class Aligner:
             "PG": [{"ID": "genoseq-align", "PN": "genoseq", "VN": genoseq.__version__, "CL": command_line}],
         }
 
-    def prepare(self, reads: list[tuple[str, str, str | None]], path: str | None = None) -> list[tuple]:
-        """Tokenise, embed and search a batch of ``(name, sequence, quality or None)``. Returns per
-        read ``(name, sequence as ACGTN bytes, quality, candidate regions)`` for :meth:`align`;
-        ``path`` names the reads' file in tokeniser errors."""
+    def encode(self, reads: list[tuple[str, str, str | None]], path: str | None = None) -> list[np.ndarray]:
+        """Token ids of a batch of ``(name, sequence, quality or None)``; InputError (naming the
+        read and ``path``) on a character that is not a base."""
+        tok = self.tokenizer
+        return [tok.encode(seq, name=name, path=path) for name, seq, _ in reads]
+
+    def prepare(self, reads: list[tuple[str, str, str | None]], path: str | None = None,
+                ids: list[np.ndarray] | None = None) -> list[tuple]:
+        """Tokenise (unless ``ids`` come from :meth:`encode`), embed and search a batch of
+        ``(name, sequence, quality or None)``. Returns per read ``(name, sequence as ACGTN bytes,
+        quality, index entries)`` for :meth:`align`; ``path`` names the reads' file in errors."""
         t0 = time.perf_counter()
         tok = self.tokenizer
-        ids = [tok.encode(seq, name=name, path=path) for name, seq, _ in reads]
+        ids = self.encode(reads, path) if ids is None else ids
         vectors = self.index.encoder.embed(ids, batch_size=self.batch_size, device=self.device)
         t1 = time.perf_counter()
         _, entries = self.index.faiss.search(vectors, self.top_k)
         self.timing["embed_s"] += t1 - t0
         self.timing["search_s"] += time.perf_counter() - t1
-        return [(name, tok.decode(x).encode("ascii"), qual, candidate_regions(self.index, entries[i], self.flank))
+        return [(name, tok.decode(x).encode("ascii"), qual, entries[i])
                 for i, ((name, _, qual), x) in enumerate(zip(reads, ids))]
 
     def align(self, prepared: list[tuple]) -> list[AlignedRead]:
-        """Align reads from :meth:`prepare` (edlib; no encoder needed, so it runs in worker processes)."""
-        return _align_chunk(prepared, self.sequences, self.max_error_rate, self.extended_cigar)
+        """Align reads from :meth:`prepare` to their candidate regions (edlib; no encoder needed,
+        so it runs in worker processes)."""
+        chunk = [(name, seq, qual, candidate_regions(self.index, entries, self.flank))
+                 for name, seq, qual, entries in prepared]
+        return _align_chunk(chunk, self.sequences, self.max_error_rate, self.extended_cigar)
+
+    def rescue(self, records: list[AlignedRead]) -> tuple[list[AlignedRead], int]:
+        """Search the unmapped reads among ``records`` again, ``rescue_k`` entries deep, and align
+        them to those candidates; returns the records (rescued ones replaced) and how many were
+        rescued. A read whose true fragment ranked just below ``top_k`` (low-complexity or
+        error-dense reads) is found at little cost: only unmapped reads pay for the deeper search."""
+        retry = [i for i, rec in enumerate(records) if not rec.mapped]
+        if not retry or self.rescue_k <= self.top_k:
+            return records, 0
+        deeper = self.with_options(top_k=min(self.rescue_k, self.index.faiss.ntotal))
+        again = deeper.align(deeper.prepare([(records[i].name, records[i].seq.decode("ascii"), records[i].qual)
+                                             for i in retry]))
+        records = list(records)
+        for i, rec in zip(retry, again):
+            records[i] = rec
+        return records, sum(rec.mapped for rec in again)
+
+    def map_batch(self, reads: list[tuple[str, str, str | None]], ids: list[np.ndarray] | None = None
+                  ) -> tuple[list[AlignedRead], int, dict]:
+        """Prepare, align and rescue one batch: its records in order, how many reads the rescue
+        search placed, and the seconds this batch spent embedding and searching."""
+        before = dict(self.timing)
+        records, rescued = self.rescue(self.align(self.prepare(reads, ids=ids)))
+        return records, rescued, {key: self.timing[key] - before[key] for key in self.timing}
 
     def map(self, reads: Iterable[tuple[str, str, str | None]]) -> list[AlignedRead]:
         """Map ``(name, sequence, quality or None)`` reads: one record per read, in order."""
         out: list[AlignedRead] = []
         for batch in _batches(reads, self.batch_size):
-            out += self.align(self.prepare(batch))
+            out += self.map_batch(batch)[0]
         return out
 
 
@@ -772,10 +836,11 @@ def map_reads(
     out: str,
     reference: list[str] | str | None = None,
     top_k: int = 8,
+    rescue_k: int = 64,
     flank: int | None = None,
     max_error_rate: float = 0.1,
     extended_cigar: bool = True,
-    batch_size: int = 512,
+    batch_size: int = 1024,
     threads: int = 1,
     device: str = "auto",
     progress: bool = True,
@@ -788,6 +853,8 @@ def map_reads(
         out: Output ``.sam`` or ``.bam`` (BAM is coordinate-sorted and indexed).
         reference: The reference FASTA(s) if they moved since indexing (checked by checksum).
         top_k: Fragments retrieved per read (both strands count separately).
+        rescue_k: Reads with no alignment among their ``top_k`` candidates are searched again
+            this deep (0 turns the second search off).
         flank: Bases added on each side of a retrieved fragment before aligning (default: half
             the fragment length).
         max_error_rate: Reads whose best alignment has more edits than this fraction of their
@@ -814,20 +881,23 @@ def map_reads(
         raise InputError("output must end in .sam or .bam", path=str(out_path))
     if threads < 1:
         raise InputError(f"need threads >= 1, got {threads}")
-    check_map_options(top_k, flank, max_error_rate, batch_size)
+    check_map_options(top_k, flank, max_error_rate, batch_size, rescue_k)
     if not Path(reads).exists():
         raise FileNotFoundError(2, "No such file or directory", str(reads))
-    aligner = Aligner.open(index, reference, device=device, top_k=top_k, flank=flank, max_error_rate=max_error_rate,
-                           extended_cigar=extended_cigar, batch_size=batch_size)
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
-    header = aligner.sam_header(f"genoseq align map --index {index} --reads {reads} --out {out} --top_k {top_k}")
+    aligner = Aligner.open(index, reference, device=device, top_k=top_k, rescue_k=rescue_k, flank=flank,
+                           max_error_rate=max_error_rate, extended_cigar=extended_cigar, batch_size=batch_size)
+    torch.set_num_threads(1)  # threads > 1: this process reads and writes, the workers map
+    faiss.omp_set_num_threads(1)
+    header = aligner.sam_header(f"genoseq align map --index {index} --reads {reads} --out {out} --top_k {top_k} "
+                                f"--rescue_k {rescue_k}")
     pool = None
     if threads > 1:  # fork before torch runs anything, with the index and reference shared copy-on-write
         pool = mp.get_context("fork").Pool(threads, initializer=_init_worker, initargs=(aligner,))
 
-    counts = {"reads": 0, "mapped": 0, "unmapped": 0, "mapq0": 0, "reverse": 0}
-    chunks = (aligner.prepare(batch, path=str(reads)) for batch in _batches(iter_reads(reads), batch_size))
+    counts = {"reads": 0, "mapped": 0, "unmapped": 0, "mapq0": 0, "reverse": 0, "rescued": 0}
+    timing = {"embed_s": 0.0, "search_s": 0.0}
+    # tokenised here, so that a bad read stops the run with its name and file
+    jobs = ((batch, aligner.encode(batch, path=str(reads))) for batch in _batches(iter_reads(reads), batch_size))
 
     started = time.time()
     bar = tqdm(desc="map", unit="read", disable=not progress)
@@ -835,11 +905,14 @@ def map_reads(
         unsorted = tmp.with_name(tmp.name + ".unsorted.bam") if as_bam else tmp
         with pysam.AlignmentFile(str(unsorted), "wb" if as_bam else "wh", header=header) as writer:
             try:
-                for chunk_result in _pipelined(pool, chunks, window=2 * threads, align=aligner.align):
-                    for rec in chunk_result:
+                for records, rescued, seconds in _in_order(pool, jobs, window=2 * threads, run=aligner.map_batch):
+                    counts["rescued"] += rescued
+                    for key in timing:
+                        timing[key] += seconds[key]
+                    for rec in records:
                         _tally(counts, rec)
                         writer.write(rec.to_segment(writer.header))
-                    bar.update(len(chunk_result))
+                    bar.update(len(records))
             finally:
                 if pool is not None:
                     pool.terminate()
@@ -856,9 +929,9 @@ def map_reads(
         **counts,
         "seconds": round(seconds, 2),
         "reads_per_s": round(counts["reads"] / seconds, 1) if seconds > 0 else None,
-        "embed_seconds": round(aligner.timing["embed_s"], 2),
-        "search_seconds": round(aligner.timing["search_s"], 2),
-        "top_k": top_k, "flank": aligner.flank, "max_error_rate": max_error_rate, "threads": threads,
+        "embed_seconds": round(timing["embed_s"], 2),  # summed over the worker processes
+        "search_seconds": round(timing["search_s"], 2),
+        "top_k": top_k, "rescue_k": rescue_k, "flank": aligner.flank, "max_error_rate": max_error_rate, "threads": threads,
     }
     with open(str(out_path) + ".json", "w") as fh:
         json.dump(summary, fh, indent=2)
@@ -868,18 +941,17 @@ def map_reads(
     return summary
 
 
-def _pipelined(pool, chunks: Iterator[list], window: int, align) -> Iterator[list]:
-    """Align chunks in the pool (or with ``align`` here, without one) while the next ones are
-    embedded here; results in input order."""
+def _in_order(pool, jobs: Iterator[tuple], window: int, run) -> Iterator[tuple]:
+    """Map batches in the pool's workers (or with ``run`` here, without a pool), at most
+    ``window`` in flight, while this process reads the next ones and writes the results; results
+    in input order."""
     if pool is None:
-        for chunk in chunks:
-            yield align(chunk)
+        for job in jobs:
+            yield run(*job)
         return
     pending = []
-    for chunk in chunks:
-        # split a batch so every worker gets a share
-        step = max(1, -(-len(chunk) // max(1, window // 2)))
-        pending += [pool.apply_async(_align_in_worker, (chunk[i:i + step],)) for i in range(0, len(chunk), step)]
+    for job in jobs:
+        pending.append(pool.apply_async(_map_in_worker, (job,)))
         while len(pending) > window:
             yield pending.pop(0).get()
     for job in pending:
@@ -976,7 +1048,7 @@ def evaluate_sam(path: str | os.PathLike, tolerance: int = 10) -> dict:
 
 
 def search_recall(index_dir: str | os.PathLike | AlignIndex, reads: str | os.PathLike, ks: tuple[int, ...] = (1, 5, 20),
-                  batch_size: int = 512, limit: int | None = None) -> dict:
+                  batch_size: int = 1024, limit: int | None = None) -> dict:
     """Recall@k of the vector search alone: the share of reads whose true fragment (same contig
     and strand, overlapping the read's true span by at least half the read) is in the top k."""
     idx = index_dir if isinstance(index_dir, AlignIndex) else load_index(index_dir)

@@ -2,7 +2,8 @@
 
 The slice (K-12 MG1655 4,150,000-4,250,000) holds the rrnB and rrnE rRNA operons, real
 near-identical repeats, so a read from them has two equally good placements. A tiny encoder is
-trained for a few dozen steps once per session. Tests of the aligner and SAM output retrieve
+(the default k-mer embedding bag) is trained for a few dozen steps once per session; the
+sequence-model encoder is trained for a few steps where its path is tested. Tests of the aligner and SAM output retrieve
 every index entry (``top_k`` = all), so they check placement, strand, CIGAR and MAPQ exactly
 whatever the tiny encoder's quality; the encoder's own retrieval is checked separately.
 """
@@ -51,9 +52,18 @@ def slice_fa(tmp_path_factory, data_dir):
 @pytest.fixture(scope="session")
 def encoder_dir(slice_fa, tmp_path_factory):
     out = tmp_path_factory.mktemp("align") / "encoder"
-    metrics = align.train(str(slice_fa[0]), str(out), steps=30, batch_size=32, val_pairs=512, progress=False,
+    metrics = align.train(str(slice_fa[0]), str(out), steps=30, batch_size=64, val_pairs=512, progress=False,
+                          embed_dim=128, seed=0)
+    return out, metrics
+
+
+@pytest.fixture(scope="session")
+def model_encoder_dir(slice_fa, tmp_path_factory):
+    """A sequence-model encoder (kmer 0): two small Hyena blocks, a few steps."""
+    out = tmp_path_factory.mktemp("align") / "model_encoder"
+    metrics = align.train(str(slice_fa[0]), str(out), kmer=0, steps=6, batch_size=16, val_pairs=256, progress=False,
                           model={"d_model": 32, "pattern": "HH", "hyena_filter_len": 256},
-                          embed_dim=128, head_hidden=256, seed=0)
+                          embed_dim=64, head_hidden=128, seed=0)
     return out, metrics
 
 
@@ -91,19 +101,72 @@ def test_mutate_error_free_and_deletions():
     assert not np.any(read == source[:300])  # a substitution always changes the base
 
 
-def test_encoder_learns_and_round_trips(encoder_dir, slice_fa, tmp_path):
+@pytest.mark.parametrize("which", ["kmer", "model"])
+def test_encoder_learns_and_round_trips(which, encoder_dir, model_encoder_dir, slice_fa, tmp_path):
     from genoseq.models.read_encoder import ReadEncoder
 
-    out, metrics = encoder_dir
-    assert metrics["steps"] == 30
-    assert metrics["val_top1_of_256"] > 0.05  # chance is 1/256
+    out, metrics = encoder_dir if which == "kmer" else model_encoder_dir
+    dim = 128 if which == "kmer" else 64
+    assert metrics["steps"] == (30 if which == "kmer" else 6)
+    assert metrics["encoder"]["kmer"] == (6 if which == "kmer" else 0)
+    assert metrics["val_top1_of_256"] > (0.6 if which == "kmer" else 0.02)  # chance is 1/256
     enc = ReadEncoder.from_pretrained(out)
+    assert (enc.config is None) == (which == "kmer")
     seqs = [TOK.encode(slice_fa[1][1000:1500]), TOK.encode(slice_fa[1][5000:5250])]
     vec = enc.embed(seqs)
-    assert vec.shape == (2, 128) and np.allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
+    assert vec.shape == (2, dim) and np.allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
     enc.save_pretrained(tmp_path / "copy")
     assert np.array_equal(ReadEncoder.from_pretrained(tmp_path / "copy").embed(seqs), vec)
     assert not any(p.suffix in (".pt", ".ckpt", ".pkl") for p in out.iterdir())
+
+
+def test_kmer_codes_by_hand():
+    """Base-4 codes with the first base most significant; k-mers over N or padding are left out."""
+    import torch
+
+    from genoseq.models.read_encoder import ReadEncoder
+
+    enc = ReadEncoder(None, encoder={"kmer": 2, "embed_dim": 4})
+    ids = torch.tensor(np.stack([TOK.encode("ACGNTT"), np.r_[TOK.encode("TGA"), [0, 0, 0]]]).astype(np.int64))
+    codes, valid = enc.kmer_codes(ids, ids != 0)
+    # AC = 0*4+1, CG = 1*4+2, GN and NT have an N, TT = 15; TG = 14, GA = 8, then padding
+    assert codes[0][valid[0]].tolist() == [1, 6, 15] and valid[0].tolist() == [True, True, False, False, True]
+    assert codes[1][valid[1]].tolist() == [14, 8] and valid[1].tolist() == [True, True, False, False, False]
+
+
+def test_kmer_bag_is_the_normalised_sum_of_its_kmer_vectors():
+    import torch
+
+    from genoseq.models.read_encoder import ReadEncoder
+
+    torch.manual_seed(0)
+    enc = ReadEncoder(None, encoder={"kmer": 3, "embed_dim": 8})
+    table = enc.kmer_embedding.detach().numpy()
+    seqs = ["ACGTTGCA", "GGGNGGGG", "AC"]
+    expected = []
+    for seq in seqs:
+        rows = [sum("ACGT".index(b) * 4 ** (2 - j) for j, b in enumerate(seq[i:i + 3]))
+                for i in range(len(seq) - 2) if "N" not in seq[i:i + 3]]
+        total = table[rows].sum(0) if rows else np.zeros(8, np.float32)
+        expected.append(total / max(np.linalg.norm(total), 1e-12))
+    got = enc.embed([TOK.encode(s) for s in seqs])
+    np.testing.assert_allclose(got, np.stack(expected), atol=1e-6)
+    assert not got[2].any()  # shorter than k: no k-mer, the zero vector
+
+
+def test_kmer_encoder_refuses_a_backbone(slice_fa, tmp_path, capsys):
+    from genoseq.models.lm import GenoSeqLM
+    from genoseq.models.config import ModelConfig
+    from genoseq.models.read_encoder import ReadEncoder
+
+    with pytest.raises(ValueError, match="no backbone"):
+        ReadEncoder.from_lm(GenoSeqLM(ModelConfig(d_model=16, pattern="H", hyena_filter_len=64)), encoder={"kmer": 6})
+    common = ["align", "train", "--reference", str(slice_fa[0]), "--out", str(tmp_path / "enc"), "--steps", "1"]
+    assert main([*common, "--init", str(tmp_path), "--kmer", "6"]) == 2
+    assert "--kmer 0" in capsys.readouterr().err
+    assert main([*common, "--model.d_model", "16"]) == 2
+    assert "--kmer 0" in capsys.readouterr().err
+    assert main([*common, "--kmer", "11"]) == 2
 
 
 def test_encoder_from_pretrained_lm_copies_backbone():
@@ -119,13 +182,13 @@ def test_encoder_from_pretrained_lm_copies_backbone():
         assert torch.equal(a, b), name
 
 
-def test_search_recall_beats_chance(index_dir, slice_fa, tmp_path):
+def test_search_recall(index_dir, slice_fa, tmp_path):
     ref = align.load_reference(str(slice_fa[0]))
     reads = simulate_reads(ref.as_dict(), 200, READ_LEN, ErrorProfile(0.01, 0.0005, 0.0005), seed=7)
     recall = align.search_recall(index_dir, write_fastq(tmp_path / "r.fq", reads), ks=(1, 5, 20))
-    entries = all_entries(index_dir)
-    # a read has 1-2 true entries among ~800; chance recall@20 is about 20 * 1.5 / entries
-    assert recall["recall@20"] > 5 * 20 * 1.5 / entries
+    # a read has 1-2 true entries among ~800 (chance recall@20 is about 4%); reads from the two
+    # rRNA operons have a second copy that ranks as high as the true one
+    assert recall["recall@1"] >= 0.8 and recall["recall@5"] >= 0.95
     assert recall["recall@1"] <= recall["recall@5"] <= recall["recall@20"]
 
 
@@ -225,6 +288,22 @@ def test_overhang_is_soft_clipped(designed):
     rec = designed["records"]["overhang"]
     assert rec.reference_start == 0 and rec.cigarstring == "20S230="
     assert rec.get_tag("NM") == 0
+
+
+def test_rescue_searches_unmapped_reads_deeper(index_dir, slice_fa, designed):
+    """A read left unmapped by its top-k candidates is searched again rescue_k deep and placed;
+    mapped reads and rescue_k <= top_k leave the records as they are."""
+    aligner = align.Aligner.open(index_dir, top_k=1, rescue_k=all_entries(index_dir))
+    p, seq = designed["p"], designed["exact"]
+    # the record a first pass writes when the true fragment was not among the candidates
+    missed = align.AlignedRead("exact_fwd", 4, -1, -1, 0, None, seq.encode(), None, None, None, None)
+    (rescued,), count = aligner.rescue([missed])
+    assert count == 1 and (rescued.flag, rescued.pos, rescued.nm, rescued.mapq) == (0, p, 0, 60)
+    assert aligner.rescue([rescued]) == ([rescued], 0)
+    assert aligner.with_options(rescue_k=1).rescue([missed]) == ([missed], 0)
+    random_read = designed["records"]["random0"].query_sequence.encode()
+    unplaced = align.AlignedRead("random0", 4, -1, -1, 0, None, random_read, None, None, None, None)
+    assert aligner.rescue([unplaced]) == ([unplaced], 0)  # nothing to find: still unmapped
 
 
 def test_random_reads_unmapped(designed):
@@ -363,11 +442,12 @@ def test_held_out_top1_with_fewer_pairs_than_a_group():
     assert np.isnan(align._held_out_top1(Identity(), pairs[:1]))
 
 
-def test_embedding_does_not_depend_on_the_batching(encoder_dir, slice_fa):
-    """The CPU token cap per forward pass (small batches run faster) changes no embedding."""
+@pytest.mark.parametrize("which", ["kmer", "model"])
+def test_embedding_does_not_depend_on_the_batching(which, encoder_dir, model_encoder_dir, slice_fa):
+    """The token cap per forward pass (small batches run faster on CPU) changes no embedding."""
     from genoseq.models.read_encoder import ReadEncoder
 
-    enc = ReadEncoder.from_pretrained(encoder_dir[0])
+    enc = ReadEncoder.from_pretrained((encoder_dir if which == "kmer" else model_encoder_dir)[0])
     seq = slice_fa[1]
     seqs = [TOK.encode(seq[i * 997 : i * 997 + n]) for i, n in enumerate([250, 120, 250, 500, 37, 250, 300])]
     whole = enc.embed(seqs, batch_size=64, max_tokens=10**9)

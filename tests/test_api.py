@@ -367,7 +367,7 @@ def align_index(align_slice, workdir) -> Path:
 
     encoder, index = workdir / "read_encoder", workdir / "read_index"
     align.train(str(align_slice[0]), str(encoder), steps=4, batch_size=8, val_pairs=256, progress=False,
-                model={"d_model": 16, "pattern": "H", "hyena_filter_len": 64}, embed_dim=32, head_hidden=64, seed=0)
+                embed_dim=32, seed=0)
     align.index(str(encoder), str(align_slice[0]), str(index), progress=False)
     return index
 
@@ -457,7 +457,8 @@ def test_align_models_info(align_client):
     assert info["entries"] == 2 * info["fragments"] and (info["fragment_length"], info["overlap"]) == (500, 250)
     assert info["encoder"]["model_type"] == "GenoSeqReadEncoder" and info["encoder"]["parameters"] > 1000
     assert info["encoder"]["config"]["encoder"]["embed_dim"] == 32
-    assert info["mapping"] == {"top_k": 8, "flank": 250, "max_error_rate": 0.1, "extended_cigar": True, "batch_size": 512}
+    assert info["mapping"] == {"top_k": 8, "rescue_k": 64, "flank": 250, "max_error_rate": 0.1, "extended_cigar": True,
+                               "batch_size": 1024}
 
 
 def test_align_without_index_is_404(client):

@@ -43,8 +43,9 @@ async def align(body: AlignRequest, request: Request,
             raise RequestInputError(["qualities", i], f"qualities[{i}]: {len(qual)} quality characters for a read of "
                                                       f"{len(seq)} bases", "length_mismatch")
     names = body.names or [f"#{i + 1}" for i in range(len(body.sequences))]
-    options = {k: v for k, v in (("top_k", body.top_k), ("flank", body.flank), ("max_error_rate", body.max_error_rate),
-                                 ("extended_cigar", body.extended_cigar)) if v is not None}
+    options = {k: v for k, v in (("top_k", body.top_k), ("rescue_k", body.rescue_k), ("flank", body.flank),
+                                 ("max_error_rate", body.max_error_rate), ("extended_cigar", body.extended_cigar))
+               if v is not None}
     aligner = aligner.with_options(**options)  # shares the loaded index and reference
     count_inputs(request, len(body.sequences), sum(map(len, body.sequences)))
 
@@ -64,6 +65,7 @@ async def align(body: AlignRequest, request: Request,
             strand=("-" if rec.reverse else "+") if mapped else None,
             cigar=sam.cigar_string(rec.cigar) if mapped else None, edit_distance=rec.nm,
             alignment_score=rec.alignment_score, second_best_score=rec.second_best_score, sam=line))
-    return AlignResponse(index=Path(service.settings.index).name, top_k=aligner.top_k, flank=aligner.flank,
+    return AlignResponse(index=Path(service.settings.index).name, top_k=aligner.top_k, rescue_k=aligner.rescue_k,
+                         flank=aligner.flank,
                          max_error_rate=aligner.max_error_rate, extended_cigar=aligner.extended_cigar,
                          alignments=alignments, sam_header=str(service.align_header) if body.sam else None)

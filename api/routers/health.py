@@ -63,7 +63,7 @@ async def models(service: Service) -> ModelsInfo:
             entries=manifest["n_entries"], fragment_length=manifest["fragment_length"], overlap=manifest["overlap"],
             contigs=[Contig(name=c["name"], length=c["length"]) for c in manifest["contigs"]],
             encoder=_describe(manifest["model_source"], encoder, "GenoSeqReadEncoder",
-                              {"model": encoder.config.to_dict(), "encoder": encoder.encoder_config.to_dict()}),
-            mapping={"top_k": aligner.top_k, "flank": aligner.flank, "max_error_rate": aligner.max_error_rate,
+                              {"model": encoder.config and encoder.config.to_dict(), "encoder": encoder.encoder_config.to_dict()}),
+            mapping={"top_k": aligner.top_k, "rescue_k": aligner.rescue_k, "flank": aligner.flank, "max_error_rate": aligner.max_error_rate,
                      "extended_cigar": aligner.extended_cigar, "batch_size": aligner.batch_size})
     return info

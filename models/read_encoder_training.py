@@ -1,0 +1,75 @@
+"""``ReadEncoderTraining``: the LightningModule that trains a :class:`~genoseq.models.read_encoder.ReadEncoder`.
+
+The encoder itself is a plain ``nn.Module`` so that mapping reads never imports Lightning; this
+wrapper adds what ``Trainer.fit`` needs: the InfoNCE training and validation steps (their loss
+and in-batch top-1 accuracy logged as ``train/*`` and ``val/*``) and AdamW with the linear
+warmup + cosine schedule of the encoder's :class:`~genoseq.models.config.OptimConfig`::
+
+    task = ReadEncoderTraining(ReadEncoder(None, encoder=EncoderConfig(kmer=6)))
+    Trainer(max_steps=1000).fit(task, train_dataloaders=loader)
+    task.encoder.save_pretrained("encoder/")
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+
+from .read_encoder import ReadEncoder
+
+
+class ReadEncoderTraining(L.LightningModule):
+    """Trains ``encoder`` (kept as ``self.encoder``) on batches of :func:`genoseq.pipelines.align_data.collate_pairs`."""
+
+    def __init__(self, encoder: ReadEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.save_hyperparameters({
+            "config": None if encoder.config is None else encoder.config.to_dict(),
+            "encoder": encoder.encoder_config.to_dict(),
+            "optim": encoder.optim.to_dict(),
+            "tokenizer": encoder.tokenizer.to_dict(),
+        })
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        started = time.perf_counter()
+        loss, accuracy = self.encoder.contrastive_loss(batch)
+        batch_size = batch["reads"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/top1", accuracy, prog_bar=True, batch_size=batch_size)
+        self.log("train/step_s", time.perf_counter() - started, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, accuracy = self.encoder.contrastive_loss(batch)
+        batch_size = batch["reads"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("val/top1", accuracy, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def configure_optimizers(self):
+        optim = self.encoder.optim
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            exempt = param.dim() < 2 or "embedding" in name or ".filter." in name
+            (no_decay if exempt else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=optim.lr, betas=optim.betas, eps=optim.eps,
+        )
+        total = optim.total_steps
+        if total is None:
+            steps = self.trainer.estimated_stepping_batches
+            if not math.isfinite(steps):
+                raise ValueError("set OptimConfig.total_steps or Trainer(max_steps=...) to size the schedule")
+            total = int(steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: optim.lr_factor(step, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+__all__ = ["ReadEncoderTraining"]
