@@ -33,6 +33,7 @@ import re
 import shutil
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, NamedTuple
@@ -597,7 +598,7 @@ def _align_chunk(chunk: list[tuple[str, bytes, str | None, list]], sequences: li
                 continue
             for loc_start, loc_end in found["locations"]:
                 hits.append((d, ci, strand, rs + loc_start, rs + loc_end + 1))
-        best, second = _best_two(hits, len(seq))
+        best, second = _best_two(hits, len(seq), name)
         if best is None:
             results.append(AlignedRead(name, 4, -1, -1, 0, None, seq, qual, None, None, None))
             continue
@@ -623,17 +624,26 @@ def _leading_deletions(cigar: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _best_two(hits: list[tuple], read_length: int) -> tuple[tuple | None, tuple | None]:
+def _best_two(hits: list[tuple], read_length: int, name: str = "") -> tuple[tuple | None, tuple | None]:
     """The lowest-distance hit and the best hit at a different locus (another contig or strand,
-    or a start more than half a read length away)."""
+    or a start more than half a read length away).
+
+    Among equally good loci (a read from an exact repeat) the choice is drawn from a hash of
+    the read name, as bwa draws at random: reads of a repeat spread over its copies instead of
+    piling onto the first, and the same read always gets the same one."""
     if not hits:
         return None, None
     hits.sort(key=lambda h: (h[0], h[1], h[2], h[3]))
-    best = hits[0]
+    loci = [hits[0]]  # the best hit of each distinct locus, best first
     for h in hits[1:]:
-        if h[1] != best[1] or h[2] != best[2] or abs(h[3] - best[3]) > read_length // 2:
-            return best, h
-    return best, None
+        if all(h[1] != l[1] or h[2] != l[2] or abs(h[3] - l[3]) > read_length // 2 for l in loci):
+            loci.append(h)
+            if h[0] > hits[0][0]:  # past the ties: enough for a second best
+                break
+    ties = [l for l in loci if l[0] == hits[0][0]]
+    best = ties[zlib.crc32(name.encode()) % len(ties)]
+    rest = [l for l in loci if l is not best]
+    return best, (rest[0] if rest else None)
 
 
 def candidate_regions(idx: AlignIndex, entries: np.ndarray, flank: int) -> list[tuple[int, int, int, int]]:
@@ -1006,36 +1016,47 @@ def parse_truth(name: str, contigs: list[str] | None = None) -> Truth:
     return Truth(match["contig"], int(match["pos1"]), match["s1"] == "1")
 
 
-def evaluate_sam(path: str | os.PathLike, tolerance: int = 10) -> dict:
-    """Score primary alignments against the truth in their read names.
-
-    A read is correct when contig and strand match and its leftmost reference position with
-    the leading soft clip added back (``POS - S``) is within ``tolerance`` bases of POS1.
-    Secondary and supplementary records are ignored. Returns counts, the correct fraction of
-    all reads, precision among mapped reads, and the correct fraction at MAPQ >= 20.
-    """
+def read_outcomes(path: str | os.PathLike, tolerance: int = 10) -> Iterator[tuple[str, bool | None, int]]:
+    """``(read name without /1 or /2, correct, MAPQ)`` of every primary record; ``correct`` is
+    None for an unmapped read. A read is correct when contig and strand match and its leftmost
+    reference position with the leading soft clip added back (``POS - S``) is within
+    ``tolerance`` bases of POS1. Secondary and supplementary records are skipped."""
     import pysam
 
     from genoseq import sam
 
-    reads = mapped = correct = confident = confident_correct = 0
     with pysam.AlignmentFile(str(path), "r", check_sq=False) as fh:
         contigs = list(fh.references)
         for rec in fh:
             if rec.is_secondary or rec.is_supplementary:
                 continue
-            reads += 1
+            name = re.sub(r"/[12]$", "", rec.query_name)
             if rec.is_unmapped:
+                yield name, None, 0
                 continue
-            mapped += 1
             truth = parse_truth(rec.query_name, contigs)
             left = rec.reference_start + 1 - sam.leading_soft_clip(rec.cigartuples or [])
             ok = (rec.reference_name == truth.contig and rec.is_reverse == truth.reverse
                   and abs(left - truth.pos1) <= tolerance)
-            correct += ok
-            if rec.mapping_quality >= 20:
-                confident += 1
-                confident_correct += ok
+            yield name, ok, rec.mapping_quality
+
+
+def evaluate_sam(path: str | os.PathLike, tolerance: int = 10) -> dict:
+    """Score primary alignments against the truth in their read names (:func:`read_outcomes`).
+
+    Returns counts, the correct fraction of all reads, precision among mapped reads, and the
+    correct fraction at MAPQ >= 20.
+    """
+    reads = mapped = correct = confident = confident_correct = 0
+    for _, ok, mapq in read_outcomes(path, tolerance):
+        reads += 1
+        if ok is None:
+            continue
+        mapped += 1
+        correct += ok
+        if mapq >= 20:
+            confident += 1
+            confident_correct += ok
     return {
         "reads": reads,
         "mapped": mapped,
@@ -1044,6 +1065,24 @@ def evaluate_sam(path: str | os.PathLike, tolerance: int = 10) -> dict:
         "precision_mapped": round(correct / mapped, 5) if mapped else None,
         "mapq20": confident,
         "precision_mapq20": round(confident_correct / confident, 5) if confident else None,
+    }
+
+
+def compare_sams(ours: str | os.PathLike, theirs: str | os.PathLike, tolerance: int = 10) -> dict:
+    """Where two mappings of the same reads disagree: the reads only ``ours`` places correctly,
+    those only ``theirs`` does, and how many of each both mappings gave MAPQ 0 (a tie between
+    copies of a repeat, where either choice is a guess)."""
+    a = {name: (ok, mapq) for name, ok, mapq in read_outcomes(ours, tolerance)}
+    b = {name: (ok, mapq) for name, ok, mapq in read_outcomes(theirs, tolerance)}
+    if a.keys() != b.keys():
+        raise InputError(f"the two SAMs hold different reads ({len(a.keys() ^ b.keys())} differ)", path=str(theirs))
+    only_a = [n for n in a if a[n][0] and not b[n][0]]
+    only_b = [n for n in a if b[n][0] and not a[n][0]]
+    return {
+        "only_ours_correct": len(only_a),
+        "only_ours_correct_mapq0_in_both": sum(a[n][1] == 0 and b[n][1] == 0 for n in only_a),
+        "only_theirs_correct": len(only_b),
+        "only_theirs_correct_mapq0_in_both": sum(a[n][1] == 0 and b[n][1] == 0 for n in only_b),
     }
 
 

@@ -18,6 +18,7 @@ import pysam
 import pytest
 
 from genoseq.cli import main
+from genoseq.errors import InputError
 from genoseq.pipelines import align
 from genoseq.pipelines.align_data import ErrorProfile, mutate, simulate_reads
 from genoseq.tokenizer import Tokenizer
@@ -306,6 +307,19 @@ def test_rescue_searches_unmapped_reads_deeper(index_dir, slice_fa, designed):
     assert aligner.rescue([unplaced]) == ([unplaced], 0)  # nothing to find: still unmapped
 
 
+def test_ties_between_repeat_copies_spread_by_read_name():
+    """Equally good loci: the choice follows the read name (stable), both copies get reads, and
+    the other copy is the second best (MAPQ 0); a worse locus never wins."""
+    hits = [(3, 0, 0, 5000, 5250), (3, 0, 0, 5001, 5251), (3, 0, 0, 90000, 90250), (7, 0, 1, 200, 450)]
+    picks = {align._best_two(list(hits), 250, f"read{i}")[0][3] for i in range(40)}
+    assert picks == {5000, 90000}
+    best, second = align._best_two(list(hits), 250, "read7")
+    assert best == align._best_two(list(reversed(hits)), 250, "read7")[0]
+    assert second[0] == 3 and abs(second[3] - best[3]) > 125
+    best, second = align._best_two([(4, 0, 0, 10, 260), (2, 0, 1, 900, 1150)], 250, "x")
+    assert (best[0], second[0]) == (2, 4)
+
+
 def test_random_reads_unmapped(designed):
     for i in range(3):
         rec = designed["records"][f"random{i}"]
@@ -375,10 +389,22 @@ def test_parse_truth():
         align.parse_truth("read42")
 
 
-def test_evaluate_sam_hand_made_records(tmp_path):
+def write_hand_sam(path, rows) -> None:
+    """rows: (name, contig id, 0-based start, reverse, cigar, flag extra, mapq) on chrA/chrB."""
     header = {"HD": {"VN": "1.6"}, "SQ": [{"SN": "chrA", "LN": 10_000}, {"SN": "chrB", "LN": 10_000}]}
+    with pysam.AlignmentFile(str(path), "wh", header=header) as out:
+        for name, ref_id, start, reverse, cigar, extra, mapq in rows:
+            seg = pysam.AlignedSegment(out.header)
+            seg.query_name, seg.query_sequence = name, "A" * 250
+            seg.flag = extra | (16 if reverse else 0)
+            seg.reference_id, seg.reference_start, seg.mapping_quality = ref_id, start, mapq
+            if cigar:
+                seg.cigarstring = cigar
+            out.write(seg)
+
+
+def test_evaluate_sam_hand_made_records(tmp_path):
     path = tmp_path / "hand.sam"
-    # (name, contig id, 0-based start, reverse, cigar, flag extra, mapq)
     rows = [
         ("chrA_1001_1250_0_1_0_0_0:0:0_0:0:0_a/1", 0, 1000, False, "250M", 0, 60),  # exact: correct
         ("chrA_1001_1250_1_0_0_0_0:0:0_0:0:0_b/1", 0, 1009, True, "250M", 0, 60),  # 9 bp off, reverse: correct
@@ -389,18 +415,28 @@ def test_evaluate_sam_hand_made_records(tmp_path):
         ("chrA_1001_1250_0_1_0_0_0:0:0_0:0:0_g/1", -1, -1, False, None, 4, 0),  # unmapped
         ("chrA_1001_1250_0_1_0_0_0:0:0_0:0:0_a/1", 0, 5000, False, "250M", 256, 0),  # secondary: ignored
     ]
-    with pysam.AlignmentFile(str(path), "wh", header=header) as out:
-        for name, ref_id, start, reverse, cigar, extra, mapq in rows:
-            seg = pysam.AlignedSegment(out.header)
-            seg.query_name, seg.query_sequence = name, "A" * 250
-            seg.flag = extra | (16 if reverse else 0)
-            seg.reference_id, seg.reference_start, seg.mapping_quality = ref_id, start, mapq
-            if cigar:
-                seg.cigarstring = cigar
-            out.write(seg)
+    write_hand_sam(path, rows)
     result = align.evaluate_sam(path)
     assert result == {"reads": 7, "mapped": 6, "correct": 3, "fraction_correct": round(3 / 7, 5),
                       "precision_mapped": 0.5, "mapq20": 5, "precision_mapq20": 0.4}
+
+
+def test_compare_sams_counts_disagreements_and_repeat_ties(tmp_path):
+    name = "chrA_1001_1250_0_1_0_0_0:0:0_0:0:0_{}/1"
+    ours, theirs = tmp_path / "ours.sam", tmp_path / "theirs.sam"
+    write_hand_sam(ours, [(name.format("a"), 0, 1000, False, "250M", 0, 0),    # right, a tie
+                          (name.format("b"), 0, 1000, False, "250M", 0, 60),   # right, unique
+                          (name.format("c"), 0, 7000, False, "250M", 0, 0),    # wrong, a tie
+                          (name.format("d"), 0, 1000, False, "250M", 0, 60)])  # both right
+    write_hand_sam(theirs, [(name.format("a")[:-2], 0, 7000, False, "250M", 0, 0),  # bwa drops /1
+                            (name.format("b")[:-2], -1, -1, False, None, 4, 0),
+                            (name.format("c")[:-2], 0, 1000, False, "250M", 0, 0),
+                            (name.format("d")[:-2], 0, 1000, False, "250M", 0, 60)])
+    assert align.compare_sams(ours, theirs) == {"only_ours_correct": 2, "only_ours_correct_mapq0_in_both": 1,
+                                                "only_theirs_correct": 1, "only_theirs_correct_mapq0_in_both": 1}
+    write_hand_sam(theirs, [(name.format("a"), 0, 1000, False, "250M", 0, 0)])
+    with pytest.raises(InputError, match="different reads"):
+        align.compare_sams(ours, theirs)
 
 
 # ---------------------------------------------------------------------- CLI
