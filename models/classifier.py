@@ -38,6 +38,7 @@ from genoseq.tokenizer import Tokenizer
 from .config import ModelConfig
 from .embedding import check_strands, pooled_dim, pooled_embeddings, pooling_parts
 from .lm import GenoSeqLM
+from .optim import decay_groups
 from .released import load_released, save_released
 
 MODEL_TYPE = "GenoSeqClassifier"
@@ -146,14 +147,8 @@ class SequenceClassifier(L.LightningModule):
         return self._step(batch, "test")
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            exempt = param.dim() < 2 or "embedding" in name or ".filter." in name
-            (no_decay if exempt else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            decay_groups(self, self.weight_decay),
             lr=self.lr, betas=(0.9, 0.98),
         )
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")

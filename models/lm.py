@@ -32,6 +32,7 @@ from genoseq.tokenizer import Tokenizer
 
 from .backbone import Backbone, InferenceCache
 from .config import ModelConfig, OptimConfig, TrainingConfig, seq_len_at
+from .optim import decay_groups
 from .released import load_released, save_released
 
 FORMAT_VERSION = 1
@@ -160,14 +161,8 @@ class GenoSeqLM(L.LightningModule):
         return batch
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():  # the tied head appears once, as the embedding
-            if not param.requires_grad:
-                continue
-            exempt = param.dim() < 2 or "embedding" in name or ".filter." in name
-            (no_decay if exempt else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            decay_groups(self, self.optim.weight_decay),
             lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps,
         )
         total = self.optim.total_steps or self._estimated_total_steps()

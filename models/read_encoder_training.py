@@ -18,6 +18,7 @@ import time
 import lightning as L
 import torch
 
+from .optim import decay_groups
 from .read_encoder import ReadEncoder
 
 
@@ -52,14 +53,8 @@ class ReadEncoderTraining(L.LightningModule):
 
     def configure_optimizers(self):
         optim = self.encoder.optim
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            exempt = param.dim() < 2 or "embedding" in name or ".filter." in name
-            (no_decay if exempt else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            decay_groups(self, optim.weight_decay),
             lr=optim.lr, betas=optim.betas, eps=optim.eps,
         )
         total = optim.total_steps
