@@ -3,7 +3,7 @@
 The slice (K-12 MG1655 4,150,000-4,250,000) holds the rrnB and rrnE rRNA operons, real
 near-identical repeats, so a read from them has two equally good placements. A tiny encoder is
 (the default k-mer embedding bag) is trained for a few dozen steps once per session; the
-sequence-model encoder is trained for a few steps where its path is tested. Tests of the aligner and SAM output retrieve
+sequence-model encoder as long where its path is tested. Tests of the aligner and SAM output retrieve
 every index entry (``top_k`` = all), so they check placement, strand, CIGAR and MAPQ exactly
 whatever the tiny encoder's quality; the encoder's own retrieval is checked separately.
 """
@@ -60,11 +60,11 @@ def encoder_dir(slice_fa, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model_encoder_dir(slice_fa, tmp_path_factory):
-    """A sequence-model encoder (kmer 0): two small Hyena blocks, a few steps."""
+    """A sequence-model encoder (kmer 0): two small Hyena blocks, a few dozen steps."""
     out = tmp_path_factory.mktemp("align") / "model_encoder"
-    metrics = align.train(str(slice_fa[0]), str(out), kmer=0, steps=6, batch_size=16, val_pairs=256, progress=False,
+    metrics = align.train(str(slice_fa[0]), str(out), kmer=0, steps=30, batch_size=32, val_pairs=512, progress=False,
                           model={"d_model": 32, "pattern": "HH", "hyena_filter_len": 256},
-                          embed_dim=64, head_hidden=128, seed=0)
+                          embed_dim=64, head_hidden=256, seed=0)
     return out, metrics
 
 
@@ -108,9 +108,9 @@ def test_encoder_learns_and_round_trips(which, encoder_dir, model_encoder_dir, s
 
     out, metrics = encoder_dir if which == "kmer" else model_encoder_dir
     dim = 128 if which == "kmer" else 64
-    assert metrics["steps"] == (30 if which == "kmer" else 6)
+    assert metrics["steps"] == 30
     assert metrics["encoder"]["kmer"] == (6 if which == "kmer" else 0)
-    assert metrics["val_top1_of_256"] > (0.6 if which == "kmer" else 0.02)  # chance is 1/256
+    assert metrics["val_top1_of_256"] > (0.6 if which == "kmer" else 0.05)  # chance is 1/256
     enc = ReadEncoder.from_pretrained(out)
     assert (enc.config is None) == (which == "kmer")
     seqs = [TOK.encode(slice_fa[1][1000:1500]), TOK.encode(slice_fa[1][5000:5250])]
