@@ -1,10 +1,10 @@
 """genoseq align: encoder, index, mapping and evaluation on a 100 kb slice of E. coli.
 
 The slice (K-12 MG1655 4,150,000-4,250,000) holds the rrnB and rrnE rRNA operons, real
-near-identical repeats, so a read from them has two equally good placements. A tiny encoder is
-(the default k-mer embedding bag) is trained for a few dozen steps once per session; the
-sequence-model encoder as long where its path is tested. Tests of the aligner and SAM output retrieve
-every index entry (``top_k`` = all), so they check placement, strand, CIGAR and MAPQ exactly
+near-identical repeats, so a read from them has two equally good placements. A tiny encoder
+(the default k-mer embedding bag) is trained for a few dozen steps once per session, and a
+sequence-model encoder as long where its path is tested. Tests of the aligner and SAM output
+retrieve every index entry (``top_k`` = all), so they check placement, strand, CIGAR and MAPQ exactly
 whatever the tiny encoder's quality; the encoder's own retrieval is checked separately.
 """
 
