@@ -53,7 +53,6 @@ MODEL_SUBDIR = "model"
 FLAT_MAX_ENTRIES = 500_000  # exact search up to here with index_type="auto"
 HNSW_MAX_ENTRIES = 20_000_000  # HNSW up to here, IVF-PQ beyond
 DEFAULT_KMER = 6  # k of the default encoder, a k-mer embedding bag
-MAX_KMER = 10  # as genoseq.models.read_encoder.MAX_KMER (kept here so the CLI needs no torch)
 
 
 def _default_encoder_backbone() -> ModelConfig:
@@ -198,8 +197,6 @@ def train(
         raise InputError(f"--init starts a sequence-model encoder from a language model; it needs --kmer 0, got {kmer}")
     if kmer and model != _default_encoder_backbone():
         raise InputError(f"--model sets the backbone of a sequence-model encoder; pass --kmer 0 with it (got --kmer {kmer})")
-    if not 0 <= kmer <= MAX_KMER:
-        raise InputError(f"kmer must be 0 (sequence model) or 1..{MAX_KMER}, got {kmer}")
     if batch_size is None:
         batch_size = 1024 if kmer else 64
     out_dir = Path(out)
@@ -224,10 +221,13 @@ def train(
 
     if threads:
         torch.set_num_threads(threads)
+    try:  # the options' own checks (kmer range, sizes, lengths, rates), before reading the genome
+        encoder_cfg = EncoderConfig(embed_dim=embed_dim, head_hidden=head_hidden, temperature=temperature,
+                                    fragment_length=fragment_length, read_length=read_length, kmer=kmer)
+        profile = ErrorProfile(substitution_rate, insertion_rate, deletion_rate)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     ref = load_reference(reference, convert_gzip=convert_gzip)
-    profile = ErrorProfile(substitution_rate, insertion_rate, deletion_rate)
-    encoder_cfg = EncoderConfig(embed_dim=embed_dim, head_hidden=head_hidden, temperature=temperature,
-                                fragment_length=fragment_length, read_length=read_length, kmer=kmer)
     optim = OptimConfig(lr=lr, warmup_steps=min(warmup_steps, max(0, steps - 1)), total_steps=steps, weight_decay=0.01)
     L.seed_everything(seed, workers=True, verbose=False)
     if init:
