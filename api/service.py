@@ -237,18 +237,19 @@ class ScoreBatcher:
         """Runs on the model thread: one result (tensor or exception) per sequence."""
         import torch
 
-        from genoseq.models.inference import token_log_probs
+        from genoseq.models.inference import scoring_window, token_log_probs
 
         s, lm = self.service.settings, self.service.lm
+        chunk_size, context = scoring_window(lm, s.chunk_size, s.context)
         results: list = [None] * len(sequences)
         by_length: dict[int, list[int]] = {}
         for i, ids in enumerate(sequences):
             n = ids.numel()
-            if 2 <= n <= s.chunk_size and not lm.is_recurrent:
+            if 2 <= n <= chunk_size and not lm.is_recurrent:
                 by_length.setdefault(n, []).append(i)
             else:  # streamed state (Mamba2), several windows, or nothing to score
                 try:
-                    results[i] = token_log_probs(lm, ids, chunk_size=s.chunk_size, context=s.context,
+                    results[i] = token_log_probs(lm, ids, chunk_size=chunk_size, context=context,
                                                  batch_size=s.window_batch_size, device=self.service.device)
                 except Exception as err:  # noqa: BLE001
                     results[i] = err

@@ -11,8 +11,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
-DEFAULT_CHUNK = 8192  # the same defaults as `genoseq score`
-DEFAULT_CONTEXT = 2048
+DEFAULT_CHUNK = 8192  # bounds the context when no chunk size is given
 
 
 @dataclass(frozen=True)
@@ -59,14 +58,16 @@ class ApiSettings:
     reference: str | None = None
     index: str | None = None
     device: str = "auto"
-    chunk_size: int = DEFAULT_CHUNK
-    context: int = DEFAULT_CONTEXT
+    chunk_size: int | None = None  # None: the model's own (``inference.scoring_window``), as ``genoseq score``
+    context: int | None = None
     window_batch_size: int = 4
     api_key: str | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        if self.chunk_size < 2 or not 0 <= self.context < self.chunk_size:
+        if (self.chunk_size is not None and self.chunk_size < 2) or (
+            self.context is not None and not 0 <= self.context < (self.chunk_size or DEFAULT_CHUNK)
+        ):
             raise ValueError(f"need chunk_size >= 2 and 0 <= context < chunk_size; got {self.chunk_size}, {self.context}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key is empty")

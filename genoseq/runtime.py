@@ -89,3 +89,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# Lightning's messages that say nothing to a genoseq user (hardware lines are INFO logs; these
+# are warnings): a deprecation inside Lightning itself, the few-workers hint on CPU, and the
+# missing-validation note of jobs that validate by themselves.
+_LIGHTNING_NOISE = (
+    r".*LeafSpec.*",
+    r".*does not have many workers.*",
+    r".*defined a `?validation_step`? but have no `?val_dataloader`?.*",
+    r".*Experiment logs directory .* exists and is not empty.*",
+    r".*`Trainer\(limit_val_batches=.*\)` was configured.*",
+    r".*smaller than the logging interval.*",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Around ``Trainer.fit``/``validate``: Lightning's info lines (GPU available, the cloud-logger
+    tip, ...) and its warnings that are noise here are silenced; progress and real warnings stay."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

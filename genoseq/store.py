@@ -203,7 +203,7 @@ def write_store(
     block_size: int = 1 << 22,
     convert_gzip: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> dict:
     """Tokenise FASTA files into a new store at ``out``; return its manifest.
 
@@ -211,9 +211,8 @@ def write_store(
     them, so bad input fails before anything is written. Contigs are read in blocks of
     ``block_size`` bases, never as whole chromosome strings.
     """
-    from tqdm.auto import tqdm
-
     from genoseq.fasta import open_indexed_fasta
+    from genoseq.progress import Progress
 
     if not fastas:
         raise InputError("no FASTA input given")
@@ -232,10 +231,10 @@ def write_store(
             yield fasta.faidx.from_file(name, start + 1, min(start + block_size, length))
 
     with TokenStoreWriter(out, compression=compression, chunk_size=chunk_size, overwrite=overwrite) as writer:
-        with tqdm(total=total, unit="bp", unit_scale=True, disable=not progress, desc="prepare") as bar:
+        with Progress(total, desc="prepare", unit="bp", mode=progress) as bar:
             for source, fasta in opened:
                 for name in fasta.keys():
-                    bar.set_postfix_str(name[:40])
+                    bar.set_fields(contig=name[:40])
                     length = len(fasta[name])
                     writer.add_contig(name, length, blocks(fasta, name, length), source=source, on_progress=bar.update)
                 fasta.close()

@@ -200,9 +200,11 @@ class SequenceClassifier(L.LightningModule):
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
     def predict_proba(
-        self, sequences: Sequence[str | np.ndarray], *, batch_size: int = 32, progress: bool = False
+        self, sequences: Sequence[str | np.ndarray], *, batch_size: int = 32, progress: bool | str = False
     ) -> np.ndarray:
-        """Class probabilities (N, num_classes), rows in the order of ``sequences``."""
+        """Class probabilities (N, num_classes), rows in the order of ``sequences``
+        (``progress`` as in :mod:`genoseq.progress`)."""
+        from genoseq.progress import Progress
         from genoseq.runtime import inference_dtype
 
         self.eval()
@@ -214,17 +216,15 @@ class SequenceClassifier(L.LightningModule):
         out = np.zeros((len(encoded), self.num_classes), dtype=np.float64)
         order = np.argsort([-len(e) for e in encoded], kind="stable")
         dtype = inference_dtype(device)
-        batches = range(0, len(order), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="predicting", unit="batch")
-        for b in batches:
+        bar = Progress(len(order), desc="predict", unit="seq", mode=progress)
+        for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
             batch = self.tokenizer.encode_batch([encoded[i] for i in rows])
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
             out[rows] = torch.softmax(logits.float(), dim=-1).double().cpu().numpy()
+            bar.update(len(rows))
+        bar.close()
         return out
 
     # ------------------------------------------------------------------ on disk

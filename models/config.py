@@ -182,6 +182,7 @@ class OptimConfig:
 class TrainingConfig:
     """Training-time options of :class:`genoseq.models.GenoSeqLM`.
 
+    ``window_length`` is the length of the training windows (see ``inference.scoring_window``).
     ``seq_len_warmup`` is HyenaDNA's staged sequence-length warmup: a list of ``(step, length)``
     pairs, e.g. ``[(0, 1024), (2000, 2048), (4000, 0)]``; from each step on, batches of shape
     ``(B, L)`` are reshaped to ``(B * L // length, length)`` (tokens per step unchanged); a
@@ -190,9 +191,15 @@ class TrainingConfig:
 
     rc_augment: bool = False
     seq_len_warmup: list[tuple[int, int]] | None = None
+    # Bases per training window (recorded by `genoseq pretrain`): scoring takes its default
+    # window and context from it (``inference.scoring_window``). None when unknown.
+    window_length: int | None = None
 
     def __post_init__(self) -> None:
         self.seq_len_warmup = normalize_seq_len_warmup(self.seq_len_warmup)
+        if self.window_length is not None:
+            self.window_length = int(self.window_length)
+            _check(self.window_length >= 2, f"window_length must be >= 2, got {self.window_length}")
 
 
 def normalize_seq_len_warmup(schedule) -> list[tuple[int, int]] | None:

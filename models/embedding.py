@@ -232,8 +232,12 @@ class Embedder:
         return out
 
     @torch.inference_mode()
-    def embed(self, sequences: Sequence[str | np.ndarray], progress: bool = False) -> np.ndarray:
-        """Embeddings (N, :attr:`dim`) float32, in the order of ``sequences``."""
+    def embed(self, sequences: Sequence[str | np.ndarray], progress: bool | str = False) -> np.ndarray:
+        """Embeddings (N, :attr:`dim`) float32, in the order of ``sequences``.
+
+        ``progress``: ``bar``, ``lines``, ``none`` or ``auto`` (see :mod:`genoseq.progress`).
+        """
+        from genoseq.progress import Progress
         from genoseq.runtime import inference_dtype
 
         encoded = self.encode(sequences)
@@ -242,12 +246,8 @@ class Embedder:
             return out
         order = np.argsort([-len(e) for e in encoded], kind="stable")  # little padding per batch
         dtype = inference_dtype(self.device)
-        batches = range(0, len(order), self.batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="embedding", unit="batch")
-        for b in batches:
+        bar = Progress(len(order), desc="embed", unit="seq", mode=progress)
+        for b in range(0, len(order), self.batch_size):
             rows = order[b : b + self.batch_size]
             batch = self.tokenizer.encode_batch([encoded[i] for i in rows])
             ids = batch["input_ids"].to(self.device)
@@ -258,6 +258,8 @@ class Embedder:
                     rc_concat=self.rc_concat,
                 )
             out[rows] = vectors.float().cpu().numpy()
+            bar.update(len(rows))
+        bar.close()
         return out
 
 

@@ -20,15 +20,30 @@ step instead (for comparison and benchmarks).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from genoseq.tokenizer import A, BOS, G, PAD, T, C
 
-DEFAULT_CHUNK = 8192
+DEFAULT_CHUNK = 8192  # for models whose training window is unknown
 DEFAULT_CONTEXT = 2048
+
+
+def scoring_window(model, chunk_size: int | None = None, context: int | None = None) -> tuple[int, int]:
+    """``(chunk_size, context)`` of :func:`token_log_probs`, the ones not given from ``model``.
+
+    A model trained on windows of W bases (``model.training_config.window_length``, recorded
+    by ``genoseq pretrain``) is scored in windows of W bases, so no position lies beyond what
+    it was trained on, and every scored base sees at least W / 4 earlier ones (the first
+    quarter of each window is context only). Without a recorded window: 8192 and 2048. A
+    default context never exceeds a quarter of the chunk.
+    """
+    window = getattr(getattr(model, "training_config", None), "window_length", None)
+    default_chunk, default_context = (int(window), int(window) // 4) if window else (DEFAULT_CHUNK, DEFAULT_CONTEXT)
+    chunk = default_chunk if chunk_size is None else int(chunk_size)
+    return chunk, (min(default_context, chunk // 4) if context is None else int(context))
 
 
 def _device_of(model, device) -> torch.device:
@@ -58,20 +73,24 @@ def token_log_probs(
     model,
     ids,
     *,
-    chunk_size: int = DEFAULT_CHUNK,
-    context: int = DEFAULT_CONTEXT,
+    chunk_size: int | None = None,
+    context: int | None = None,
     batch_size: int = 4,
     device=None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """``log P(x_t | x_<t)`` for ``t = 1 .. L-1`` of one sequence, as a float32 CPU tensor (L-1,).
 
     ``ids`` is a 1-D tensor / numpy array of token ids (or a string). A pure-Mamba2 model is
     streamed exactly in chunks of ``chunk_size`` tokens; otherwise windows of ``chunk_size``
-    tokens overlap by ``context`` (see the module docstring).
+    tokens overlap by ``context`` (see the module docstring); either left ``None`` comes from
+    :func:`scoring_window`. ``on_progress(n)`` is called
+    after each forward pass with the number of positions it scored (they add up to L-1).
     """
     ids = _as_ids(model, ids)
     if ids.dim() != 1:
         raise ValueError(f"token_log_probs scores one sequence: ids must be 1-D, got shape {tuple(ids.shape)}")
+    chunk_size, context = scoring_window(model, chunk_size, context)
     if chunk_size < 2:
         raise ValueError("chunk_size must be >= 2")
     model.eval()
@@ -87,6 +106,8 @@ def token_log_probs(
             chunk = ids[start:end].to(device)[None]
             logits = model(chunk, cache=cache)[0]
             out[start:end] = _gather_log_probs(logits, ids[start + 1 : end + 1].to(device)).cpu()
+            if on_progress is not None:
+                on_progress(end - start)
         return out
 
     if not 0 <= context < chunk_size:
@@ -106,6 +127,8 @@ def token_log_probs(
         log_probs = _gather_log_probs(model(batch)[:, :-1], batch[:, 1:]).cpu()  # target s+1+j at j
         for row, (s, lo, hi) in enumerate(group):
             out[lo - 1 : hi - 1] = log_probs[row, lo - s - 1 : hi - s - 1]
+        if on_progress is not None:
+            on_progress(sum(hi - lo for _, lo, hi in group))
     return out
 
 

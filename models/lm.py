@@ -47,6 +47,7 @@ class GenoSeqLM(L.LightningModule):
         tokenizer: Tokenizer | dict | None = None,
         rc_augment: bool = False,
         seq_len_warmup: list[tuple[int, int]] | None = None,
+        window_length: int | None = None,
     ) -> None:
         super().__init__()
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
@@ -59,7 +60,8 @@ class GenoSeqLM(L.LightningModule):
                 f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model's vocab_size is "
                 f"{self.config.vocab_size}; raise ModelConfig.vocab_size"
             )
-        self.training_config = TrainingConfig(rc_augment=rc_augment, seq_len_warmup=seq_len_warmup)
+        self.training_config = TrainingConfig(rc_augment=rc_augment, seq_len_warmup=seq_len_warmup,
+                                              window_length=window_length)
         # Plain dicts only: checkpoints then load with weights_only=True and read as YAML.
         self.save_hyperparameters({
             "config": self.config.to_dict(),
@@ -67,6 +69,7 @@ class GenoSeqLM(L.LightningModule):
             "tokenizer": self.tokenizer.to_dict(),
             "rc_augment": self.training_config.rc_augment,
             "seq_len_warmup": self.training_config.seq_len_warmup,
+            "window_length": self.training_config.window_length,
         })
 
         self.backbone = Backbone(self.config)
@@ -186,6 +189,7 @@ class GenoSeqLM(L.LightningModule):
                                      "optim": self.optim.to_dict(),
                                      "rc_augment": self.training_config.rc_augment,
                                      "seq_len_warmup": self.training_config.seq_len_warmup,
+                                     "window_length": self.training_config.window_length,
                                  },
                              })
 
@@ -196,7 +200,8 @@ class GenoSeqLM(L.LightningModule):
         def build(meta: dict, tokenizer: Tokenizer) -> "GenoSeqLM":
             training = meta.get("training", {})
             return cls(ModelConfig.from_dict(meta["model"]), optim=training.get("optim"), tokenizer=tokenizer,
-                       rc_augment=training.get("rc_augment", False), seq_len_warmup=training.get("seq_len_warmup"))
+                       rc_augment=training.get("rc_augment", False), seq_len_warmup=training.get("seq_len_warmup"),
+                       window_length=training.get("window_length"))
 
         return load_released(directory, model_type="GenoSeqLM", format_version=FORMAT_VERSION, build=build,
                              map_location=map_location)

@@ -42,6 +42,7 @@ import numpy as np
 
 from genoseq.errors import InputError
 from genoseq.models.config import ModelConfig, OptimConfig
+from genoseq.progress import ProgressChoice
 from genoseq.tokenizer import Tokenizer
 
 INDEX_FORMAT = "genoseq.align_index"
@@ -147,7 +148,7 @@ def train(
     val_pairs: int = 1024,
     threads: int | None = None,
     accelerator: str = "auto",
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
     seed: int = 0,
     overwrite: bool = False,
     convert_gzip: bool = False,
@@ -185,7 +186,7 @@ def train(
             among all of them when fewer).
         threads: CPU threads for torch (default: torch's choice).
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
-        progress: Show the progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
         seed: Seed for initialisation and read simulation.
         overwrite: Replace an existing encoder in ``out``.
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
@@ -215,7 +216,8 @@ def train(
     import genoseq
     from genoseq.models.read_encoder import EncoderConfig, ReadEncoder
     from genoseq.models.read_encoder_training import ReadEncoderTraining
-    from genoseq.runtime import atomic_output, trainer_precision
+    from genoseq.models.progress import training_callbacks
+    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision
 
     from .align_data import ErrorProfile, FragmentReadDataset, collate_pairs
 
@@ -241,14 +243,16 @@ def train(
     val_set = FragmentReadDataset(ref.as_dict(), val_pairs, fragment_length, read_length, profile, seed=seed + 1_000_003)
     loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = L.Trainer(
-        max_steps=steps, max_epochs=1, max_time=max_time, accelerator=accelerator, devices=1,
-        precision=trainer_precision(accelerator), gradient_clip_val=1.0, logger=CSVLogger(out_dir, name="", version=""),
-        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-        log_every_n_steps=10, num_sanity_val_steps=0, limit_val_batches=0,
-    )
+    callbacks, show_progress = training_callbacks("align train", progress)
+    with quiet_lightning():  # no hardware lines or tips at construction
+        trainer = L.Trainer(
+            max_steps=steps, max_epochs=1, max_time=max_time, accelerator=accelerator, devices=1,
+            precision=trainer_precision(accelerator), gradient_clip_val=1.0, logger=CSVLogger(out_dir, name="", version=""),
+            enable_checkpointing=False, enable_progress_bar=show_progress, enable_model_summary=False, callbacks=callbacks,
+            log_every_n_steps=10, num_sanity_val_steps=0, limit_val_batches=0,
+        )
     started = time.time()
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer.fit(ReadEncoderTraining(encoder), train_dataloaders=loader)
     seconds = time.time() - started
     train_loss = trainer.callback_metrics.get("train/loss")
@@ -302,7 +306,7 @@ def index(
     batch_size: int = 256,
     threads: int | None = None,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
     overwrite: bool = False,
     convert_gzip: bool = False,
 ) -> dict:
@@ -320,16 +324,16 @@ def index(
         batch_size: Fragments per embedding batch.
         threads: CPU threads for torch and faiss (default: their choice).
         device: ``auto``, ``cpu``, ``cuda``...
-        progress: Show a progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
         overwrite: Replace an existing index in ``out``.
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
     """
     import faiss
     import torch
-    from tqdm import tqdm
 
     import genoseq
     from genoseq.models.read_encoder import ReadEncoder
+    from genoseq.progress import Progress
     from genoseq.runtime import resolve_device
     from genoseq.tokenizer import Tokenizer
 
@@ -365,7 +369,7 @@ def index(
     # entry 2i is fragment i's forward strand, 2i + 1 its reverse complement
     vectors = np.zeros((n_entries, encoder.embed_dim), dtype=np.float32)
     started = time.time()
-    bar = tqdm(total=n_frag, desc="embed fragments", unit="frag", disable=not progress)
+    bar = Progress(n_frag, desc="align index", unit="frag", mode=progress)
     chunk = max(1, batch_size * 8)
     for first in range(0, n_frag, chunk):
         rows = range(first, min(first + chunk, n_frag))
@@ -853,7 +857,7 @@ def map_reads(
     batch_size: int = 1024,
     threads: int = 1,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Map reads: embed, search the top-k fragments, align with edlib, write SAM/BAM.
 
@@ -873,16 +877,16 @@ def map_reads(
         batch_size: Reads per embedding and search batch.
         threads: Processes for alignment (and torch/faiss threads).
         device: ``auto``, ``cpu``, ``cuda``... for the encoder.
-        progress: Show a progress bar with reads/s.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
     """
     import multiprocessing as mp
 
     import faiss
     import pysam
     import torch
-    from tqdm import tqdm
 
     import genoseq
+    from genoseq.progress import Progress
     from genoseq.runtime import atomic_path
 
     out_path = Path(out)
@@ -910,7 +914,7 @@ def map_reads(
     jobs = ((batch, aligner.encode(batch, path=str(reads))) for batch in _batches(iter_reads(reads), batch_size))
 
     started = time.time()
-    bar = tqdm(desc="map", unit="read", disable=not progress)
+    bar = Progress(desc="align map", unit="read", mode=progress)
     with atomic_path(out_path) as tmp:
         unsorted = tmp.with_name(tmp.name + ".unsorted.bam") if as_bam else tmp
         with pysam.AlignmentFile(str(unsorted), "wb" if as_bam else "wh", header=header) as writer:
@@ -1130,17 +1134,3 @@ def _coerce(cls, value):
     if isinstance(value, dict):
         return cls(**value)
     raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
-
-
-class _quiet_lightning:
-    """Silence Lightning's info lines (GPU available, ...) around ``fit``; progress bars stay."""
-
-    def __enter__(self):
-        import logging
-
-        self.logger = logging.getLogger("lightning.pytorch")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.WARNING)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from genoseq.errors import InputError
+from genoseq.progress import ProgressChoice
 
 TRAINING_FILE = "training.json"
 
@@ -99,27 +100,31 @@ def _fit_finetune(lm, datamodule, *, pooling, layer, rc_average, rc_concat, max_
     from lightning.pytorch.callbacks import EarlyStopping
 
     from genoseq.models.classifier import SequenceClassifier
-    from genoseq.runtime import trainer_precision
+    from genoseq.models.progress import training_callbacks
+    from genoseq.runtime import quiet_lightning, trainer_precision
 
     clf = SequenceClassifier(lm, datamodule.classes, pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat,
                              max_length=max_length, lr=lr, weight_decay=weight_decay)
     mode = "min" if monitor == "val/loss" else "max"
     clf.train()  # from_pretrained returns the backbone in eval mode
     best = _BestWeights(monitor, mode)
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=1,
-        precision=trainer_precision(accelerator, precision),
-        callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=patience), best],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        default_root_dir=str(work_dir),
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(clf, datamodule=datamodule)
+    progress_callbacks, show_progress = training_callbacks("classify fit", progress)
+    with quiet_lightning():  # no hardware lines or tips at construction
+        trainer = L.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=1,
+            precision=trainer_precision(accelerator, precision),
+            callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=patience), best, *progress_callbacks],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=show_progress,
+            enable_model_summary=False,
+            default_root_dir=str(work_dir),
+            num_sanity_val_steps=0,
+        )
+    with quiet_lightning():
+        trainer.fit(clf, datamodule=datamodule)
     if best.state is not None:
         clf.load_state_dict(best.state)
     info = {"best_epoch": best.best_epoch, f"best_{monitor.replace('/', '_')}": best.best,
@@ -153,7 +158,7 @@ def fit(
     precision: str | None = None,
     device: str = "auto",
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Train a sequence classifier on a language model: fine-tuning, or a frozen probe.
 
@@ -202,7 +207,7 @@ def fit(
         precision: Lightning precision (default: bf16-mixed on a capable GPU, else 32-true).
         device: Device for embedding with ``--frozen``: ``auto``, ``cpu``, ``cuda:1``, ...
         seed: Seed for initialisation, the validation split, shuffling and strands.
-        progress: Show progress bars.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         The training summary also written to ``<out>/training.json``.
@@ -319,7 +324,7 @@ def predict(
     sequence_column: str = "sequence",
     label_column: str = "label",
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Predict classes: a TSV with name, label (when known), predicted label and p_<class> columns.
 
@@ -333,7 +338,7 @@ def predict(
         sequence_column: Sequence column of a table.
         label_column: Label column of a table.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
-        progress: Show a progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         A summary: number of sequences, classes, output path.
@@ -414,7 +419,7 @@ def evaluate(
     sequence_column: str = "sequence",
     label_column: str = "label",
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Evaluate a classifier on labelled data: metrics.json, predictions, confusion matrix, ROC plot.
 
@@ -428,7 +433,7 @@ def evaluate(
         sequence_column: Sequence column of a table.
         label_column: Label column of a table.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
-        progress: Show a progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         The metrics also written to ``metrics.json``.

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from genoseq.progress import ProgressChoice
 from genoseq.tables import SequenceInputs, read_sequences
 
 
@@ -51,7 +52,7 @@ def embed(
     label_column: str = "label",
     name_column: str = "name",
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Embed sequences with a language model and write them to HDF5.
 
@@ -79,7 +80,7 @@ def embed(
         label_column: Label column of a table (optional).
         name_column: Name column of a table (optional; default names are row numbers).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
-        progress: Show a progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         A summary: number of sequences, dimension, output path, seconds.

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from genoseq.errors import InputError
+from genoseq.progress import ProgressChoice
 
 TRAINING_SEQUENCES = "training_sequences.tsv.gz"
 METRICS_FILE = "metrics.json"
@@ -101,7 +102,7 @@ def fit(
     accelerator: str = "auto",
     precision: str | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
     overwrite: bool = False,
 ) -> dict:
     """Fine-tune a pretrained language model for conditional generation (one token per label).
@@ -132,7 +133,7 @@ def fit(
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         precision: Lightning precision (default: bf16-mixed on a capable GPU, else 32-true).
         seed: Seed for the validation split, batch order and initialisation.
-        progress: Show Lightning's progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
         overwrite: Replace an existing model in ``out``.
 
     Returns:
@@ -152,7 +153,8 @@ def fit(
     from genoseq.models.conditional import add_condition_labels
     from genoseq.models.config import OptimConfig, TrainingConfig
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.runtime import atomic_output, trainer_precision
+    from genoseq.models.progress import training_callbacks
+    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision
     from genoseq.tables import read_labelled
 
     started = time.perf_counter()
@@ -173,7 +175,7 @@ def fit(
     lm = GenoSeqLM.from_pretrained(model)
     pretrained_vocab = lm.config.vocab_size
     condition_ids = add_condition_labels(lm, labels)
-    lm.training_config = TrainingConfig()  # whole-batch RC would move the condition token; no length warmup
+    lm.training_config = TrainingConfig(window_length=lm.training_config.window_length)  # whole-batch RC would move the condition token; no length warmup
     lm.optim = OptimConfig(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
     lm.hparams.update(optim=lm.optim.to_dict(), rc_augment=False, seq_len_warmup=None)
 
@@ -194,23 +196,28 @@ def fit(
 
     with tempfile.TemporaryDirectory(prefix=".checkpoints-", dir=out_dir) as ckpt_dir:
         best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
-        trainer = L.Trainer(
-            default_root_dir=out_dir, max_epochs=max_epochs, max_steps=max_steps,
-            val_check_interval=val_check_interval, accelerator=accelerator, devices=1,
-            precision=trainer_precision(accelerator, precision), gradient_clip_val=1.0,
-            enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
-            logger=CSVLogger(out_dir, name="logs", version=""), num_sanity_val_steps=0,
-            # strict=False: a run cut short by max_steps before its first validation is not an error
-            callbacks=[best, EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False)],
-        )
-        before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
-        trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode
+        progress_callbacks, show_progress = training_callbacks("generate fit", progress)
+        with quiet_lightning():  # no hardware lines or tips at construction
+            trainer = L.Trainer(
+                default_root_dir=out_dir, max_epochs=max_epochs, max_steps=max_steps,
+                val_check_interval=val_check_interval, accelerator=accelerator, devices=1,
+                precision=trainer_precision(accelerator, precision), gradient_clip_val=1.0,
+                enable_progress_bar=show_progress, enable_model_summary=False, log_every_n_steps=10,
+                logger=CSVLogger(out_dir, name="logs", version=""), num_sanity_val_steps=0,
+                # strict=False: a run cut short by max_steps before its first validation is not an error
+                callbacks=[best, EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False),
+                           *progress_callbacks],
+            )
+        with quiet_lightning():
+            before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
+            trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             lm.load_state_dict(state)
             best_score = float(best.best_model_score) / math.log(2)
         else:  # stopped before any validation: keep the last weights and measure them
-            best_score = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
+            with quiet_lightning():
+                best_score = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
     lm = lm.cpu().eval()
     counts = Counter(conditions)
     metrics = {
@@ -298,6 +305,7 @@ def sample(
     refine_span: int = 10,
     reference: str | None = None,
     report: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Sample designs (optionally conditioned, constrained and oracle-selected) into FASTA.
 
@@ -338,6 +346,7 @@ def sample(
             k-mer divergence (default: the model's ``training_sequences.tsv.gz``), rows of the
             ``condition`` label only.
         report: Write the TSV / JSON / PNG report beside the FASTA.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         The run summary (as in the JSON report) with the designs under ``sequences``.
@@ -348,6 +357,7 @@ def sample(
     from genoseq.design import ConstraintMasker, DesignConstraints, to_base_indices
     from genoseq.models.conditional import sample_constrained
     from genoseq.models.lm import GenoSeqLM
+    from genoseq.progress import Progress
     from genoseq.runtime import atomic_output, resolve_device
     from genoseq.tokenizer import BOS
 
@@ -411,9 +421,11 @@ def sample(
     accepted: list[str] = []
     rejected: Counter = Counter()
     attempts = 0
+    bar = Progress(needed, desc="generate sample", unit="design", mode=progress)
     while len(accepted) < needed and attempts < budget:
         rate = max(len(accepted) / attempts, 0.05) if attempts else 1.0
         n = min(batch_size, budget - attempts, math.ceil((needed - len(accepted)) / rate))
+        before = len(accepted)
         for seq in draw(n):
             why = constraints.violations(seq)
             if why:
@@ -422,6 +434,9 @@ def sample(
             elif len(accepted) < needed:
                 accepted.append(seq)
         attempts += n
+        bar.set_fields(attempts=attempts)
+        bar.update(len(accepted) - before)
+    bar.close()
     if not accepted:
         raise InputError(f"no design met the constraints in {attempts} attempts ({dict(rejected)}); "
                          "relax them or raise --max_attempts")

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from genoseq.progress import ProgressChoice
+
 
 def prepare(
     fasta: list[str] | str | None = None,
@@ -20,7 +22,7 @@ def prepare(
     chunk_size: int = 65536,
     convert_gzip: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Tokenise FASTA genomes into an HDF5 token store for fast window streaming.
 
@@ -40,7 +42,7 @@ def prepare(
         convert_gzip: Recompress plain-gzip FASTA files to bgzip (next to the input) instead of
             refusing them.
         overwrite: Replace an existing store at ``out``.
-        progress: Show a progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         The summary that is also written to ``<out>.json``.

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from genoseq.models.config import ModelConfig, OptimConfig
+from genoseq.progress import ProgressChoice
 
 
 def _default_model() -> ModelConfig:
@@ -82,7 +83,7 @@ class TrainerConfig:
         gradient_clip_val: Clip the gradient norm to this value (0 disables).
         accumulate_grad_batches: Batches per optimiser step.
         log_every_n_steps: Logging interval.
-        enable_progress_bar: Show Lightning's progress bar.
+        enable_progress_bar: Show progress at all (``false`` is ``--progress none``).
     """
 
     max_steps: int = 300
@@ -113,6 +114,7 @@ def pretrain(
     overwrite: bool = False,
     convert_gzip: bool = False,
     seed: int = 0,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Pretrain a DNA language model; write the run folder (checkpoints, released model, metrics).
 
@@ -132,6 +134,8 @@ def pretrain(
         overwrite: Start afresh even if ``out`` already holds a run.
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
         seed: Seed for initialisation and window sampling.
+        progress: ``bar`` (a live bar), ``lines`` (a plain line every 30 s and at each
+            validation, for log files), ``none``, or ``auto``: a bar on a terminal, else lines.
     """
     model = _coerce(ModelConfig, model)
     optim = _coerce(OptimConfig, optim)
@@ -145,7 +149,8 @@ def pretrain(
     import genoseq
     from genoseq.datamodules import GenomeWindowDataModule
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.runtime import atomic_output, trainer_precision
+    from genoseq.models.progress import training_callbacks
+    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision
 
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
@@ -178,7 +183,7 @@ def pretrain(
         seed=seed,
         convert_gzip=convert_gzip,
     )
-    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup)
+    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.length)
 
     with atomic_output(run_dir / "config.yaml") as fh:
         _write_yaml(fh, {
@@ -193,35 +198,45 @@ def pretrain(
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=trainer.val_check_interval),
         LearningRateMonitor(logging_interval="step"),
     ]
-    fit = L.Trainer(
-        default_root_dir=run_dir,
-        max_steps=trainer.max_steps,
-        max_epochs=-1,
-        max_time=trainer.max_time,
-        val_check_interval=trainer.val_check_interval,
-        check_val_every_n_epoch=None,
-        limit_val_batches=trainer.limit_val_batches if has_val else 0,
-        accelerator=trainer.accelerator,
-        devices=trainer.devices,
-        strategy=trainer.strategy,
-        num_nodes=trainer.num_nodes,
-        precision=trainer_precision(trainer.accelerator, trainer.precision),
-        gradient_clip_val=trainer.gradient_clip_val or None,
-        accumulate_grad_batches=trainer.accumulate_grad_batches,
-        log_every_n_steps=trainer.log_every_n_steps,
-        enable_progress_bar=trainer.enable_progress_bar,
-        logger=CSVLogger(run_dir, name="", version=""),
-        callbacks=callbacks,
-        num_sanity_val_steps=0,
-    )
+    progress_callbacks, show_progress = training_callbacks("pretrain", progress if trainer.enable_progress_bar else "none")
+    callbacks += progress_callbacks
+    with quiet_lightning():  # no hardware lines or tips at construction
+        fit = L.Trainer(
+            default_root_dir=run_dir,
+            max_steps=trainer.max_steps,
+            max_epochs=-1,
+            max_time=trainer.max_time,
+            val_check_interval=trainer.val_check_interval,
+            check_val_every_n_epoch=None,
+            limit_val_batches=trainer.limit_val_batches if has_val else 0,
+            accelerator=trainer.accelerator,
+            devices=trainer.devices,
+            strategy=trainer.strategy,
+            num_nodes=trainer.num_nodes,
+            precision=trainer_precision(trainer.accelerator, trainer.precision),
+            gradient_clip_val=trainer.gradient_clip_val or None,
+            accumulate_grad_batches=trainer.accumulate_grad_batches,
+            log_every_n_steps=trainer.log_every_n_steps,
+            enable_progress_bar=show_progress,
+            enable_model_summary=False,
+            logger=CSVLogger(run_dir, name="", version=""),
+            callbacks=callbacks,
+            num_sanity_val_steps=0,
+        )
+    if fit.is_global_zero:
+        n_params = sum(p.numel() for p in lm.parameters())
+        print(f"genoseq pretrain: {model.pattern} x{model.n_repeats}, d_model {model.d_model}, {n_params / 1e6:.2f} M parameters; "
+              f"{trainer.max_steps} steps of {window.batch_size} x {window.length} bases -> {run_dir}", flush=True)
     started = time.time()
-    fit.fit(lm, datamodule=datamodule, ckpt_path=str(last_ckpt) if resume else None)
+    with quiet_lightning():
+        fit.fit(lm, datamodule=datamodule, ckpt_path=str(last_ckpt) if resume else None)
     train_seconds = time.time() - started
     train_bpb = _metric(fit, "train/bits_per_base")  # read before validate() replaces the metrics
 
     final_val = None
     if has_val:
-        results = fit.validate(lm, datamodule=datamodule, verbose=False)
+        with quiet_lightning():
+            results = fit.validate(lm, datamodule=datamodule, verbose=False)
         final_val = float(results[0]["val/bits_per_base"]) if results else None
 
     if fit.is_global_zero:

@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from genoseq.progress import ProgressChoice
+
 COLUMNS = ("name", "length", "scored_bases", "log_likelihood", "bits_per_base")
 
 
@@ -42,12 +44,12 @@ def score(
     model: str,
     fasta: str,
     out: str = "scores.tsv",
-    chunk_size: int = 8192,
-    context: int = 2048,
+    chunk_size: int | None = None,
+    context: int | None = None,
     batch_size: int = 4,
     device: str = "auto",
     convert_gzip: bool = False,
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Score every record of a FASTA file with a pretrained model.
 
@@ -58,35 +60,36 @@ def score(
         model: Model folder (``RUN_DIR/model`` from ``genoseq pretrain``).
         fasta: FASTA file (plain or bgzip).
         out: Output TSV.
-        chunk_size: Tokens per forward pass.
-        context: Minimum context of every scored base, for models with attention or Hyena layers.
+        chunk_size: Tokens per forward pass (default: the model's training window, else 8192).
+        context: Minimum context of every scored base, for models with attention or Hyena layers
+            (default: a quarter of the window, else 2048).
         batch_size: Windows per forward pass.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
         convert_gzip: Convert a plain-gzip FASTA to bgzip instead of refusing it.
-        progress: Show a progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from genoseq.genome import open_genome
-    from genoseq.models.inference import token_log_probs
+    from genoseq.models.inference import scoring_window, token_log_probs
     from genoseq.models.lm import GenoSeqLM
+    from genoseq.progress import Progress
     from genoseq.runtime import atomic_output, resolve_device
 
     dev = resolve_device(device)
     lm = GenoSeqLM.from_pretrained(model, map_location=dev)
+    chunk_size, context = scoring_window(lm, chunk_size, context)
     genome = open_genome(fasta, convert_gzip=convert_gzip)
     rows = []
-    with tqdm(total=sum(genome.contigs.values()), unit="bp", unit_scale=True, disable=not progress,
-              desc="genoseq score") as bar:
+    with Progress(sum(genome.contigs.values()), desc="score", unit="bp", mode=progress) as bar:
         for name, length in genome.contigs.items():
             ids = torch.from_numpy(genome.fetch(name, 0, length).astype("int64"))
             log_probs = token_log_probs(lm, ids, chunk_size=chunk_size, context=context,
-                                        batch_size=batch_size, device=dev)
+                                        batch_size=batch_size, device=dev, on_progress=bar.update)
+            bar.update(length - len(log_probs))  # the first base of a record is not scored
             ll, n = summarize_log_probs(ids, log_probs)
             rows.append({"name": name, "length": length, "scored_bases": n, "log_likelihood": ll,
                          "bits_per_base": bits_per_base(ll, n)})
-            bar.update(length)
     genome.close()
 
     total_n = sum(r["scored_bases"] for r in rows)

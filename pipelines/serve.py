@@ -39,8 +39,8 @@ def serve(
     api_key_file: str | None = None,
     no_auth: bool = False,
     device: str = "auto",
-    chunk_size: int = 8192,
-    context: int = 2048,
+    chunk_size: int | None = None,
+    context: int | None = None,
     max_sequence_length: int = 100_000,
     max_sequences: int = 64,
     max_reads: int = 512,
@@ -73,8 +73,10 @@ def serve(
         api_key_file: File whose first line is the API key.
         no_auth: Serve without a key on a non-loopback host.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
-        chunk_size: Tokens per forward pass for long sequences (as ``genoseq score``).
-        context: Minimum context of every scored base (as ``genoseq score``).
+        chunk_size: Tokens per forward pass for long sequences (as ``genoseq score``; default:
+            the model's training window).
+        context: Minimum context of every scored base (as ``genoseq score``; default: a
+            quarter of the window).
         max_sequence_length: Longest sequence accepted (bases).
         max_sequences: Most sequences per request.
         max_reads: Most reads per /v1/align request.

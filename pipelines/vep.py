@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Literal
 import numpy as np
 
 from genoseq.errors import InputError
+from genoseq.progress import ProgressChoice
 
 if TYPE_CHECKING:  # pragma: no cover
     # Only light imports here: jsonargparse executes this block when it builds the CLI parser,
@@ -295,21 +296,15 @@ class VariantEffectScorer:
             ))
         return effects
 
-    def score(self, variants: Iterable[Variant], progress: bool = False) -> list[VariantEffect]:
-        """One :class:`VariantEffect` per variant, in order."""
-        variants = list(variants)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+    def score(self, variants: Iterable[Variant], progress: bool | str = False) -> list[VariantEffect]:
+        """One :class:`VariantEffect` per variant, in order (``progress`` as in :mod:`genoseq.progress`)."""
+        from genoseq.progress import Progress
 
-            bar = tqdm(total=len(variants), desc="scoring variants", unit="variant")
-        try:
+        variants = list(variants)
+        with Progress(len(variants), desc="vep", unit="variant", mode=progress) as bar:
             effects: list[VariantEffect] = []
             for i in range(0, len(variants), self.chunk_size):
                 effects.extend(self._score_chunk(variants[i : i + self.chunk_size], bar))
-        finally:
-            if bar is not None:
-                bar.close()
         return effects
 
     def score_variant(self, chrom: str, pos: int, ref: str, alt: str) -> VariantEffect:
@@ -457,7 +452,7 @@ def vep(
     device: str = "auto",
     bf16: bool = False,
     convert_gzip: bool = False,
-    progress: bool = True,
+    progress: bool | ProgressChoice = "auto",
 ) -> dict:
     """Score the variants of a VCF with a DNA language model (zero-shot log-likelihood ratio).
 
@@ -482,7 +477,7 @@ def vep(
         bf16: bf16 autocast on a GPU (faster, noisier LLRs).
         convert_gzip: Recompress a plain-gzip reference FASTA to bgzip (next to it) instead of
             refusing it.
-        progress: Show a progress bar.
+        progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         The summary: counts per status, windows scored, cache hits, seconds.

@@ -79,7 +79,7 @@ async def generate(body: GenerateRequest, request: Request,
                 max_homopolymer=body.max_homopolymer, max_attempts=body.max_attempts,
                 oracle=service.settings.classifier if body.oracle else None, oracle_class=body.oracle_class,
                 select=body.select, oversample=body.oversample, refine_rounds=body.refine_rounds,
-                refine_span=body.refine_span, report=False,
+                refine_span=body.refine_span, report=False, progress="none",
             )
             # The oracle's probability of each design is in its FASTA header (rounded to 4 places).
             oracle_p = [json.loads(record.description).get("p_oracle") for record in iter_fasta(fasta)]

@@ -35,12 +35,15 @@ def _describe(path: str, module, model_type: str, config: dict, **extra) -> Load
 
 @models_router.get("/models", response_model=ModelsInfo, summary="The loaded models, their configs and the limits")
 async def models(service: Service) -> ModelsInfo:
+    from genoseq.models.inference import scoring_window
+
     s = service.settings
     lm = service.lm
+    chunk_size, context = scoring_window(lm, s.chunk_size, s.context)
     info = ModelsInfo(
         device=str(service.device),
         model=_describe(s.model, lm, "GenoSeqLM", lm.config.to_dict(), conditions=list(lm.tokenizer.condition_labels)),
-        scoring={"chunk_size": s.chunk_size, "context": s.context, "recurrent": lm.is_recurrent,
+        scoring={"chunk_size": chunk_size, "context": context, "recurrent": lm.is_recurrent,
                  "batches": service.batcher.batches, "batched_rows": service.batcher.batched_rows},
         limits=s.limits.__dict__.copy(),
     )
