@@ -68,15 +68,18 @@ def causal_conv1d_reference(
         seg_padded = torch.cat([seg[:, :1].expand(batch, width - 1), seg], dim=1)
 
     acc = accumulation_dtype(x)
-    y = x.new_zeros(batch, L, dim, dtype=acc)
-    if bias is not None:
-        y = y + bias.to(acc)
     w = weight.to(acc)
-    for k in range(width):
-        tap = padded[:, k : k + L].to(acc)  # x[t - (K-1) + k]
-        if seg is not None:
+    if seg is None:  # one sequence per row: a depthwise conv1d over the padded input
+        y = F.conv1d(padded.to(acc).transpose(1, 2), w[:, None, :], None if bias is None else bias.to(acc), groups=dim)
+        y = y.transpose(1, 2)
+    else:  # packed rows: tap by tap, each masked to the output's own sequence
+        y = x.new_zeros(batch, L, dim, dtype=acc)
+        if bias is not None:
+            y = y + bias.to(acc)
+        for k in range(width):
+            tap = padded[:, k : k + L].to(acc)  # x[t - (K-1) + k]
             tap = tap * (seg_padded[:, k : k + L] == seg)[..., None]
-        y = y + tap * w[:, k]
+            y = y + tap * w[:, k]
     y = _activate(y, activation).to(x.dtype)
 
     final_state = final_conv_state(x, initial_state, seg, width) if return_final_state else None
