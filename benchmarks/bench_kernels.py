@@ -15,6 +15,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -74,11 +75,38 @@ def conv_inputs(length: int, device: torch.device, dtype: torch.dtype, dim=2048,
     }
 
 
+def _import_mamba_ssd():
+    """``mamba_chunk_scan_combined`` from an installed mamba_ssm, or from its source folder in
+    ``$GENOSEQ_MAMBA_SSM_SRC`` (a package stub skips ``mamba_ssm/__init__``, which imports the
+    compiled CUDA extension; the Triton SSD needs none of it)."""
+    import os
+    import sys
+    import types
+
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        return mamba_chunk_scan_combined
+    except ImportError:
+        src = os.environ.get("GENOSEQ_MAMBA_SSM_SRC")
+        if not src:
+            raise
+        for name in list(sys.modules):
+            if name == "mamba_ssm" or name.startswith("mamba_ssm."):
+                del sys.modules[name]
+        stub = types.ModuleType("mamba_ssm")
+        stub.__path__ = [str(Path(src) / "mamba_ssm")]
+        sys.modules["mamba_ssm"] = stub
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        return mamba_chunk_scan_combined
+
+
 def _mamba_ssm_ops() -> dict[str, Callable[..., object]]:
     """mamba_ssm's fused SSD and the causal-conv1d package's conv, where installed."""
     ops = {}
     try:
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+        mamba_chunk_scan_combined = _import_mamba_ssd()
 
         def mamba_ssd(x, dt, A, B, C, D, z):
             return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=64, D=D, z=z)
@@ -140,6 +168,7 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "note": None if on_cuda else "no CUDA: reference only (the Triton interpreter is for tests, not speed)",
+        "external_kernels": sorted(external) or "none importable (mamba_ssm, causal_conv1d)",
         "results": results,
     }
     print(json.dumps(report, indent=2))

@@ -98,14 +98,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_train(device, lengths, d_model, repeats) -> list[dict]:
+def bench_train(device, lengths, d_model, repeats, recipe: str | None = None) -> list[dict]:
+    """One training step at batch 1 per block type and length; with ``recipe`` (a pretraining
+    YAML) also the recipe's own model at its own batch and window length."""
     results = []
-    for name, pattern in PATTERNS.items():
-        model = make_model(pattern, d_model, device).train()
+    cases = [(name, make_model(pattern, d_model, device), lengths, 1) for name, pattern in PATTERNS.items()]
+    if recipe:
+        import yaml
+
+        config = yaml.safe_load(Path(recipe).read_text())
+        window = config.get("window", {})
+        model = GenoSeqLM(ModelConfig(**config["model"]), OptimConfig(warmup_steps=1, total_steps=100)).to(device)
+        cases.append(("recipe", model, [int(window.get("length", 1024))], int(window.get("batch_size", 8))))
+    for name, model, case_lengths, batch in cases:
+        pattern = model.config.pattern
+        model = model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-        for L in lengths:
-            ids = torch.randint(5, 9, (1, L), device=device)
+        for L in case_lengths:
+            ids = torch.randint(5, 9, (batch, L), device=device)
 
             def step():
                 with autocast:
@@ -123,7 +134,8 @@ def bench_train(device, lengths, d_model, repeats) -> list[dict]:
                         step()
                     sync(device)
                     seconds = (time.perf_counter() - t0) / repeats
-                results.append({"block": name, "pattern": pattern, "length": L, "tokens_per_s": round(L / seconds, 1),
+                results.append({"block": name, "pattern": pattern, "length": L, "batch": batch,
+                                "tokens_per_s": round(batch * L / seconds, 1),
                                 "step_s": round(seconds, 4), "peak_mem_mb": round(mem.peak / 2**20, 1)})
             except (RuntimeError, MemoryError) as err:  # out of memory at the longest lengths
                 results.append({"block": name, "pattern": pattern, "length": L, "error": str(err).splitlines()[0][:200]})
@@ -187,6 +199,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--recipe", default=None, help="also time a training step of this pretraining recipe (YAML)")
+    parser.add_argument("--only", choices=["train", "score", "generate"], default=None, help="run one section")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,10 +219,13 @@ def main() -> None:
         "quick": args.quick,
         "memory": "torch.cuda.max_memory_allocated above the start" if device.type == "cuda" else
                   "rise of the process RSS during the measurement, after malloc_trim of the free heap",
-        "train": bench_train(device, train_lengths, args.d_model, repeats),
-        "score": bench_score(device, score_lengths, args.d_model, chunk_size=8192, context=2048),
-        "generate": bench_generate(device, args.d_model, prompt_len=256, new_tokens=new_tokens),
     }
+    if args.only in (None, "train"):
+        report["train"] = bench_train(device, train_lengths, args.d_model, repeats, args.recipe)
+    if args.only in (None, "score"):
+        report["score"] = bench_score(device, score_lengths, args.d_model, chunk_size=8192, context=2048)
+    if args.only in (None, "generate"):
+        report["generate"] = bench_generate(device, args.d_model, prompt_len=256, new_tokens=new_tokens)
     print(json.dumps(report, indent=2))
 
 
