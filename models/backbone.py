@@ -32,6 +32,12 @@ class InferenceCache:
     max_len: int | None
     offset: int = 0
 
+    def select(self, rows) -> "InferenceCache":
+        """A cache whose row ``j`` continues row ``rows[j]`` of this one: one shared prefix,
+        run once, then continued several ways (e.g. a reference and an alternative allele)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return InferenceCache([layer.select(rows) for layer in self.layers], self.max_len, self.offset)
+
 
 class Backbone(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:

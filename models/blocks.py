@@ -122,11 +122,19 @@ def _reset_conv(weight: nn.Parameter, bias: nn.Parameter) -> None:
 
 
 # ----------------------------------------------------------------------------- attention
+def _rows(t: torch.Tensor | None, rows: torch.Tensor, dim: int = 0) -> torch.Tensor | None:
+    return None if t is None else t.index_select(dim, rows.to(t.device))
+
+
 @dataclass
 class AttentionCache:
     max_len: int
     k: torch.Tensor | None = None  # (B, H_kv, max_len, d)
     v: torch.Tensor | None = None
+
+    def select(self, rows: torch.Tensor) -> "AttentionCache":
+        """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one."""
+        return AttentionCache(self.max_len, _rows(self.k, rows), _rows(self.v, rows))
 
 
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
@@ -208,6 +216,10 @@ class Attention(nn.Module):
 class MambaCache:
     conv_state: torch.Tensor | None = None  # (B, conv channels, K-1)
     ssm_state: torch.Tensor | None = None  # (B, H, P, N), float32
+
+    def select(self, rows: torch.Tensor) -> "MambaCache":
+        """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one."""
+        return MambaCache(_rows(self.conv_state, rows), _rows(self.ssm_state, rows))
 
 
 class Mamba2(nn.Module):
@@ -380,6 +392,10 @@ class HyenaCache:
     conv_state: torch.Tensor | None = None  # (B, (order+1) D, K-1)
     inputs: torch.Tensor | None = None  # (order-1, B, max_len, D): inputs of each long conv
     filters: torch.Tensor | None = None  # (order-1, max_len, D), float32, time-reversed
+
+    def select(self, rows: torch.Tensor) -> "HyenaCache":
+        """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one (filters shared)."""
+        return HyenaCache(self.max_len, _rows(self.conv_state, rows), _rows(self.inputs, rows, dim=1), self.filters)
 
 
 class Hyena(nn.Module):

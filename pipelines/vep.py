@@ -219,30 +219,46 @@ class VariantEffectScorer:
 
     # ------------------------------------------------------------------ scoring
     def _log_likelihoods(self, windows: list[np.ndarray], offsets: list[int]) -> np.ndarray:
-        """Sum of log P(x_t | x_<t) over t >= max(offset, 1) for each window (float64)."""
+        """Sum of log P(x_t | x_<t) over t >= max(offset, 1) for each window (float64).
+
+        Windows of one length whose first ``p = max(offset, 1)`` tokens agree (a reference
+        window and its alternative alleles, on one strand) are a family: the shared prefix runs
+        once, through the inference cache, and each member continues from it with its own
+        tokens. For a causal model this is the same computation as a full pass per window, with
+        the prefix done once (a SNV in a 256-base window: 384 positions instead of 512).
+        """
         import torch
 
-        from genoseq.tokenizer import PAD
+        p_first = [max(int(o), 1) for o in offsets]
+        families: dict[tuple, list[int]] = {}
+        for j, (w, p) in enumerate(zip(windows, p_first)):
+            families.setdefault((len(w), p, w[:p].tobytes()), []).append(j)
+        by_shape: dict[tuple[int, int], list[list[int]]] = {}
+        for (length, p, _), members in families.items():
+            by_shape.setdefault((length, p), []).append(members)
 
-        lengths = np.array([len(w) for w in windows])
         out = np.zeros(len(windows), dtype=np.float64)
-        order = np.argsort(-lengths, kind="stable")
-        for b in range(0, len(order), self.batch_size):
-            rows = order[b : b + self.batch_size]
-            width = int(lengths[rows].max())
-            batch = np.full((len(rows), width), PAD, dtype=np.int64)
-            first = np.zeros((len(rows), 1), dtype=np.int64)
-            for k, row in enumerate(rows):
-                batch[k, : lengths[row]] = windows[row]
-                first[k, 0] = max(offsets[row], 1)
-            ids = torch.from_numpy(batch).to(self.device)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model(ids)[:, :-1]
-            log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-            targets = torch.arange(1, width, device=self.device)[None, :]  # position of each target
-            counted = (targets >= torch.from_numpy(first).to(self.device)) & self.tokenizer.is_base(ids[:, 1:])
-            out[rows] = (log_probs * counted).sum(1).double().cpu().numpy()
-            self.windows_scored += len(rows)
+        per_pass = max(1, self.batch_size // 2)  # families per pass; their members fill the batch
+        for (length, p), shape_families in by_shape.items():
+            if p >= length:  # nothing is scored after the prefix
+                continue
+            for b in range(0, len(shape_families), per_pass):
+                group = shape_families[b : b + per_pass]
+                members = [j for family in group for j in family]
+                owner = torch.tensor([f for f, family in enumerate(group) for _ in family])
+                prefix = torch.from_numpy(np.stack([windows[family[0]][:p] for family in group]).astype(np.int64))
+                rest = torch.from_numpy(np.stack([windows[j][p : length - 1] for j in members]).astype(np.int64))
+                targets = torch.from_numpy(np.stack([windows[j][p:] for j in members]).astype(np.int64)).to(self.device)
+                with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    cache = self.model.new_cache(max_len=length)
+                    logits = self.model(prefix.to(self.device), cache=cache)[:, -1:][owner.to(self.device)]  # predicts x_p
+                    if rest.shape[1]:
+                        cache = cache.select(owner)
+                        logits = torch.cat([logits, self.model(rest.to(self.device), cache=cache)], dim=1)
+                log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+                counted = self.tokenizer.is_base(targets)
+                out[members] = (log_probs * counted).sum(1).double().cpu().numpy()
+                self.windows_scored += len(members)
         return out
 
     def _lookup(self, key: tuple) -> float | None:

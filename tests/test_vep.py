@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from genoseq.cli import main
+from genoseq.models import GenoSeqLM, ModelConfig
 from genoseq.pipelines.vep import Variant, VariantEffectScorer, vep, window_bounds
 from genoseq.tokenizer import Tokenizer
 
@@ -211,10 +212,12 @@ def test_shared_windows_are_scored_once(model, reference):
         ref = seq[pos - 1]
         alts = [b for b in "ACGT" if b != ref]
         effects = scorer.score([Variant(CONTIG, pos, ref, alt) for alt in alts])
-        # per strand: one reference window and three alternative windows
-        assert sum(rows) == scorer.windows_scored == 2 * (1 + 3)
+        # per strand: one reference window and three alternative windows, which share the
+        # prefix before the variant: one pass over the prefix, then four continuations
+        assert scorer.windows_scored == 2 * (1 + 3)
+        assert sum(rows) == 2 * (1 + (1 + 3))
         again = scorer.score_variant(CONTIG, pos, ref, alts[0])
-        assert sum(rows) == 8 and again.llr == effects[0].llr
+        assert sum(rows) == 10 and again.llr == effects[0].llr
     finally:
         hook.remove()
 
@@ -293,3 +296,25 @@ def test_scores_are_deterministic(model_dir, reference, vcf, workdir):
         assert a[:col] == b[:col]
         if a[col] not in ("", ".", "NA") and a is not outs[0][0]:
             assert float(a[col]) == pytest.approx(float(b[col]), abs=1e-4)
+
+
+def test_shared_prefix_passes_equal_full_passes_for_every_block_type(reference):
+    """A family's prefix pass plus cached continuations gives each window's full-pass sum."""
+    path, seq = reference
+    torch.manual_seed(0)
+    model = GenoSeqLM(ModelConfig(d_model=32, pattern="HMA", n_heads=2, headdim=16, d_state=16, chunk_size=32,
+                                  hyena_filter_dim=16)).eval()
+    scorer = VariantEffectScorer(model, str(path), window_length=64, device="cpu", batch_size=4)
+    ref = model.tokenizer.encode(seq[1000:1064])
+    windows, offsets = [], []
+    for i in (0, 1, 20, 40, 63):  # 63: only the last base is scored
+        alt = ref.copy()
+        alt[i] = 5 + (int(alt[i]) - 5 + 1) % 4
+        windows += [ref, alt]
+        offsets += [i, i]
+    got = scorer._log_likelihoods(windows, offsets)
+    ids = torch.from_numpy(np.stack(windows).astype(np.int64))
+    with torch.inference_mode():
+        lp = torch.log_softmax(model(ids)[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+    for k, offset in enumerate(offsets):
+        assert got[k] == pytest.approx(float(lp[k, max(offset, 1) - 1 :].sum()), abs=1e-4), (k, offset)
