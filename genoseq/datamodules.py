@@ -415,13 +415,21 @@ class GenomeWindowDataModule(L.LightningDataModule):
             stride=self.window_length, sampling="sliding", windows_per_epoch=None,
             shuffle=False, rc_augment=False, stream=1, max_windows=self.max_val_windows, **common,
         )
-        if self.sampling == "sliding" and len(self._train_planner) == 0:
-            raise InputError(f"no training windows of {self.window_length} bases (genome too short or all N?)")
-        if self.sampling == "random" and int(self._train_planner.region_starts.sum()) == 0:
-            raise InputError(f"no room for training windows of {self.window_length} bases")
+        empty = (len(self._train_planner) == 0 if self.sampling == "sliding"
+                 else int(self._train_planner.region_starts.sum()) == 0)
+        if empty:
+            raise InputError(self._no_room_message())
         if self.val_regions and len(self._val_planner) == 0:
             raise InputError(f"validation regions hold no window of {self.window_length} bases; "
                              "raise val_fraction / val_block_length or shorten the window")
+
+    def _no_room_message(self) -> str:
+        longest = max((len(r) for r in self.train_regions), default=0)
+        names = ", ".join(Path(str(s)).name for s in self.sources if s not in self.val_sources)
+        split = (f" after holding out {self.val_fraction:g} of every {self.val_block_length}-base block"
+                 if self.val_fraction else "")
+        return (f"no training windows of {self.window_length} bases fit in {names}: its longest training region is "
+                f"{longest} bases{split} (or every window has too many N); use a shorter window length")
 
     def _loader(self, planner, drop_tail: bool) -> DataLoader:
         rank, world = _distributed_context(self)

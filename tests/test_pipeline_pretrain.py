@@ -73,3 +73,11 @@ def test_cli_bad_genome_exits_2(tmp_path, capsys):
     assert main(["pretrain", "--data", str(bad), "--out", str(tmp_path / "r")] ) == 2
     err = capsys.readouterr().err
     assert "bad.fa" in err and "'X'" in err
+
+
+def test_window_longer_than_the_genome_is_an_input_error_naming_both(tmp_path):
+    from genoseq.errors import InputError
+
+    with pytest.raises(InputError, match=r"no training windows of 65536 bases fit in lambda_phage\.fa: .* 46077 bases"):
+        pretrain(out=str(tmp_path / "run"), trainer=_trainer(2), model=TINY["model"],
+                 window={**TINY["window"], "length": 65536, "val_fraction": 0.05})
