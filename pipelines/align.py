@@ -700,6 +700,16 @@ def iter_reads(path: str | os.PathLike) -> Iterator[tuple[str, str, str | None]]
             yield rec.name, rec.sequence, rec.quality
 
 
+def count_reads(path: str | os.PathLike) -> int:
+    """Records in a FASTQ (four lines each) or FASTA file: one quick pass, for the progress ETA."""
+    from genoseq.fasta import open_text
+
+    with open_text(Path(path)) as handle:
+        if handle.read(1) == ">":
+            return 1 + sum(1 for line in handle if line.startswith(">"))
+        return sum(1 for line in handle if line.strip()) // 4
+
+
 def check_map_options(top_k: int, flank: int | None, max_error_rate: float, batch_size: int, rescue_k: int = 0) -> None:
     """InputError unless the mapping options make sense (``genoseq align map`` and the API)."""
     if (top_k < 1 or (flank is not None and flank < 0) or not 0 <= max_error_rate < 1 or batch_size < 1
@@ -886,7 +896,7 @@ def map_reads(
     import torch
 
     import genoseq
-    from genoseq.progress import Progress
+    from genoseq.progress import Progress, resolve_progress
     from genoseq.runtime import atomic_path
 
     out_path = Path(out)
@@ -914,7 +924,8 @@ def map_reads(
     jobs = ((batch, aligner.encode(batch, path=str(reads))) for batch in _batches(iter_reads(reads), batch_size))
 
     started = time.time()
-    bar = Progress(desc="align map", unit="read", mode=progress)
+    total = count_reads(reads) if resolve_progress(progress) != "none" else None
+    bar = Progress(total, desc="align map", unit="read", mode=progress)
     with atomic_path(out_path) as tmp:
         unsorted = tmp.with_name(tmp.name + ".unsorted.bam") if as_bam else tmp
         with pysam.AlignmentFile(str(unsorted), "wb" if as_bam else "wh", header=header) as writer:

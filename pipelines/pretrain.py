@@ -150,6 +150,7 @@ def pretrain(
     from genoseq.datamodules import GenomeWindowDataModule
     from genoseq.models.lm import GenoSeqLM
     from genoseq.models.progress import training_callbacks
+    from genoseq.progress import format_count
     from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision
 
     run_dir = Path(out)
@@ -225,7 +226,7 @@ def pretrain(
         )
     if fit.is_global_zero:
         n_params = sum(p.numel() for p in lm.parameters())
-        print(f"genoseq pretrain: {model.pattern} x{model.n_repeats}, d_model {model.d_model}, {n_params / 1e6:.2f} M parameters; "
+        print(f"genoseq pretrain: {model.pattern} x{model.n_repeats}, d_model {model.d_model}, {format_count(n_params)} parameters; "
               f"{trainer.max_steps} steps of {window.batch_size} x {window.length} bases -> {run_dir}", flush=True)
     started = time.time()
     with quiet_lightning():
