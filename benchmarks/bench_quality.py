@@ -210,7 +210,9 @@ def logo_protocol(args) -> dict:
     out = Path(args.out)
     rows, curves, runs = {}, {}, {}
     started = time.time()
-    for held_out in args.genomes:
+    for held_out in args.held_out or args.genomes:
+        if held_out not in args.genomes:
+            raise SystemExit(f"--held-out {held_out} is not one of --genomes")
         others = [g for g in args.genomes if g != held_out]
         name = Path(held_out).name.split(".")[0]
         run_dir = out / f"without_{name}"
@@ -258,6 +260,7 @@ def main() -> None:
     parser.add_argument("--logo", action="store_true", help="leave-one-genome-out protocol over --genomes")
     parser.add_argument("--genomes", nargs="+", default=[], help="genomes for --logo (FASTA or token stores)")
     parser.add_argument("--config", help="pretraining recipe (YAML) for --logo")
+    parser.add_argument("--held-out", nargs="+", default=None, help="with --logo: leave out only these of --genomes, in turn")
     parser.add_argument("--out", default="runs/logo", help="folder of the --logo runs")
     parser.add_argument("--context", type=int, default=None, help="scoring context (default: genoseq score's, a quarter of the training window)")
     parser.add_argument("--max-bases", type=int, default=None, help="score at most this many bases per genome")
