@@ -25,9 +25,11 @@ base had: windows of the model's training length scored in one pass, binned by p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -218,7 +220,8 @@ def logo_protocol(args) -> dict:
         run_dir = out / f"without_{name}"
         if not (run_dir / "model" / "config.json").exists():
             options = {k: v for k, v in recipe.items() if k not in ("data", "out", "val_data")}
-            pretrain(data=others, out=str(run_dir), overwrite=True, **options)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout is this benchmark's JSON
+                pretrain(data=others, out=str(run_dir), overwrite=True, **options)
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         window = config["window"]
         genomes = [open_genome(s) for s in others]

@@ -17,9 +17,11 @@ tokens, one line per size)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -81,7 +83,8 @@ def main() -> None:
                 full = int(recipe["trainer"]["max_steps"])
                 options["seq_len_warmup"] = [[int(s * steps / full), length] for s, length in options["seq_len_warmup"]]
             if not (run / "metrics.json").exists():
-                pretrain(data=list(args.data), out=str(run), overwrite=True, **options)
+                with contextlib.redirect_stdout(sys.stderr):  # stdout is this benchmark's JSON
+                    pretrain(data=list(args.data), out=str(run), overwrite=True, **options)
             metrics = json.loads((run / "metrics.json").read_text())
             row = {"d_model": d_model, "steps": steps, "train_tokens": steps * tokens_per_step,
                    "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"],
@@ -91,7 +94,7 @@ def main() -> None:
                     row["unseen_bits_per_base"] = unseen_bits(GenoSeqLM.from_pretrained(run / "model"), args.genome,
                                                               args.max_bases)
             rows.append(row)
-            print(json.dumps(row), flush=True, file=__import__("sys").stderr)
+            print(json.dumps(row), flush=True, file=sys.stderr)
 
     if args.plot:
         import matplotlib
