@@ -34,7 +34,7 @@ ProgressChoice = Literal["auto", "bar", "lines", "none"]
 MODES = ("bar", "lines", "none")
 DEFAULT_INTERVAL = 30.0
 
-__all__ = ["MODES", "Progress", "ProgressChoice", "format_duration", "format_count", "line_interval", "resolve_progress"]
+__all__ = ["MODES", "Progress", "ProgressChoice", "emit_line", "format_count", "format_duration", "line_interval", "resolve_progress"]
 
 
 def resolve_progress(progress: bool | str | None = "auto", stream: TextIO | None = None) -> str:
@@ -137,12 +137,6 @@ class Progress:
         self.fields.update(fields)
         if self._bar is not None:
             self._bar.set_postfix({k: _plain(v) for k, v in self.fields.items()}, refresh=False)
-
-    def set_total(self, total: float | None) -> None:
-        self.total = total
-        if self._bar is not None:
-            self._bar.total = total
-            self._bar.refresh()
 
     def close(self) -> None:
         if self._closed:
