@@ -25,6 +25,10 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "evaluate": "genoseq.pipelines.classify:evaluate",
     },
     "pretrain": "genoseq.pipelines.pretrain:pretrain",
+    "convert": {
+        "_help": "Import a published model (HyenaDNA checkpoints) as a genoseq model folder.",
+        "hyenadna": "genoseq.pipelines.convert:hyenadna",
+    },
     "score": "genoseq.pipelines.score:score",
     "serve": "genoseq.pipelines.serve:serve",
     "generate": {

@@ -91,6 +91,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A folder written as ``.<name>.<pid>.tmp`` beside ``path`` and moved into place on success
+    (replacing an old ``path``); on an error it is removed and ``path`` is left as it was."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 # Lightning's messages that say nothing to a genoseq user (hardware lines are INFO logs; these
 # are warnings): a deprecation inside Lightning itself, the few-workers hint on CPU, and the
 # missing-validation note of jobs that validate by themselves.

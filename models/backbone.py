@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .blocks import Block, RMSNorm
+from .blocks import Block, make_norm
 from .config import ModelConfig
 
 RESIDUAL_OUTPUTS = ("out_proj.weight", "w_out.weight")
@@ -46,7 +46,7 @@ class Backbone(nn.Module):
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Block(cfg, kind) for kind in cfg.layer_types)
-        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.norm_f = make_norm(cfg)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

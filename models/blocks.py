@@ -76,6 +76,24 @@ class RMSNorm(nn.Module):
         return (xf * _acc(self.weight)).to(x.dtype)
 
 
+class LayerNorm(nn.Module):
+    """LayerNorm with a bias (HyenaDNA's norm), computed in float32, returned in the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(_acc(x), x.shape[-1:], _acc(self.weight), _acc(self.bias), self.eps).to(x.dtype)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    """The norm named by ``cfg.norm_type`` over ``d_model`` channels."""
+    return (LayerNorm if cfg.norm_type == "layernorm" else RMSNorm)(cfg.d_model, cfg.norm_eps)
+
+
 class GatedRMSNorm(nn.Module):
     """Mamba2's output norm: ``rmsnorm(y * silu(z))`` over groups of ``group_size`` channels."""
 
@@ -92,14 +110,15 @@ class GatedRMSNorm(nn.Module):
 
 
 class MLP(nn.Module):
-    """SwiGLU (``w_out(silu(a) * b)``) or GELU feed-forward."""
+    """SwiGLU (``w_out(silu(a) * b)``) or GELU (exact or tanh-approximated) feed-forward."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.gated = cfg.mlp_type == "swiglu"
+        self.approximate = "tanh" if cfg.mlp_type == "gelu_tanh" else "none"
         hidden = cfg.mlp_hidden
-        self.w_in = nn.Linear(cfg.d_model, 2 * hidden if self.gated else hidden, bias=False)
-        self.w_out = nn.Linear(hidden, cfg.d_model, bias=False)
+        self.w_in = nn.Linear(cfg.d_model, 2 * hidden if self.gated else hidden, bias=cfg.mlp_bias)
+        self.w_out = nn.Linear(hidden, cfg.d_model, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.w_in(x)
@@ -107,7 +126,7 @@ class MLP(nn.Module):
             a, b = h.chunk(2, dim=-1)
             h = F.silu(a) * b
         else:
-            h = F.gelu(h)
+            h = F.gelu(h, approximate=self.approximate)
         return self.w_out(h)
 
 
@@ -313,54 +332,85 @@ class Mamba2(nn.Module):
 class Sin(nn.Module):
     """``sin(w * x)`` with a learnable frequency per feature (the implicit filter's activation)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, init: float = 1.0) -> None:
         super().__init__()
-        self.freq = nn.Parameter(torch.ones(dim))
+        self.init = init
+        self.freq = nn.Parameter(torch.full((dim,), float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sin(self.freq * x)
 
 
-class ImplicitFilter(nn.Module):
-    """Hyena's implicit long filter: ``h[t] = MLP(features(t)) * exp(-|rate| t)``, any length.
+def hyenadna_features(filter_len: int, emb_dim: int) -> torch.Tensor:
+    """HyenaDNA's positional features of ``filter_len`` taps, (filter_len, emb_dim) float32, computed
+    with its own operations: ``t`` in [0, 1], then ``cos`` and ``-sin`` of ``2 pi f i / filter_len``."""
+    t = torch.linspace(0, 1, filter_len)[:, None]
+    bands = (emb_dim - 1) // 2
+    w = 2 * math.pi * torch.linspace(0, filter_len - 1, filter_len)[:, None] / filter_len
+    z = torch.exp(-1j * torch.linspace(1e-4, bands - 1, bands)[None] * w)
+    return torch.cat([t, z.real, z.imag], dim=-1)
 
-    Positions are measured in units of ``filter_len``: features are ``t``, ``cos(2 pi f t)`` and
-    ``-sin(2 pi f t)`` for ``(emb_dim - 1) / 2`` frequencies; the decay rates are spread over the
-    channels so that the window falls to 1e-2 between 0.3 and 1.5 filter lengths. Since nothing
-    depends on the sequence length, a filter tap is the same for every length: full-sequence,
-    windowed and incremental evaluation agree.
+
+class ImplicitFilter(nn.Module):
+    """Hyena's implicit long filter: ``h[t] = MLP(features(t)) * (exp(-rate t) + shift)``.
+
+    The MLP has ``layers`` sine-activated hidden layers. Features of a position are ``t``,
+    ``cos(2 pi f s)`` and ``-sin(2 pi f s)`` for ``(emb_dim - 1) / 2`` frequencies ``f``, and the
+    decay rates are spread over the channels so that the window falls to 1e-2 between 0.3 and 1.5
+    filter lengths. Two styles (``ModelConfig.hyena_filter_style``):
+
+    * ``"genoseq"``: ``t = s = i / filter_len`` for tap ``i``. Nothing depends on the sequence
+      length, so the filter is defined at any length and a tap is the same for every length:
+      full-sequence, windowed and incremental evaluation agree.
+    * ``"hyenadna"``: HyenaDNA's filters of ``filter_len`` taps (its ``l_max``): ``t = i /
+      (filter_len - 1)``, ``s = i / filter_len``; the features are a stored table (the buffer
+      ``features``, as in HyenaDNA's checkpoints) and taps at or beyond ``filter_len`` are zero.
     """
 
-    def __init__(self, channels: int, emb_dim: int, hidden: int, filter_len: int) -> None:
+    def __init__(self, channels: int, emb_dim: int, hidden: int, filter_len: int, *, style: str = "genoseq",
+                 layers: int = 2, sine_freq: float = 1.0, shift: float = 0.0) -> None:
         super().__init__()
-        self.channels, self.filter_len = channels, filter_len
+        self.channels, self.filter_len, self.style, self.shift = channels, filter_len, style, shift
         n_freq = (emb_dim - 1) // 2
         self.register_buffer("freqs", torch.linspace(1e-4, n_freq - 1, n_freq), persistent=False)
         target = math.log(1e-2)
-        rates = torch.linspace(-target / 0.3, -target / 1.5, channels)  # fast to slow decay
+        if style == "hyenadna":  # slow to fast decay, computed as HyenaDNA does
+            rates = torch.linspace(target / 1.5, target / 0.3, channels).abs()
+            self.register_buffer("features", hyenadna_features(filter_len, emb_dim))
+        else:  # fast to slow
+            rates = torch.linspace(-target / 0.3, -target / 1.5, channels)
         self.register_buffer("rates", rates, persistent=False)
-        self.mlp = nn.Sequential(
-            nn.Linear(emb_dim, hidden), Sin(hidden),
-            nn.Linear(hidden, hidden), Sin(hidden),
-            nn.Linear(hidden, channels, bias=False),
-        )
+        mlp: list[nn.Module] = [nn.Linear(emb_dim, hidden), Sin(hidden, sine_freq)]
+        for _ in range(layers - 1):
+            mlp += [nn.Linear(hidden, hidden), Sin(hidden, sine_freq)]
+        self.mlp = nn.Sequential(*mlp, nn.Linear(hidden, channels, bias=False))
 
     def reset_special_parameters(self) -> None:
         for module in self.mlp:
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
             elif isinstance(module, Sin):
-                nn.init.ones_(module.freq)
+                nn.init.constant_(module.freq, module.init)
+
+    def positions(self, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(t, features)`` of the first ``length`` taps: (length, 1) and (length, emb_dim), float32
+        (``length <= filter_len`` in the hyenadna style)."""
+        dtype = torch.promote_types(self.rates.dtype, torch.float32)
+        if self.style == "hyenadna":
+            t = torch.linspace(0, 1, self.filter_len, device=device, dtype=dtype)[:length, None]
+            return t, self.features[:length].to(device=device, dtype=dtype)
+        t = torch.arange(length, device=device, dtype=dtype)[:, None] / self.filter_len
+        angle = 2 * math.pi * t * self.freqs
+        return t, torch.cat([t, torch.cos(angle), -torch.sin(angle)], dim=-1)
 
     def forward(self, length: int, device=None) -> torch.Tensor:
         """Filter taps (length, channels) in float32."""
         device = device or self.freqs.device
+        taps = min(length, self.filter_len) if self.style == "hyenadna" else length
         with torch.autocast(device_type=torch.device(device).type, enabled=False):
-            dtype = torch.promote_types(self.rates.dtype, torch.float32)
-            t = torch.arange(length, device=device, dtype=dtype)[:, None] / self.filter_len
-            angle = 2 * math.pi * t * self.freqs
-            features = torch.cat([t, torch.cos(angle), -torch.sin(angle)], dim=-1)
-            return self.mlp(features) * torch.exp(-t * self.rates)
+            t, features = self.positions(taps, device)
+            h = self.mlp(features) * (torch.exp(-t * self.rates) + self.shift)
+            return F.pad(h, (0, 0, 0, length - taps)) if taps < length else h
 
 
 def fft_causal_conv(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -417,7 +467,11 @@ class Hyena(nn.Module):
         streams = (self.order + 1) * cfg.d_model
         self.in_proj = nn.Linear(cfg.d_model, streams)
         self.conv_weight, self.conv_bias = _conv_param(streams, cfg.hyena_short_conv)
-        self.filter = ImplicitFilter((self.order - 1) * cfg.d_model, cfg.hyena_filter_emb, cfg.hyena_filter_dim, cfg.hyena_filter_len)
+        self.filter = ImplicitFilter(
+            (self.order - 1) * cfg.d_model, cfg.hyena_filter_emb, cfg.hyena_filter_dim, cfg.hyena_filter_len,
+            style=cfg.hyena_filter_style, layers=cfg.hyena_filter_layers, sine_freq=cfg.hyena_sine_freq,
+            shift=cfg.hyena_modulation_shift,
+        )
         self.filter_bias = nn.Parameter(torch.empty(self.order - 1, cfg.d_model))
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.reset_special_parameters()
@@ -504,10 +558,10 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, kind: str) -> None:
         super().__init__()
         self.kind = kind
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.norm = make_norm(cfg)
         self.mixer = MIXERS[kind](cfg)
         has_mlp = kind != "mamba2" or cfg.mamba_mlp
-        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps) if has_mlp else None
+        self.mlp_norm = make_norm(cfg) if has_mlp else None
         self.mlp = MLP(cfg) if has_mlp else None
         self.drop = nn.Dropout(cfg.dropout)
 

@@ -45,9 +45,13 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     norm_eps: float = 1e-5
+    # Every block's norms and the final norm: RMSNorm, or LayerNorm with a bias (HyenaDNA's).
+    norm_type: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     # ---- MLP after Hyena / attention mixers (and after Mamba2 when mamba_mlp)
-    mlp_type: Literal["swiglu", "gelu"] = "swiglu"
+    # "gelu_tanh" is GELU's tanh approximation (HyenaDNA's MLP).
+    mlp_type: Literal["swiglu", "gelu", "gelu_tanh"] = "swiglu"
     mlp_ratio: float = 4.0  # hidden width / d_model (SwiGLU uses 2/3 of it, as in LLaMA)
+    mlp_bias: bool = False
     # ---- attention
     n_heads: int = 8
     n_kv_heads: int | None = None  # None: same as n_heads; fewer: grouped-query attention
@@ -71,6 +75,16 @@ class ModelConfig:
     # are measured in units of this scale, and the decay window reaches 1e-2 between 0.3 and
     # 1.5 scale lengths depending on the channel.
     hyena_filter_len: int = 1024
+    # How filter positions are featurised and windowed:
+    # "genoseq": position t / hyena_filter_len, decay rates fixed, the filter defined at any length;
+    # "hyenadna": HyenaDNA's parametrisation for filters of hyena_filter_len taps (its l_max):
+    #   the time feature and the decay use t / (hyena_filter_len - 1), the frequencies
+    #   t / hyena_filter_len, the features are a table stored with the weights, and taps at or
+    #   beyond hyena_filter_len are zero.
+    hyena_filter_style: Literal["genoseq", "hyenadna"] = "genoseq"
+    hyena_filter_layers: int = 2  # sine-activated layers of the filter MLP (HyenaDNA: 3)
+    hyena_sine_freq: float = 1.0  # initial frequency of the filter's sine activations (HyenaDNA: 10)
+    hyena_modulation_shift: float = 0.0  # the window is exp(-rate t) + shift (HyenaDNA: 0.05)
 
     def __post_init__(self) -> None:
         self.pattern = str(self.pattern).upper()
@@ -80,7 +94,9 @@ class ModelConfig:
         _check(not bad, f"pattern {self.pattern!r} has unknown block letters {bad}; use H (Hyena), M (Mamba2), A (attention)")
         _check(self.n_repeats >= 1, f"n_repeats must be >= 1, got {self.n_repeats}")
         _check(self.vocab_size >= NUM_BASE_TOKENS, f"vocab_size must be >= {NUM_BASE_TOKENS}, got {self.vocab_size}")
-        _check(self.mlp_type in ("swiglu", "gelu"), f"mlp_type must be 'swiglu' or 'gelu', got {self.mlp_type!r}")
+        _check(self.mlp_type in ("swiglu", "gelu", "gelu_tanh"),
+               f"mlp_type must be 'swiglu', 'gelu' or 'gelu_tanh', got {self.mlp_type!r}")
+        _check(self.norm_type in ("rmsnorm", "layernorm"), f"norm_type must be 'rmsnorm' or 'layernorm', got {self.norm_type!r}")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         if "A" in self.pattern:
             _check(self.d_model % self.n_heads == 0, f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
@@ -95,7 +111,10 @@ class ModelConfig:
             _check(self.hyena_order >= 2, f"hyena_order must be >= 2, got {self.hyena_order}")
             _check(self.hyena_filter_emb >= 3 and self.hyena_filter_emb % 2 == 1, "hyena_filter_emb must be odd and >= 3")
             _check(self.hyena_short_conv >= 2, "hyena_short_conv must be >= 2")
-            _check(self.hyena_filter_len >= 1, "hyena_filter_len must be positive")
+            _check(self.hyena_filter_len >= 2, "hyena_filter_len must be >= 2")
+            _check(self.hyena_filter_style in ("genoseq", "hyenadna"),
+                   f"hyena_filter_style must be 'genoseq' or 'hyenadna', got {self.hyena_filter_style!r}")
+            _check(self.hyena_filter_layers >= 1, "hyena_filter_layers must be >= 1")
 
     # ---- derived sizes
     @property

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 import zlib
@@ -334,7 +333,7 @@ def index(
     import genoseq
     from genoseq.models.read_encoder import ReadEncoder
     from genoseq.progress import Progress
-    from genoseq.runtime import resolve_device
+    from genoseq.runtime import atomic_directory, resolve_device
     from genoseq.tokenizer import Tokenizer
 
     out_dir = Path(out)
@@ -383,11 +382,7 @@ def index(
     embed_seconds = time.time() - started
     faiss_index = _build_faiss(kind, vectors)
 
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
-    try:
+    with atomic_directory(out_dir) as tmp_dir:
         faiss.write_index(faiss_index, str(tmp_dir / FAISS_FILE))
         np.savez(tmp_dir / FRAGMENTS_FILE, contig=frag_contig, start=frag_start, end=frag_end)
         encoder.cpu().save_pretrained(tmp_dir / MODEL_SUBDIR)
@@ -409,12 +404,6 @@ def index(
             "embed_seconds": round(embed_seconds, 1),
         }
         (tmp_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     print(f"genoseq align index: {n_frag} fragments x 2 strands ({kind}) in {embed_seconds:.0f} s -> {out_dir}",
           file=sys.stderr)
     return manifest
