@@ -57,11 +57,12 @@ def detect_compression(path: str | os.PathLike) -> Compression:
     return "gzip"
 
 
-def open_text(path: str | os.PathLike) -> IO[str]:
-    """Open a text file for reading, decompressing gzip/bgzip transparently."""
+def open_text(path: str | os.PathLike, newline: str | None = None) -> IO[str]:
+    """Open a text file for reading, decompressing gzip/bgzip transparently. Lines end at
+    ``\n``, ``\r\n`` or ``\r``; ``newline=""`` keeps the line endings as they are in the file."""
     if detect_compression(path) == "plain":
-        return open(path, encoding="ascii", errors="surrogateescape", newline=None)
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", errors="surrogateescape")
+        return open(path, encoding="ascii", errors="surrogateescape", newline=newline)
+    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", errors="surrogateescape", newline=newline)
 
 
 def _check_exists(path: Path) -> None:
@@ -81,10 +82,14 @@ def _bad_char_message(line: str, col: int) -> str:
 
 
 # ---------------------------------------------------------------------------- streaming
-def _scan(path: Path, keep_sequence: bool) -> Iterator[tuple[str, str, int, list[str] | int]]:
+def _scan(path: Path, keep_sequence: bool, layout: list | None = None) -> Iterator[tuple[str, str, int, list[str] | int]]:
     """Walk a FASTA file once, checking it; yield (name, description, header line, body).
 
     ``body`` is the list of sequence lines when ``keep_sequence`` else the sequence length.
+    Blank lines, ``\r`` line endings and spaces or tabs inside sequence lines are read past;
+    when ``layout`` is a list, the first thing that stops the file from being indexed as it is
+    (such a line, a line ending unlike the first one, or a line of another length than the
+    record's first one before its last line) is appended to it as ``(message, line number)``.
     """
     seen: dict[str, int] = {}
     name: str | None = None
@@ -94,15 +99,30 @@ def _scan(path: Path, keep_sequence: bool) -> Iterator[tuple[str, str, int, list
     length = 0
     line_no = 0
     spath = str(path)
+    ending: str | None = None  # the file's first line ending
+    width = 0  # the record's first line length
+    short_line = 0  # a line shorter than `width` (must be the record's last) or a blank line
+
+    def irregular(message: str, at: int) -> None:
+        if layout is not None and not layout:
+            layout.append((message, at))
 
     def finish():
         if length == 0:
             raise InputError("record has no sequence", path=spath, record=name, line=header_line)
         return name, description, header_line, (chunks if keep_sequence else length)
 
-    with open_text(path) as handle:
+    with open_text(path, newline="") as handle:
         for line_no, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
+            end = raw[len(line):]
+            if end:
+                if ending is None:
+                    ending = end
+                elif end != ending:
+                    irregular(f"line endings change from {ending!r} to {end!r}", line_no)
+                if end == "\r":
+                    irregular("lines end in a bare carriage return (classic Mac)", line_no)
             if line.startswith(">"):
                 if name is not None:
                     yield finish()
@@ -119,20 +139,31 @@ def _scan(path: Path, keep_sequence: bool) -> Iterator[tuple[str, str, int, list
                 seen[name] = line_no
                 header_line = line_no
                 chunks = []
-                length = 0
+                length = width = short_line = 0
                 continue
-            stripped = line.strip()
+            stripped = "".join(line.split())
             if not stripped:
-                continue  # blank lines are tolerated (pyfaidx refuses them only mid-record)
+                short_line = short_line or line_no  # blank lines are read past
+                continue
             if name is None:
                 raise InputError(
                     "sequence line before any '>' header (is this a FASTA file?)",
                     path=spath, line=line_no,
                 )
+            if stripped != line:
+                irregular("whitespace inside a sequence line", line_no)
             leftover = stripped.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES)
             if leftover:
                 col = next(i for i, ch in enumerate(stripped) if ch.encode("ascii", "surrogateescape") in leftover)
                 raise InputError(_bad_char_message(stripped, col), path=spath, record=name, line=line_no)
+            if short_line:
+                irregular("a blank or shorter line inside a record", short_line)
+            if not width:
+                width = len(line)
+            elif len(line) > width:
+                irregular(f"a line longer than the record's first line ({len(line)} > {width})", line_no)
+            if len(line) < width:
+                short_line = line_no
             if keep_sequence:
                 chunks.append(stripped)
             length += len(stripped)
@@ -158,9 +189,56 @@ def iter_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
 
 def validate_fasta(path: str | os.PathLike) -> dict[str, int]:
     """Check a FASTA file from end to end; return ``{record name: length}`` in file order."""
+    return check_fasta(path)[0]
+
+
+def check_fasta(path: str | os.PathLike) -> tuple[dict[str, int], str | None]:
+    """:func:`validate_fasta`, and why the file cannot be indexed as it is (``None`` if it can):
+    blank lines or lines of uneven length inside a record, ``\r``-only or mixed line endings,
+    whitespace inside sequence lines."""
     path = Path(path)
     _check_exists(path)
-    return {name: length for name, _, _, length in _scan(path, keep_sequence=False)}
+    layout: list = []
+    lengths = {name: length for name, _, _, length in _scan(path, keep_sequence=False, layout=layout)}
+    return lengths, (f"{layout[0][0]} (line {layout[0][1]})" if layout else None)
+
+
+def normalized_path(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`write_normalized` writes: ``x.fa`` / ``x.fa.gz`` -> ``x.normalized.fa``."""
+    path = Path(path)
+    stem = path.name
+    for suffix in (".gz", ".bgz"):
+        stem = stem.removesuffix(suffix)
+    stem, dot, ext = stem.rpartition(".")
+    name = f"{stem}.normalized.{ext}" if dot else f"{ext}.normalized.fa"
+    return (Path(out_dir) if out_dir is not None else path.parent) / name
+
+
+def write_normalized(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, width: int = 80) -> Path:
+    """A plain copy of a FASTA file that can be indexed: the same records (names, descriptions,
+    sequences, case), ``width`` bases per line, ``\n`` line endings. An existing copy newer than
+    the input is reused; the copy is written under a temporary name and renamed."""
+    from genoseq.runtime import atomic_output
+
+    path = Path(path)
+    dest = normalized_path(path, out_dir)
+    if dest.exists() and dest.stat().st_mtime >= path.stat().st_mtime:
+        return dest
+    if not os.access(dest.parent, os.W_OK):
+        raise InputError(
+            f"this FASTA cannot be indexed as it is and {dest.parent} is read-only, so no normalised copy "
+            f"can be written beside it; rewrite it with even lines somewhere writable (e.g. "
+            f"seqkit seq -w 80 {path.name} > fixed.fa) or pass a writable folder",
+            path=str(path),
+        )
+    with atomic_output(dest) as out:
+        for record in iter_fasta(path):
+            out.write(f">{record.name} {record.description}".rstrip() + "\n")
+            seq = record.sequence
+            out.writelines(seq[i : i + width] + "\n" for i in range(0, len(seq), width))
+    for stale in (Path(str(dest) + ".fai"),):
+        stale.unlink(missing_ok=True)
+    return dest
 
 
 # ---------------------------------------------------------------------------- indexed access
@@ -255,16 +333,28 @@ def open_indexed_fasta(
 ):
     """Open a FASTA file for random access through pyfaidx (``as_raw``, original case).
 
-    ``validate="auto"`` checks the whole file with :func:`validate_fasta` only when the index
+    ``validate="auto"`` checks the whole file with :func:`check_fasta` only when the index
     has to be (re)built, so re-opening an indexed file (e.g. in every DataLoader worker) is
-    cheap. pyfaidx's own indexing errors (e.g. lines of uneven length inside a record) are
-    re-raised as :class:`InputError`.
+    cheap. A file pyfaidx cannot index as it is (blank lines or uneven lines inside a record,
+    ``\r`` or mixed line endings, spaces in sequence lines) is read through a normalised copy,
+    ``x.normalized.fa`` beside it (or in ``convert_dir``), written once with a warning and reused
+    while newer than the input. pyfaidx's own indexing errors are re-raised as
+    :class:`InputError`.
     """
+    import warnings
+
     import pyfaidx
 
     resolved = resolve_fasta(path, convert_gzip=convert_gzip, convert_dir=convert_dir)
-    if validate is True or (validate == "auto" and not _index_is_current(resolved)):
-        validate_fasta(resolved)
+    copy = normalized_path(resolved, convert_dir)
+    if copy.exists() and copy.stat().st_mtime >= resolved.stat().st_mtime:
+        resolved = copy
+    elif validate is True or (validate == "auto" and not _index_is_current(resolved)):
+        _, problem = check_fasta(resolved)
+        if problem:
+            resolved = write_normalized(resolved, convert_dir)
+            warnings.warn(f"{path}: cannot be indexed as it is ({problem}); reading the normalised copy {resolved}",
+                          stacklevel=2)
     try:
         return pyfaidx.Fasta(str(resolved), as_raw=True, sequence_always_upper=False, rebuild=True)
     except pyfaidx.FastaIndexingError as err:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genoseq import InputError, Tokenizer
 from genoseq.bed import read_bed
@@ -65,10 +67,85 @@ def test_malformed_fasta_names_file_record_and_line(tmp_path, case):
     assert not Path(str(path) + ".fai").exists() or case == "empty"
 
 
-def test_uneven_line_lengths_are_reported_as_input_error(tmp_path):
-    path = write(tmp_path / "ragged.fa", ">chr1\nACGTACGT\nACG\nACGTACGT\n")
-    with pytest.raises(InputError, match="chr1"):
+# Layouts that hand-edited and tool-written FASTA files have: any line width, ragged lines,
+# blank lines inside and between records, \n / \r\n / \r (or a mix of) line endings,
+# spaces and tabs inside or after sequence lines, no newline at the end.
+_layouts = st.fixed_dictionaries({
+    "ending": st.sampled_from(["\n", "\r\n", "\r", "mixed"]),
+    "final_newline": st.booleans(),
+    "records": st.lists(st.fixed_dictionaries({
+        "seq": st.text(alphabet="ACGTNacgtnRYKM", min_size=1, max_size=300),
+        "widths": st.lists(st.integers(1, 90), min_size=1, max_size=6),
+        "blank_every": st.integers(0, 5),
+        "space_every": st.integers(0, 5),
+    }), min_size=1, max_size=4),
+})
+
+
+def _render(layout) -> tuple[str, dict[str, str]]:
+    lines, truth = [], {}
+    for r, rec in enumerate(layout["records"]):
+        name = f"rec{r}"
+        truth[name] = rec["seq"]
+        lines.append(f">{name} a description")
+        pos, k = 0, 0
+        while pos < len(rec["seq"]):
+            width = rec["widths"][k % len(rec["widths"])]
+            piece = rec["seq"][pos:pos + width]
+            if rec["space_every"] and k % rec["space_every"] == 1:
+                piece = piece[: len(piece) // 2] + " \t" + piece[len(piece) // 2:] + " "
+            lines.append(piece)
+            if rec["blank_every"] and k % rec["blank_every"] == 0:
+                lines.append("")
+            pos, k = pos + width, k + 1
+    ends = ["\n", "\r\n", "\r"] if layout["ending"] == "mixed" else [layout["ending"]]
+    text = "".join(line + ends[i % len(ends)] for i, line in enumerate(lines))
+    if not layout["final_newline"]:
+        text = text.rstrip("\r\n")
+    return text, truth
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout=_layouts)
+def test_any_line_layout_reads_the_same_sequences(layout):
+    """Every reader gives back the records exactly, whatever the line layout; a layout pyfaidx
+    cannot index is read through a normalised copy (with a warning), never wrongly."""
+    import tempfile
+    import warnings
+
+    text, truth = _render(layout)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "input.fa"
+        path.write_bytes(text.encode())
+        assert {r.name: r.sequence for r in iter_fasta(path)} == truth
+        assert validate_fasta(path) == {k: len(v) for k, v in truth.items()}
+        tok = Tokenizer()
+        for _ in range(2):  # the second time reuses the index or the normalised copy
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                genome = open_genome(path)
+            assert genome.contigs == {k: len(v) for k, v in truth.items()}
+            for name, seq in truth.items():
+                assert genome.fetch(name, 0, len(seq)).tolist() == tok.encode(seq).tolist()
+            genome.close()
+
+
+def test_blank_line_inside_a_record_is_read_through_a_normalised_copy(tmp_path):
+    path = write(tmp_path / "edited.fa", ">a\nACGT\n\nACGT\n")
+    with pytest.warns(UserWarning, match="blank or shorter line inside a record.*edited.normalized.fa"):
+        genome = open_genome(path)
+    assert genome.fetch("a", 0, 8).tolist() == Tokenizer().encode("ACGTACGT").tolist()
+    assert (tmp_path / "edited.normalized.fa").read_text() == ">a\nACGTACGT\n"
+
+
+def test_a_read_only_folder_gets_the_fix_in_the_message(tmp_path, monkeypatch):
+    import genoseq.fasta
+
+    path = write(tmp_path / "x.fa", ">a\nAC\nACGT\n")
+    monkeypatch.setattr(genoseq.fasta.os, "access", lambda *a: False)  # root can write anywhere
+    with pytest.raises(InputError, match="read-only.*seqkit seq -w 80"):
         open_genome(path)
+    assert not (tmp_path / "x.normalized.fa").exists()
 
 
 def test_missing_file_is_file_not_found(tmp_path):
