@@ -12,6 +12,7 @@ import contextlib
 import os
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 import genoseq
 
@@ -53,7 +54,9 @@ def create_app(settings: ApiSettings | None = None, *, load_in_background: bool 
         finally:
             await service.stop()
 
-    app = FastAPI(title="genoseq", version=genoseq.__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPIOffline: the Swagger UI and ReDoc pages load their scripts, styles and favicon from
+    # the installed package (/static-offline-docs), so /docs works on a node without internet.
+    app = FastAPIOffline(title="genoseq", version=genoseq.__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
 

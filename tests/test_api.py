@@ -13,6 +13,8 @@ import gzip
 import json
 import math
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -601,6 +603,62 @@ def test_serve_refuses_open_public_host(model_dir, tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err
     assert main(["serve", "--model", str(model_dir), "--index", str(tmp_path)]) == 2
     assert "not a genoseq align index" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- offline docs
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+def test_docs_pages_load_nothing_from_the_internet(client):
+    for page in ("/docs", "/redoc"):
+        response = client.get(page)
+        assert response.status_code == 200
+        html = response.text
+        assert not EXTERNAL.search(html), f"{page} references an external host"
+        assert "fonts.googleapis" not in html and "cdn.jsdelivr" not in html
+        assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+        assert len(assets) >= 2  # the script (and style sheet / favicon) of the page
+        for asset in assets:
+            assert asset.startswith("/"), asset
+            got = client.get(asset)
+            assert got.status_code == 200 and len(got.content) > 1000, asset
+    assert client.get("/openapi.json").json()["info"]["title"] == "genoseq"
+
+
+def _browser() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless browser (Debian: apt-get install chromium)")
+def test_docs_render_in_a_headless_browser_without_internet(model_dir):
+    """Swagger UI and ReDoc render the API's operations in a real browser, from packaged assets."""
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "genoseq.cli", "serve", "--model", str(model_dir), "--port", str(port),
+                             "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "server exited"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not up within 120 s"
+            time.sleep(0.2)
+        for page, marker in (("/docs", "opblock"), ("/redoc", "/v1/score")):
+            # --proxy-server to nowhere: any request off loopback fails, as on an offline node
+            dom = subprocess.run(
+                [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                 "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1", "--dump-dom", base + page],
+                capture_output=True, text=True, timeout=180).stdout
+            assert marker in dom, f"{page} did not render ({len(dom)} bytes of DOM)"
+            assert "score" in dom.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 # ---------------------------------------------------------------------- a real server
