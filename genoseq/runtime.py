@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 
 def resolve_device(device: str | None = "auto"):
@@ -111,6 +111,36 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+LoggerChoice = Literal["csv", "tensorboard"]
+
+
+def training_loggers(logger: str, folder: str | os.PathLike, csv_name: str = "") -> list:
+    """The Lightning loggers of a training job (its ``--logger`` option).
+
+    Always a CSV logger, ``folder/[csv_name/]metrics.csv``, which the PNG training curves are
+    drawn from; with ``"tensorboard"`` also TensorBoard event files in ``folder/tensorboard``
+    (``tensorboard --logdir folder/tensorboard``). TensorBoard is an optional extra: without it
+    the job stops before training with the command that installs it.
+    """
+    from lightning.pytorch.loggers import CSVLogger
+
+    from genoseq.errors import InputError
+
+    if logger not in ("csv", "tensorboard"):
+        raise InputError(f"--logger must be csv or tensorboard, got {logger!r}")
+    loggers = [CSVLogger(str(folder), name=csv_name, version="")]
+    if logger == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+            raise InputError("--logger tensorboard needs TensorBoard: pip install 'genoseq[tensorboard]' "
+                             "(or pip install tensorboard)")
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(folder), name="tensorboard", version="", default_hp_metric=False))
+    return loggers
 
 
 # Lightning's messages that say nothing to a genoseq user (hardware lines are INFO logs; these

@@ -42,6 +42,7 @@ import numpy as np
 from genoseq.errors import InputError
 from genoseq.models.config import ModelConfig, OptimConfig
 from genoseq.progress import ProgressChoice
+from genoseq.runtime import LoggerChoice
 from genoseq.tokenizer import Tokenizer
 
 INDEX_FORMAT = "genoseq.align_index"
@@ -148,6 +149,7 @@ def train(
     threads: int | None = None,
     accelerator: str = "auto",
     progress: bool | ProgressChoice = "auto",
+    logger: LoggerChoice = "csv",
     seed: int = 0,
     overwrite: bool = False,
     convert_gzip: bool = False,
@@ -186,6 +188,8 @@ def train(
         threads: CPU threads for torch (default: torch's choice).
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
+        logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
+            TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
         seed: Seed for initialisation and read simulation.
         overwrite: Replace an existing encoder in ``out``.
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
@@ -210,13 +214,12 @@ def train(
 
     import lightning as L
     import torch
-    from lightning.pytorch.loggers import CSVLogger
 
     import genoseq
     from genoseq.models.read_encoder import EncoderConfig, ReadEncoder
     from genoseq.models.read_encoder_training import ReadEncoderTraining
     from genoseq.models.progress import training_callbacks
-    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision
+    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision, training_loggers
 
     from .align_data import ErrorProfile, FragmentReadDataset, collate_pairs
 
@@ -246,7 +249,7 @@ def train(
     with quiet_lightning():  # no hardware lines or tips at construction
         trainer = L.Trainer(
             max_steps=steps, max_epochs=1, max_time=max_time, accelerator=accelerator, devices=1,
-            precision=trainer_precision(accelerator), gradient_clip_val=1.0, logger=CSVLogger(out_dir, name="", version=""),
+            precision=trainer_precision(accelerator), gradient_clip_val=1.0, logger=training_loggers(logger, out_dir),
             enable_checkpointing=False, enable_progress_bar=show_progress, enable_model_summary=False, callbacks=callbacks,
             log_every_n_steps=10, num_sanity_val_steps=0, limit_val_batches=0,
         )

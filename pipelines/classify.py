@@ -27,6 +27,7 @@ from typing import Literal
 
 from genoseq.errors import InputError
 from genoseq.progress import ProgressChoice
+from genoseq.runtime import LoggerChoice
 
 TRAINING_FILE = "training.json"
 
@@ -95,7 +96,7 @@ class _BestWeights:
 
 
 def _fit_finetune(lm, datamodule, *, pooling, layer, rc_average, rc_concat, max_length, lr, weight_decay, max_epochs,
-                  patience, monitor, accelerator, precision, progress, work_dir):
+                  patience, monitor, accelerator, precision, progress, work_dir, loggers):
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
 
@@ -116,7 +117,7 @@ def _fit_finetune(lm, datamodule, *, pooling, layer, rc_average, rc_concat, max_
             devices=1,
             precision=trainer_precision(accelerator, precision),
             callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=patience), best, *progress_callbacks],
-            logger=False,
+            logger=loggers,
             enable_checkpointing=False,
             enable_progress_bar=show_progress,
             enable_model_summary=False,
@@ -159,6 +160,7 @@ def fit(
     device: str = "auto",
     seed: int = 0,
     progress: bool | ProgressChoice = "auto",
+    logger: LoggerChoice = "csv",
 ) -> dict:
     """Train a sequence classifier on a language model: fine-tuning, or a frozen probe.
 
@@ -208,6 +210,9 @@ def fit(
         device: Device for embedding with ``--frozen``: ``auto``, ``cpu``, ``cuda:1``, ...
         seed: Seed for initialisation, the validation split, shuffling and strands.
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
+        logger: Fine-tuning's curves: ``csv`` (``out/logs/metrics.csv``, the default) or
+            ``tensorboard`` (the CSV too, plus TensorBoard event files in ``out/tensorboard``; needs
+            ``pip install 'genoseq[tensorboard]'``). The probe trains no network and logs nothing.
 
     Returns:
         The training summary also written to ``<out>/training.json``.
@@ -238,6 +243,7 @@ def fit(
         summary.update(n_train=len(train_rows), n_val=len(val_rows))
     else:
         from genoseq.datamodules import LabelledSequenceDataModule
+        from genoseq.runtime import training_loggers
 
         datamodule = LabelledSequenceDataModule(
             train, val=val, val_fraction=val_fraction, sequence_column=sequence_column, label_column=label_column,
@@ -254,6 +260,7 @@ def fit(
                 max_length=max_length, lr=lr,
                 weight_decay=weight_decay, max_epochs=max_epochs, patience=patience, monitor=monitor,
                 accelerator=accelerator, precision=precision, progress=progress, work_dir=work_dir,
+                loggers=training_loggers(logger, out, csv_name="logs"),
             )
         summary.update(n_train=len(datamodule.datasets["train"]), n_val=len(datamodule.datasets["val"]),
                        lr=lr, max_epochs=max_epochs, monitor=monitor)

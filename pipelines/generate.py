@@ -39,6 +39,7 @@ from typing import Literal
 
 from genoseq.errors import InputError
 from genoseq.progress import ProgressChoice
+from genoseq.runtime import LoggerChoice
 
 TRAINING_SEQUENCES = "training_sequences.tsv.gz"
 METRICS_FILE = "metrics.json"
@@ -103,6 +104,7 @@ def fit(
     precision: str | None = None,
     seed: int = 0,
     progress: bool | ProgressChoice = "auto",
+    logger: LoggerChoice = "csv",
     overwrite: bool = False,
 ) -> dict:
     """Fine-tune a pretrained language model for conditional generation (one token per label).
@@ -134,6 +136,8 @@ def fit(
         precision: Lightning precision (default: bf16-mixed on a capable GPU, else 32-true).
         seed: Seed for the validation split, batch order and initialisation.
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
+        logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
+            TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
         overwrite: Replace an existing model in ``out``.
 
     Returns:
@@ -146,7 +150,6 @@ def fit(
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     import genoseq
     from genoseq.datamodules import PackedSequenceDataModule
@@ -154,7 +157,7 @@ def fit(
     from genoseq.models.config import OptimConfig, TrainingConfig
     from genoseq.models.lm import GenoSeqLM
     from genoseq.models.progress import training_callbacks
-    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision
+    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision, training_loggers
     from genoseq.tables import read_labelled
 
     started = time.perf_counter()
@@ -203,7 +206,7 @@ def fit(
                 val_check_interval=val_check_interval, accelerator=accelerator, devices=1,
                 precision=trainer_precision(accelerator, precision), gradient_clip_val=1.0,
                 enable_progress_bar=show_progress, enable_model_summary=False, log_every_n_steps=10,
-                logger=CSVLogger(out_dir, name="logs", version=""), num_sanity_val_steps=0,
+                logger=training_loggers(logger, out_dir, csv_name="logs"), num_sanity_val_steps=0,
                 # strict=False: a run cut short by max_steps before its first validation is not an error
                 callbacks=[best, EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False),
                            *progress_callbacks],

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from genoseq.models.config import ModelConfig, OptimConfig
 from genoseq.progress import ProgressChoice
+from genoseq.runtime import LoggerChoice
 
 
 def _default_model() -> ModelConfig:
@@ -115,6 +116,7 @@ def pretrain(
     convert_gzip: bool = False,
     seed: int = 0,
     progress: bool | ProgressChoice = "auto",
+    logger: LoggerChoice = "csv",
 ) -> dict:
     """Pretrain a DNA language model; write the run folder (checkpoints, released model, metrics).
 
@@ -136,6 +138,8 @@ def pretrain(
         seed: Seed for initialisation and window sampling.
         progress: ``bar`` (a live bar), ``lines`` (a plain line every 30 s and at each
             validation, for log files), ``none``, or ``auto``: a bar on a terminal, else lines.
+        logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
+            TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
     """
     model = _coerce(ModelConfig, model)
     optim = _coerce(OptimConfig, optim)
@@ -144,14 +148,13 @@ def pretrain(
 
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     import genoseq
     from genoseq.datamodules import GenomeWindowDataModule
     from genoseq.models.lm import GenoSeqLM
     from genoseq.models.progress import training_callbacks
     from genoseq.progress import format_count
-    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision
+    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision, training_loggers
 
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
@@ -220,7 +223,7 @@ def pretrain(
             log_every_n_steps=trainer.log_every_n_steps,
             enable_progress_bar=show_progress,
             enable_model_summary=False,
-            logger=CSVLogger(run_dir, name="", version=""),
+            logger=training_loggers(logger, run_dir),
             callbacks=callbacks,
             num_sanity_val_steps=0,
         )

@@ -81,3 +81,33 @@ def test_window_longer_than_the_genome_is_an_input_error_naming_both(tmp_path):
     with pytest.raises(InputError, match=r"no training windows of 65536 bases fit in lambda_phage\.fa: .* 46077 bases"):
         pretrain(out=str(tmp_path / "run"), trainer=_trainer(2), model=TINY["model"],
                  window={**TINY["window"], "length": 65536, "val_fraction": 0.05})
+
+
+def test_tensorboard_logger_writes_events_beside_the_csv(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    pretrain(out=str(tmp_path / "run"), trainer=_trainer(14), logger="tensorboard", **TINY)
+    run = tmp_path / "run"
+    assert (run / "metrics.csv").exists() and (run / "training_curve.png").exists()
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    tags = events.Tags()["scalars"]
+    assert "train/loss" in tags and "val/bits_per_base" in tags
+    assert [e.step for e in events.Scalars("val/bits_per_base")][-1] == 14  # the final validation
+
+
+def test_logger_choice_and_missing_tensorboard_are_input_errors(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from genoseq.errors import InputError
+    from genoseq.runtime import training_loggers
+
+    with pytest.raises(InputError, match="csv or tensorboard"):
+        training_loggers("wandb", tmp_path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "tensorboard" in name else real(name, *a))
+    with pytest.raises(InputError, match=r"pip install 'genoseq\[tensorboard\]'"):
+        training_loggers("tensorboard", tmp_path)
+    assert main(["pretrain", "--out", str(tmp_path / "run"), "--logger", "tensorboard",
+                 "--trainer.max_steps", "2"]) == 2
+    assert "genoseq[tensorboard]" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model").exists()
