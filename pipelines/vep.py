@@ -338,9 +338,38 @@ def _open_vcf(path: Path):
         raise InputError(f"cannot read as VCF: {err}", path=str(path)) from err
 
 
+def _needs_normalising(path: Path) -> bool:
+    """True if a plain VCF has blank lines or bare ``\\r`` line endings, which htslib refuses."""
+    import re
+
+    bare_cr = re.compile(rb"\r(?!\n)")
+    previous = b""
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 24):
+            window = previous + block  # the last two bytes of the previous block cover boundaries
+            if b"\n\n" in window or b"\n\r\n" in window:
+                return True
+            if any(m.start() < len(window) - 1 for m in bare_cr.finditer(window)):  # a final \r may meet its \n next
+                return True
+            previous = window[-2:]
+    return bool(previous.endswith(b"\r"))
+
+
+def _normalised_copy(source: Path, dest: Path) -> Path:
+    """``source`` with ``\\n`` line endings and no blank lines, written to ``dest``."""
+    with open(source, encoding="utf-8", errors="surrogateescape", newline=None) as fin, \
+            open(dest, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as fout:
+        fout.writelines(line for line in fin if line.strip())
+    return dest
+
+
 @contextlib.contextmanager
 def readable_vcf(path: str | os.PathLike) -> Iterator[Path]:
-    """A path htslib can read: a plain-gzip VCF (not bgzip) is decompressed to a temporary file."""
+    """A path htslib can read: a plain-gzip VCF (not bgzip) is decompressed to a temporary file,
+    and a plain VCF with blank lines or ``\\r`` (classic Mac) line endings is rewritten to one with
+    ``\\n`` endings and no blank lines (a warning says so)."""
+    import warnings
+
     from genoseq.fasta import detect_compression
 
     path = Path(path)
@@ -348,16 +377,23 @@ def readable_vcf(path: str | os.PathLike) -> Iterator[Path]:
         raise FileNotFoundError(2, "No such file or directory", str(path))
     if path.is_dir():
         raise InputError("is a directory, expected a VCF file", path=str(path))
-    if detect_compression(path) != "gzip":
+    kind = detect_compression(path)
+    if kind == "bgzip" or (kind == "plain" and not _needs_normalising(path)):
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="genoseq-vep-") as tmp:
         plain = Path(tmp) / path.name.removesuffix(".gz")
-        try:
-            with gzip.open(path, "rb") as fin, open(plain, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-        except (OSError, EOFError) as err:
-            raise InputError(f"cannot decompress: {err}", path=str(path)) from err
+        if kind == "gzip":
+            try:
+                with gzip.open(path, "rb") as fin, open(plain, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+            except (OSError, EOFError) as err:
+                raise InputError(f"cannot decompress: {err}", path=str(path)) from err
+        if kind == "plain" or _needs_normalising(plain):
+            warnings.warn(f"{path}: blank lines or \\r line endings; reading a copy with \\n endings and no blank lines",
+                          stacklevel=3)
+            source = path if kind == "plain" else plain.rename(plain.with_name("raw." + plain.name))
+            _normalised_copy(source, plain)
         yield plain
 
 

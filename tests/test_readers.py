@@ -334,3 +334,57 @@ def test_genomic_benchmarks_layout(tmp_path, data_dir):
     with pytest.raises(InputError, match="invalid character 'U'") as err:
         read_genomic_benchmarks(root)
     assert err.value.path.endswith("bad.txt")
+
+
+# The same line-layout sweep for the other text readers: \n, \r\n, \r or mixed endings,
+# blank lines between records, no final newline.
+def _join(lines: list[str], ending: str, final_newline: bool) -> str:
+    ends = ["\n", "\r\n", "\r"] if ending == "mixed" else [ending]
+    text = "".join(line + ends[i % len(ends)] for i, line in enumerate(lines))
+    return text if final_newline else text.rstrip("\r\n")
+
+
+_text_layout = dict(ending=st.sampled_from(["\n", "\r\n", "\r", "mixed"]), final_newline=st.booleans(),
+                    blank_every=st.integers(0, 3))
+_bases = st.text(alphabet="ACGTN", min_size=1, max_size=60)
+
+
+@settings(max_examples=40, deadline=None)
+@given(reads=st.lists(_bases, min_size=1, max_size=5), **_text_layout)
+def test_fastq_reads_the_same_under_any_line_layout(tmp_path_factory, reads, ending, final_newline, blank_every):
+    lines = []
+    for i, seq in enumerate(reads):
+        lines += [f"@read{i} x", seq, "+", "I" * len(seq)]
+        if blank_every and i % blank_every == 0:
+            lines.append("")
+    path = tmp_path_factory.mktemp("fq") / "r.fq"
+    path.write_bytes(_join(lines, ending, final_newline).encode())
+    assert [(r.name, r.sequence, r.quality) for r in iter_fastq(path)] == [
+        (f"read{i}", s, "I" * len(s)) for i, s in enumerate(reads)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(spans=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 500)), min_size=1, max_size=6), **_text_layout)
+def test_bed_reads_the_same_under_any_line_layout(tmp_path_factory, spans, ending, final_newline, blank_every):
+    lines = ["track name=test", "# a comment"]
+    for i, (start, size) in enumerate(spans):
+        lines.append(f"chr1\t{start}\t{start + size}\tr{i}\t0\t+")
+        if blank_every and i % blank_every == 0:
+            lines.append("")
+    path = tmp_path_factory.mktemp("bed") / "x.bed"
+    path.write_bytes(_join(lines, ending, final_newline).encode())
+    assert [(b.start, b.end, b.name, b.strand) for b in read_bed(path)] == [
+        (s, s + n, f"r{i}", "+") for i, (s, n) in enumerate(spans)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(_bases, st.sampled_from(["up", "down"])), min_size=1, max_size=6), **_text_layout)
+def test_labelled_tables_read_the_same_under_any_line_layout(tmp_path_factory, rows, ending, final_newline, blank_every):
+    lines = ["sequence\tlabel"]
+    for i, (seq, label) in enumerate(rows):
+        lines.append(f"{seq}\t{label}")
+        if blank_every and i % blank_every == 0:
+            lines.append("")
+    path = tmp_path_factory.mktemp("tsv") / "t.tsv"
+    path.write_bytes(_join(lines, ending, final_newline).encode())
+    assert [(r.sequence, r.label) for r in read_labelled(path)] == rows

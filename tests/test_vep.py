@@ -318,3 +318,23 @@ def test_shared_prefix_passes_equal_full_passes_for_every_block_type(reference):
         lp = torch.log_softmax(model(ids)[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
     for k, offset in enumerate(offsets):
         assert got[k] == pytest.approx(float(lp[k, max(offset, 1) - 1 :].sum()), abs=1e-4), (k, offset)
+
+
+@pytest.mark.parametrize("layout", ["crlf", "cr", "blank_lines"])
+def test_vcf_line_layouts_give_the_same_scores(model_dir, reference, vcf, workdir, layout):
+    lines = [line for line in vcf[0].read_text().splitlines() if line.startswith("#")]
+    lines += [line for line in vcf[0].read_text().splitlines() if not line.startswith("#")][:5]
+    plain = workdir / "five.vcf"
+    plain.write_text("\n".join(lines) + "\n")
+    text = {"crlf": "\r\n".join(lines) + "\r\n", "cr": "\r".join(lines) + "\r",
+            "blank_lines": "\n\n".join(lines) + "\n\n"}[layout]
+    odd = workdir / f"five_{layout}.vcf"
+    odd.write_bytes(text.encode())
+    outs = []
+    for path in (plain, odd):
+        out = workdir / f"{path.stem}.tsv"
+        assert main(["vep", "--model", str(model_dir), "--reference", str(reference[0]), "--vcf", str(path),
+                     "--out", str(out), "--format", "tsv", "--window_length", str(WINDOW), "--device", "cpu",
+                     "--progress", "none"]) == 0
+        outs.append(out.read_text())
+    assert outs[0] == outs[1] and len(outs[0].splitlines()) == 6
