@@ -203,6 +203,16 @@ def check_fasta(path: str | os.PathLike) -> tuple[dict[str, int], str | None]:
     return lengths, (f"{layout[0][0]} (line {layout[0][1]})" if layout else None)
 
 
+def _copy_is_current(path: Path, dest: Path, read_only_message: str) -> bool:
+    """True if ``dest``, a copy made from ``path``, is newer than it and can be reused; else
+    check that it can be written (an :class:`InputError` with ``read_only_message`` if not)."""
+    if dest.exists() and dest.stat().st_mtime >= path.stat().st_mtime:
+        return True
+    if not os.access(dest.parent, os.W_OK):
+        raise InputError(read_only_message, path=str(path))
+    return False
+
+
 def normalized_path(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
     """Where :func:`write_normalized` writes: ``x.fa`` / ``x.fa.gz`` -> ``x.normalized.fa``."""
     path = Path(path)
@@ -222,15 +232,11 @@ def write_normalized(path: str | os.PathLike, out_dir: str | os.PathLike | None 
 
     path = Path(path)
     dest = normalized_path(path, out_dir)
-    if dest.exists() and dest.stat().st_mtime >= path.stat().st_mtime:
-        return dest
-    if not os.access(dest.parent, os.W_OK):
-        raise InputError(
+    if _copy_is_current(path, dest, (
             f"this FASTA cannot be indexed as it is and {dest.parent} is read-only, so no normalised copy "
             f"can be written beside it; rewrite it with even lines somewhere writable (e.g. "
-            f"seqkit seq -w 80 {path.name} > fixed.fa) or pass a writable folder",
-            path=str(path),
-        )
+            f"seqkit seq -w 80 {path.name} > fixed.fa) or pass a writable folder")):
+        return dest
     with atomic_output(dest) as out:
         for record in iter_fasta(path):
             out.write(f">{record.name} {record.description}".rstrip() + "\n")
@@ -260,14 +266,9 @@ def convert_gzip_to_bgzip(path: str | os.PathLike, out_dir: str | os.PathLike | 
 
     path = Path(path)
     dest = bgzip_path(path, out_dir)
-    if dest.exists() and dest.stat().st_mtime >= path.stat().st_mtime:
+    if _copy_is_current(path, dest, f"cannot write the bgzip copy to read-only directory {dest.parent}; "
+                                    "decompress the file or bgzip it somewhere writable"):
         return dest
-    if not os.access(dest.parent, os.W_OK):
-        raise InputError(
-            f"cannot write the bgzip copy to read-only directory {dest.parent}; "
-            "decompress the file or bgzip it somewhere writable",
-            path=str(path),
-        )
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         # pysam.tabix_compress would compress the gzip bytes a second time: decompress first.

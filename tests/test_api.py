@@ -638,16 +638,7 @@ def test_docs_render_in_a_headless_browser_without_internet(model_dir):
                              "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, "server exited"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not up within 120 s"
-            time.sleep(0.2)
+        wait_until_up(proc, f"{base}/healthz", 120)
         for page, marker in (("/docs", "opblock"), ("/redoc", "/v1/score")):
             # --proxy-server to nowhere: any request off loopback fails, as on an offline node
             dom = subprocess.run(
@@ -662,6 +653,20 @@ def test_docs_render_in_a_headless_browser_without_internet(model_dir):
 
 
 # ---------------------------------------------------------------------- a real server
+def wait_until_up(proc, url: str, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail if the server process exits or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "server exited"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not answering within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -678,16 +683,7 @@ def test_genoseq_serve_subprocess(model_dir, lambda_seq, tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready within 60 s"
-            time.sleep(0.2)
+        wait_until_up(proc, f"{base}/readyz", 60)
         seq = lambda_seq[100:600]
         response = httpx.post(f"{base}/v1/score", json={"sequences": [seq]}, headers={"X-API-Key": KEY}, timeout=30)
         assert response.status_code == 200, response.text
