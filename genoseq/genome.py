@@ -171,6 +171,81 @@ class FastaGenome(Genome):
         return _TOKENIZER.encode(seq, name=contig, path=self.path, offset=start)
 
 
+class MemoryGenome(Genome):
+    """Contigs held in memory as token ids: sequences sent with a request, or whole reference
+    files read once (:meth:`from_files`, what the aligner maps against).
+
+    >>> g = MemoryGenome({"a": "ACGTN"})
+    >>> g.contigs, Tokenizer().decode(g.fetch("a", 1, 4, strand="-"))
+    ({'a': 5}, 'ACG')
+    """
+
+    def __init__(self, sequences, path: str | os.PathLike = "<memory>", sources: list[str] | None = None) -> None:
+        super().__init__(path)
+        self._ids: dict[str, np.ndarray] = {}
+        for name, seq in sequences.items():
+            ids = seq if isinstance(seq, np.ndarray) else _TOKENIZER.encode(seq, name=name, path=path)
+            self._ids[name] = np.ascontiguousarray(ids, dtype=np.uint8)
+        self.contigs = {name: len(ids) for name, ids in self._ids.items()}
+        self.sources = list(sources or [])  # the files read by from_files
+        self._md5: list[str] | None = None
+
+    @classmethod
+    def from_files(cls, paths: list[str] | str, convert_gzip: bool = False) -> "MemoryGenome":
+        """Every contig of one or more FASTA files or token stores, read into memory.
+
+        Contig names must be unique across the files (an :class:`InputError` names the second).
+        """
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if not paths:
+            raise InputError("no reference given")
+        sequences: dict[str, np.ndarray] = {}
+        for path in paths:
+            with open_genome(path, convert_gzip=convert_gzip) as genome:
+                for contig, length in genome.contigs.items():
+                    if contig in sequences:
+                        raise InputError("contig name appears twice in the reference", path=str(path), record=contig)
+                    sequences[contig] = genome.fetch(contig, 0, length)
+        return cls(sequences, path=", ".join(str(p) for p in paths), sources=[str(Path(p).resolve()) for p in paths])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._ids)
+
+    @property
+    def ids(self) -> list[np.ndarray]:
+        return list(self._ids.values())
+
+    @property
+    def lengths(self) -> list[int]:
+        return list(self.contigs.values())
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return dict(self._ids)
+
+    @property
+    def md5(self) -> list[str]:
+        """MD5 of each contig's normalised sequence (upper case, IUPAC ambiguity codes as N)."""
+        if self._md5 is None:
+            import hashlib
+
+            self._md5 = [hashlib.md5(_TOKENIZER.decode(ids).encode("ascii")).hexdigest() for ids in self._ids.values()]
+        return self._md5
+
+    def sequences(self) -> list[bytes]:
+        """Contigs as upper-case ``ACGTN`` bytes."""
+        return [_TOKENIZER.decode(ids).encode("ascii") for ids in self._ids.values()]
+
+    def _open(self):  # nothing to open: the ids are in memory
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def _read(self, contig: str, start: int, end: int) -> np.ndarray:
+        return self._ids[contig][start:end]
+
+
 def is_token_store(path: str | os.PathLike) -> bool:
     """Whether ``path`` is an HDF5 file (the token store format), by its signature."""
     with open(path, "rb") as handle:

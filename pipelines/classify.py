@@ -96,34 +96,23 @@ class _BestWeights:
 
 
 def _fit_finetune(lm, datamodule, *, pooling, layer, rc_average, rc_concat, max_length, lr, weight_decay, max_epochs,
-                  patience, monitor, accelerator, precision, progress, work_dir, loggers):
-    import lightning as L
+                  patience, monitor, accelerator, precision, progress, work_dir, log_dir, logger):
     from lightning.pytorch.callbacks import EarlyStopping
 
     from genoseq.models.classifier import SequenceClassifier
-    from genoseq.models.progress import training_callbacks
-    from genoseq.runtime import quiet_lightning, trainer_precision
+    from genoseq.pipelines.training import TrainerConfig, make_trainer
+    from genoseq.runtime import quiet_lightning
 
     clf = SequenceClassifier(lm, datamodule.classes, pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat,
                              max_length=max_length, lr=lr, weight_decay=weight_decay)
     mode = "min" if monitor == "val/loss" else "max"
     clf.train()  # from_pretrained returns the backbone in eval mode
     best = _BestWeights(monitor, mode)
-    progress_callbacks, show_progress = training_callbacks("classify fit", progress)
-    with quiet_lightning():  # no hardware lines or tips at construction
-        trainer = L.Trainer(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=1,
-            precision=trainer_precision(accelerator, precision),
-            callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=patience), best, *progress_callbacks],
-            logger=loggers,
-            enable_checkpointing=False,
-            enable_progress_bar=show_progress,
-            enable_model_summary=False,
-            default_root_dir=str(work_dir),
-            num_sanity_val_steps=0,
-        )
+    config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=accelerator, devices=1, precision=precision,
+                           gradient_clip_val=0, log_every_n_steps=None)
+    trainer = make_trainer(config, job="classify fit", root_dir=work_dir, log_dir=log_dir, csv_name="logs", logger=logger,
+                           progress=progress, max_epochs=max_epochs, enable_checkpointing=False,
+                           callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=patience), best])
     with quiet_lightning():
         trainer.fit(clf, datamodule=datamodule)
     if best.state is not None:
@@ -243,8 +232,6 @@ def fit(
         summary.update(n_train=len(train_rows), n_val=len(val_rows))
     else:
         from genoseq.datamodules import LabelledSequenceDataModule
-        from genoseq.runtime import training_loggers
-
         datamodule = LabelledSequenceDataModule(
             train, val=val, val_fraction=val_fraction, sequence_column=sequence_column, label_column=label_column,
             max_length=max_length, rc_augment=rc_augment, batch_size=batch_size, seed=seed,
@@ -260,7 +247,7 @@ def fit(
                 max_length=max_length, lr=lr,
                 weight_decay=weight_decay, max_epochs=max_epochs, patience=patience, monitor=monitor,
                 accelerator=accelerator, precision=precision, progress=progress, work_dir=work_dir,
-                loggers=training_loggers(logger, out, csv_name="logs"),
+                log_dir=out, logger=logger,
             )
         summary.update(n_train=len(datamodule.datasets["train"]), n_val=len(datamodule.datasets["val"]),
                        lr=lr, max_epochs=max_epochs, monitor=monitor)

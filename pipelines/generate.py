@@ -156,8 +156,8 @@ def fit(
     from genoseq.models.conditional import add_condition_labels
     from genoseq.models.config import OptimConfig, TrainingConfig
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.models.progress import training_callbacks
-    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision, training_loggers
+    from genoseq.pipelines.training import TrainerConfig, make_trainer
+    from genoseq.runtime import atomic_output, quiet_lightning
     from genoseq.tables import read_labelled
 
     started = time.perf_counter()
@@ -199,18 +199,12 @@ def fit(
 
     with tempfile.TemporaryDirectory(prefix=".checkpoints-", dir=out_dir) as ckpt_dir:
         best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
-        progress_callbacks, show_progress = training_callbacks("generate fit", progress)
-        with quiet_lightning():  # no hardware lines or tips at construction
-            trainer = L.Trainer(
-                default_root_dir=out_dir, max_epochs=max_epochs, max_steps=max_steps,
-                val_check_interval=val_check_interval, accelerator=accelerator, devices=1,
-                precision=trainer_precision(accelerator, precision), gradient_clip_val=1.0,
-                enable_progress_bar=show_progress, enable_model_summary=False, log_every_n_steps=10,
-                logger=training_loggers(logger, out_dir, csv_name="logs"), num_sanity_val_steps=0,
-                # strict=False: a run cut short by max_steps before its first validation is not an error
-                callbacks=[best, EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False),
-                           *progress_callbacks],
-            )
+        config = TrainerConfig(max_steps=max_steps, val_check_interval=val_check_interval, accelerator=accelerator,
+                               devices=1, precision=precision)
+        # strict=False: a run cut short by max_steps before its first validation is not an error
+        stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False)
+        trainer = make_trainer(config, job="generate fit", root_dir=out_dir, logger=logger, csv_name="logs",
+                               progress=progress, max_epochs=max_epochs, callbacks=[best, stop])
         with quiet_lightning():
             before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
             trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from genoseq.models.config import ModelConfig, OptimConfig
 from genoseq.progress import ProgressChoice
+from genoseq.pipelines.training import TrainerConfig, coerce, make_trainer
 from genoseq.runtime import LoggerChoice
 
 
@@ -67,41 +68,6 @@ class WindowConfig:
     num_workers: int = 0
 
 
-@dataclass
-class TrainerConfig:
-    """Lightning Trainer options.
-
-    Args:
-        max_steps: Optimiser steps to train for.
-        max_time: Wall-clock limit as ``DD:HH:MM:SS`` (training stops cleanly, a checkpoint is kept).
-        val_check_interval: Validate every this many training batches.
-        limit_val_batches: Validation batches per check (an int) or a fraction.
-        accelerator: ``auto``, ``cpu``, ``gpu``...
-        devices: Number of devices or ``auto``.
-        strategy: ``auto``, ``ddp``, ``fsdp``...
-        num_nodes: Machines for multi-node training.
-        precision: Lightning precision; default bf16-mixed on a capable GPU, else 32-true.
-        gradient_clip_val: Clip the gradient norm to this value (0 disables).
-        accumulate_grad_batches: Batches per optimiser step.
-        log_every_n_steps: Logging interval.
-        enable_progress_bar: Show progress at all (``false`` is ``--progress none``).
-    """
-
-    max_steps: int = 300
-    max_time: str | None = None
-    val_check_interval: int = 100
-    limit_val_batches: int | float = 1.0
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str | None = None
-    gradient_clip_val: float = 1.0
-    accumulate_grad_batches: int = 1
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool = True
-
-
 def pretrain(
     data: list[str] | str | None = None,
     out: str = "runs/pretrain",
@@ -141,10 +107,10 @@ def pretrain(
         logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
             TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
     """
-    model = _coerce(ModelConfig, model)
-    optim = _coerce(OptimConfig, optim)
-    window = _coerce(WindowConfig, window)
-    trainer = _coerce(TrainerConfig, trainer)
+    model = coerce(ModelConfig, model)
+    optim = coerce(OptimConfig, optim)
+    window = coerce(WindowConfig, window)
+    trainer = coerce(TrainerConfig, trainer)
 
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -152,9 +118,8 @@ def pretrain(
     import genoseq
     from genoseq.datamodules import GenomeWindowDataModule
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.models.progress import training_callbacks
     from genoseq.progress import format_count
-    from genoseq.runtime import atomic_output, quiet_lightning, trainer_precision, training_loggers
+    from genoseq.runtime import atomic_output, quiet_lightning
 
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
@@ -202,31 +167,9 @@ def pretrain(
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=trainer.val_check_interval),
         LearningRateMonitor(logging_interval="step"),
     ]
-    progress_callbacks, show_progress = training_callbacks("pretrain", progress if trainer.enable_progress_bar else "none")
-    callbacks += progress_callbacks
-    with quiet_lightning():  # no hardware lines or tips at construction
-        fit = L.Trainer(
-            default_root_dir=run_dir,
-            max_steps=trainer.max_steps,
-            max_epochs=-1,
-            max_time=trainer.max_time,
-            val_check_interval=trainer.val_check_interval,
-            check_val_every_n_epoch=None,
-            limit_val_batches=trainer.limit_val_batches if has_val else 0,
-            accelerator=trainer.accelerator,
-            devices=trainer.devices,
-            strategy=trainer.strategy,
-            num_nodes=trainer.num_nodes,
-            precision=trainer_precision(trainer.accelerator, trainer.precision),
-            gradient_clip_val=trainer.gradient_clip_val or None,
-            accumulate_grad_batches=trainer.accumulate_grad_batches,
-            log_every_n_steps=trainer.log_every_n_steps,
-            enable_progress_bar=show_progress,
-            enable_model_summary=False,
-            logger=training_loggers(logger, run_dir),
-            callbacks=callbacks,
-            num_sanity_val_steps=0,
-        )
+    fit = make_trainer(trainer, job="pretrain", root_dir=run_dir, logger=logger, progress=progress, callbacks=callbacks,
+                       max_epochs=-1, check_val_every_n_epoch=None,
+                       limit_val_batches=trainer.limit_val_batches if has_val else 0)
     if fit.is_global_zero:
         n_params = sum(p.numel() for p in lm.parameters())
         print(f"genoseq pretrain: {model.pattern} x{model.n_repeats}, d_model {model.d_model}, {format_count(n_params)} parameters; "
@@ -272,15 +215,6 @@ def _paths(value: list[str] | str | None) -> list[str]:
     if value is None:
         return []
     return [str(value)] if isinstance(value, str) else [str(v) for v in value]
-
-
-def _coerce(cls, value):
-    """jsonargparse gives dataclass instances; Python callers may pass dicts or the field default."""
-    if isinstance(value, cls):
-        return replace(value)  # a copy: the signature's default instance is never changed
-    if isinstance(value, dict):
-        return cls(**value)
-    raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
 
 
 def _metric(fit, name: str) -> float | None:

@@ -1,0 +1,89 @@
+"""What every job that trains shares: the Trainer options, the one place a Lightning ``Trainer``
+is built, and option dataclasses given as instances or dicts.
+
+Nothing heavy is imported at module level, so building the CLI parser stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def coerce(cls: type[T], value: Any) -> T:
+    """An option dataclass from what a caller gave: jsonargparse passes instances, Python
+    callers may pass dicts. Always a copy, so a signature's default instance is never changed."""
+    if isinstance(value, cls):
+        return replace(value)
+    if isinstance(value, dict):
+        return cls(**value)
+    raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer options (``None``: Lightning's own default).
+
+    Args:
+        max_steps: Optimiser steps to train for (-1: no limit, the epochs decide).
+        max_time: Wall-clock limit as ``DD:HH:MM:SS`` (training stops cleanly, a checkpoint is kept).
+        val_check_interval: Validate every this many training batches (``None``: once per epoch).
+        limit_val_batches: Validation batches per check (an int) or a fraction.
+        accelerator: ``auto``, ``cpu``, ``gpu``...
+        devices: Number of devices or ``auto``.
+        strategy: ``auto``, ``ddp``, ``fsdp``...
+        num_nodes: Machines for multi-node training.
+        precision: Lightning precision; default bf16-mixed on a capable GPU, else 32-true.
+        gradient_clip_val: Clip the gradient norm to this value (0 disables).
+        accumulate_grad_batches: Batches per optimiser step.
+        log_every_n_steps: Logging interval.
+        enable_progress_bar: Show progress at all (``false`` is ``--progress none``).
+    """
+
+    max_steps: int = 300
+    max_time: str | None = None
+    val_check_interval: int | None = 100
+    limit_val_batches: int | float = 1.0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str | None = None
+    gradient_clip_val: float = 1.0
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int | None = 10
+    enable_progress_bar: bool = True
+
+
+def make_trainer(config: TrainerConfig, *, job: str, root_dir, logger: str = "csv", log_dir=None, csv_name: str = "",
+                 callbacks: list | tuple = (), progress="auto", **options):
+    """The Lightning ``Trainer`` of a training job.
+
+    ``config`` gives the options a user may set; ``options`` are the job's own fixed choices
+    (``max_epochs``, ``enable_checkpointing``...), which win. Loggers come from ``logger``
+    (:func:`genoseq.runtime.training_loggers` in ``log_dir``, default ``root_dir``), progress from ``progress``
+    (:func:`genoseq.models.progress.training_callbacks`, after the job's ``callbacks``).
+    No model summary, no sanity validation, and none of Lightning's construction noise.
+    """
+    import lightning as L
+
+    from genoseq.models.progress import training_callbacks
+    from genoseq.runtime import quiet_lightning, trainer_precision, training_loggers
+
+    progress_callbacks, show_progress = training_callbacks(job, progress if config.enable_progress_bar else "none")
+    kwargs = {f.name: getattr(config, f.name) for f in fields(config)}
+    kwargs["precision"] = trainer_precision(config.accelerator, config.precision)
+    kwargs["gradient_clip_val"] = config.gradient_clip_val or None
+    kwargs.update(
+        default_root_dir=str(root_dir), enable_progress_bar=show_progress, enable_model_summary=False,
+        num_sanity_val_steps=0, logger=training_loggers(logger, log_dir or root_dir, csv_name=csv_name),
+        callbacks=[*callbacks, *progress_callbacks],
+    )
+    kwargs.update(options)
+    with quiet_lightning():  # no hardware lines or tips at construction
+        return L.Trainer(**kwargs)
+
+
+__all__ = ["TrainerConfig", "coerce", "make_trainer"]
