@@ -15,6 +15,7 @@ environment variable, else ``auto`` (Triton on CUDA tensors, the reference elsew
 """
 
 from ._dispatch import BACKENDS, resolve_backend, triton_available, use_backend
+from ._utils import segment_ids
 from .conv1d import causal_conv1d, causal_conv1d_reference, causal_conv1d_step
 from .ssd import ssd_chunked_reference, ssd_recurrent_reference, ssd_scan, ssd_step
 
@@ -24,6 +25,7 @@ __all__ = [
     "causal_conv1d_reference",
     "causal_conv1d_step",
     "resolve_backend",
+    "segment_ids",
     "ssd_chunked_reference",
     "ssd_recurrent_reference",
     "ssd_scan",

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genoseq.kernels import causal_conv1d, causal_conv1d_step, ssd_scan, ssd_step
+from genoseq.kernels import causal_conv1d, causal_conv1d_step, segment_ids, ssd_scan, ssd_step
 
 from .config import ModelConfig
 
@@ -43,13 +43,6 @@ from .config import ModelConfig
 def _acc(t: torch.Tensor) -> torch.Tensor:
     """``t`` in its accumulation dtype: float32 for half types, float64 stays float64."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def segment_ids(seq_idx: torch.Tensor) -> torch.Tensor:
-    """Packed-sequence ids (B, L) -> non-decreasing segment numbers from 0 (a new one at each change)."""
-    seg = torch.zeros(seq_idx.shape, dtype=torch.long, device=seq_idx.device)
-    seg[:, 1:] = torch.cumsum((seq_idx[:, 1:] != seq_idx[:, :-1]).long(), dim=1)
-    return seg
 
 
 def positions_in_segment(seg: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,43 @@
+"""Lightning DataModules: genome windows and packed sequences for language modelling, labelled
+sequences for classification.
+
+All three follow one pattern that makes them deterministic and safe with workers and DDP:
+
+* The **sampler** runs in the main process and decides everything random for an epoch -
+  which windows or examples, in which order, on which strand - from ``seed`` and the epoch
+  number alone. Each module has a *planner* that makes the epoch plan (small index tuples such
+  as ``(contig_id, start, reverse)``, or whole batches of them), and one
+  :class:`~genoseq.datamodules.sampling.PlanSampler` shards it by rank and resumes it.
+* The **dataset** is stateless: it turns an index tuple into tensors by reading the genome.
+  Genome objects carry no file handle when pickled; each worker process opens its own.
+
+So the same seed gives the same batches with ``num_workers=0`` or ``num_workers=4``, each epoch
+reshuffles (Lightning calls ``sampler.set_epoch``), and under DDP every rank takes an
+interleaved, equal-sized share of the same epoch plan. The sampler subclasses
+:class:`torch.utils.data.DistributedSampler` only so that Lightning does not wrap it in a
+second distributed sampler: it shards itself, using the trainer's global rank and world size
+(or ``torch.distributed`` when it is initialised outside Lightning).
+
+Modules: ``sampling`` (the sampler, rank and resume position), ``regions`` (train /
+validation regions, N counts), ``windows``, ``labelled`` and ``packed`` (one DataModule each).
+"""
+
+from .labelled import LabelledSequenceDataModule, LabelledSequenceDataset, stratified_split
+from .packed import PackedSequenceDataModule, pack_rows
+from .regions import Region, count_n, split_regions
+from .sampling import PlanSampler
+from .windows import GenomeWindowDataModule, GenomeWindowDataset
+
+__all__ = [
+    "Region",
+    "split_regions",
+    "count_n",
+    "PlanSampler",
+    "GenomeWindowDataset",
+    "GenomeWindowDataModule",
+    "LabelledSequenceDataset",
+    "LabelledSequenceDataModule",
+    "PackedSequenceDataModule",
+    "pack_rows",
+    "stratified_split",
+]
