@@ -16,6 +16,7 @@ from typing import Callable
 # Lazy strings keep this table cheap; modules are imported only when the parser is built.
 COMMANDS: dict[str, str | dict[str, str]] = {
     "prepare": "genoseq.pipelines.prepare:prepare",
+    "subset": "genoseq.pipelines.subset:subset",
     "vep": "genoseq.pipelines.vep:vep",
     "embed": "genoseq.pipelines.embed:embed",
     "classify": {

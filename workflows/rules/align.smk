@@ -37,7 +37,7 @@ rule align_index:
     index: genoseq align index (manifest.json, fragments.npz, faiss.index, a copy of the encoder
     in model/). Options: align.index_options deep-merged with the aligner's index_options."""
     input:
-        encoder=f"{RESULTS}/align/{{aligner}}/encoder",
+        encoder=rules.align_train.output.encoder,
         reference=lambda wc: aligner_references(wc.aligner),
     output:
         index=directory(f"{RESULTS}/align/{{aligner}}/index"),
@@ -65,7 +65,7 @@ rule align_map:
     checked against the index's checksums. Options: align.map_options deep-merged with the set's
     options; `threads` is also the number of alignment processes."""
     input:
-        index=f"{RESULTS}/align/{{aligner}}/index",
+        index=rules.align_index.output.index,
         reference=lambda wc: aligner_references(wc.aligner),
         reads=lambda wc: dataset(align_set(wc.readset)["reads"]),
     output:

@@ -33,7 +33,7 @@ rule classify_evaluate:
     """Evaluate a classifier on held-out labelled data: genoseq classify evaluate
     (metrics.json, predictions.tsv, confusion_matrix.tsv, roc.png)."""
     input:
-        classifier=f"{RESULTS}/classify/{{model}}/{{task}}/classifier",
+        classifier=rules.classify_fit.output.classifier,
         test=lambda wc: dataset(classify_task(wc.task)["test"]),
     output:
         metrics=f"{RESULTS}/classify/{{model}}/{{task}}/evaluation/metrics.json",

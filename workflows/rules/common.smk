@@ -1,6 +1,7 @@
-# Config lookups shared by the rules: no rules here and no job logic, only where files are and
-# which options each genoseq command gets. (Snakemake's linter wants functions and rules in
-# separate files.)
+# Config lookups shared by the rules: no rules here and no job logic, only which inputs each job
+# reads and which options each genoseq command gets. Output paths are written once, in their
+# rules; a lookup names one as rules.<rule>.output.<name>. (Snakemake's linter wants functions
+# and rules in separate files.)
 
 import json
 import os
@@ -31,22 +32,11 @@ DATASET_FORMATS = {
     ".fastq": "fastq",
 }
 
-# awk programs keeping the first `max` records of each format (headers kept; max < 0: no limit)
-# among those matching the regular expression `pattern` (the name line of a FASTA/FASTQ record,
-# the line of a VCF record or table row; an empty pattern matches every record).
-SUBSET_AWK = {
-    "vcf": 'substr($0, 1, 1) == "#" || ($0 ~ pattern && (max < 0 || n++ < max))',
-    "tsv": "NR == 1 || ($0 ~ pattern && (max < 0 || n++ < max))",
-    "csv": "NR == 1 || ($0 ~ pattern && (max < 0 || n++ < max))",
-    "fasta": 'substr($0, 1, 1) == ">" { keep = $0 ~ pattern && (max < 0 || n < max); n += keep } keep',
-    "fastq": "NR % 4 == 1 { keep = $0 ~ pattern && (max < 0 || n < max); n += keep } keep",
-}
-
 
 def conda_env(wildcards):
     """The rules' software: config conda_env, the name or prefix path of a conda environment
-    with genoseq installed (activated per job with --sdm conda); null runs the `genoseq` (and
-    gzip, awk) found on PATH."""
+    with genoseq installed (activated per job with --sdm conda); null runs the `genoseq` found
+    on PATH."""
     return config.get("conda_env") or None
 
 
@@ -86,6 +76,11 @@ def data_path(path):
     return str(path).format(data_dir=DATA_DIR)
 
 
+def output_path(template, **wildcards):
+    """One output of a rule (rules.<rule>.output.<name>) with its wildcards filled in."""
+    return expand(template, **wildcards)[0]
+
+
 # ------------------------------------------------------------------ genomes
 def genome_cfg(name):
     genomes = config.get("genomes") or {}
@@ -99,7 +94,7 @@ def genome_source(wildcards):
 
 
 def genome_store(name):
-    return f"{RESULTS}/genomes/{name}.h5"
+    return output_path(rules.prepare.output.store, genome=name)
 
 
 def genome_stores(names):
@@ -132,12 +127,18 @@ def dataset_source(wildcards):
     return data_path(dataset_cfg(wildcards.dataset)["path"])
 
 
+def subset_options(name):
+    """genoseq subset options of a dataset that sets max_records or match."""
+    cfg = dataset_cfg(name)
+    return {"max_records": cfg.get("max_records") or None, "match": cfg.get("match") or None}
+
+
 def dataset(name):
     """Path a job reads: the file itself, or the records subset_dataset keeps (max_records,
     match)."""
     cfg = dataset_cfg(name)
     if cfg.get("max_records") or cfg.get("match"):
-        return f"{RESULTS}/data/{name}.{dataset_format(name)}"
+        return output_path(rules.subset_dataset.output.records, dataset=name, format=dataset_format(name))
     return data_path(cfg["path"])
 
 
@@ -163,7 +164,7 @@ def model_path(name):
     cfg = model_cfg(name)
     if cfg.get("pretrained"):
         return data_path(cfg["pretrained"])
-    return f"{RESULTS}/pretrain/{name}/model"
+    return output_path(rules.pretrain.output.model, model=name)
 
 
 def model_dir(wildcards):
@@ -196,7 +197,7 @@ def design_model(wildcards):
     conditional = entry("generate", "designs", wildcards.design).get("conditional")
     if conditional:
         entry("generate", "conditional", conditional)
-        return f"{RESULTS}/generate/{wildcards.model}/conditional/{conditional}"
+        return output_path(rules.generate_fit.output.model, model=wildcards.model, conditional=conditional)
     return model_dir(wildcards)
 
 
@@ -206,7 +207,7 @@ def design_oracle(wildcards):
     if not task:
         return []
     classify_task(task)
-    return [f"{RESULTS}/classify/{wildcards.model}/{task}/classifier"]
+    return [output_path(rules.classify_fit.output.classifier, model=wildcards.model, task=task)]
 
 
 def aligner_cfg(name):
@@ -216,6 +217,13 @@ def aligner_cfg(name):
 
 def align_set(name):
     return entry("align", "sets", name)
+
+
+def readset_aligner(name):
+    """The aligner a read set names (one of align.aligners)."""
+    aligner = align_set(name).get("aligner")
+    aligner_cfg(aligner)
+    return aligner
 
 
 def aligner_references(name):
@@ -238,72 +246,12 @@ def optional_path(path):
     return str(path) if path else "null"
 
 
-# ------------------------------------------------------------------ targets of rule all
-def _target_prepare():
-    names = set(section("prepare").get("genomes") or [])
-    return [genome_store(name) for name in sorted(names)]
-
-
-def _target_pretrain():
-    return expand(f"{RESULTS}/pretrain/{{model}}/metrics.json", model=trained_models())
-
-
-def _target_score():
-    return expand(f"{RESULTS}/score/{{model}}/{{genome}}.tsv", model=models(),
-                  genome=section("score").get("genomes") or [])
-
-
-def _target_vep():
-    return expand(f"{RESULTS}/vep/{{model}}/{{vcf}}.vcf.gz", model=models(), vcf=entries("vep", "sets"))
-
-
-def _target_classify():
-    return expand(f"{RESULTS}/classify/{{model}}/{{task}}/evaluation/metrics.json", model=models(),
-                  task=entries("classify", "tasks"))
-
-
-def _target_generate():
-    return expand(f"{RESULTS}/generate/{{model}}/{{design}}.fa", model=models(),
-                  design=entries("generate", "designs"))
-
-
-def _target_embed():
-    return expand(f"{RESULTS}/embed/{{model}}/{{embedding}}.h5", model=models(),
-                  embedding=entries("embed", "sets"))
-
-
-def _target_align():
-    targets = []
-    for name in entries("align", "sets"):
-        aligner_cfg(align_set(name).get("aligner"))  # each read set names one of align.aligners
-        targets.append(f"{RESULTS}/align/{align_set(name)['aligner']}/{name}.bam")
-    return targets
-
-
-TARGETS = {
-    "prepare": _target_prepare,
-    "pretrain": _target_pretrain,
-    "score": _target_score,
-    "vep": _target_vep,
-    "classify": _target_classify,
-    "generate": _target_generate,
-    "embed": _target_embed,
-    "align": _target_align,
-}
-
-
-def all_targets():
-    """Outputs of the jobs named in config 'targets'."""
+# ------------------------------------------------------------------ targets
+def selected_targets(**outputs):
+    """Outputs of the targets named in config 'targets'. `outputs` maps every target to a
+    function returning its paths, called only when the target is named."""
     wanted = config.get("targets") or []
-    unknown = [t for t in wanted if t not in TARGETS]
+    unknown = [t for t in wanted if t not in outputs]
     if unknown:
-        raise WorkflowError(f"unknown target(s) {unknown} in config 'targets'; known: {sorted(TARGETS)}")
-    return [path for target in wanted for path in TARGETS[target]()]
-
-
-# awk program cutting every FASTA record to its first `max` bases (max 0 keeps everything).
-FASTA_SLICE_AWK = (
-    'substr($0, 1, 1) == ">" { print; left = max; next } '
-    "max == 0 { print; next } "
-    "left > 0 { if (length($0) > left) $0 = substr($0, 1, left); print; left -= length($0) }"
-)
+        raise WorkflowError(f"unknown target(s) {unknown} in config 'targets'; known: {sorted(outputs)}")
+    return [path for target in wanted for path in outputs[target]()]

@@ -1,24 +1,23 @@
-# Inputs: genomes staged as plain FASTA (optionally sliced), tokenised into HDF5 token stores by
-# `genoseq prepare`; other inputs optionally cut to their first records for quick runs.
+# Inputs: genomes staged as plain FASTA (optionally sliced) by `genoseq subset`, tokenised into
+# HDF5 token stores by `genoseq prepare`; other inputs optionally cut to their first records
+# (`genoseq subset`) for quick runs.
 
 
 rule stage_genome:
     """Decompress a genome FASTA into the results folder, optionally keeping only the first
-    max_bases bases of every record.
+    max_bases bases of every record: genoseq subset.
 
     genoseq needs an indexable FASTA (plain or bgzip); the shared genomes are plain gzip, and
-    `--convert_gzip` would write a bgzip copy next to the (read-only) input. This rule and
-    subset_dataset are the only ones that do not run genoseq: they are a gzip | awk filter.
+    `--convert_gzip` would write a bgzip copy next to the (read-only) input.
     """
     input:
         genome_source,
     output:
-        f"{RESULTS}/genomes/{{genome}}.fa",
+        fasta=f"{RESULTS}/genomes/{{genome}}.fa",
     log:
         f"{LOGS}/stage_genome/{{genome}}.log",
     params:
-        max_bases=lambda wc: int(genome_cfg(wc.genome).get("max_bases") or 0),
-        program=FASTA_SLICE_AWK,
+        options=lambda wc: options_json({"max_bases": genome_cfg(wc.genome).get("max_bases") or None}),
     threads: 1
     resources:
         mem_mb=500,
@@ -26,23 +25,23 @@ rule stage_genome:
     conda:
         conda_env
     shell:
-        "(gzip -cdf {input:q} | awk -v max={params.max_bases} {params.program:q} > {output:q}) 2> {log:q}"
+        "OMP_NUM_THREADS={threads} genoseq subset --config {params.options:q}"
+        " --input {input:q} --format fasta --out {output.fasta:q} > {log:q} 2>&1"
 
 
 rule subset_dataset:
     """The first max_records records of a VCF / TSV / CSV / FASTA / FASTQ (headers kept), only
     those whose name line (FASTA/FASTQ) or line matches the regular expression `match` if set,
-    for quick runs and tests. Only used for datasets that set max_records or match."""
+    for quick runs and tests: genoseq subset. Only used for datasets that set max_records or
+    match."""
     input:
         dataset_source,
     output:
-        f"{RESULTS}/data/{{dataset}}.{{format}}",
+        records=f"{RESULTS}/data/{{dataset}}.{{format}}",
     log:
         f"{LOGS}/subset_dataset/{{dataset}}.{{format}}.log",
     params:
-        max_records=lambda wc: int(dataset_cfg(wc.dataset).get("max_records") or -1),
-        pattern=lambda wc: dataset_cfg(wc.dataset).get("match") or "",
-        program=lambda wc: SUBSET_AWK[wc.format],
+        options=lambda wc: options_json(subset_options(wc.dataset)),
     threads: 1
     resources:
         mem_mb=500,
@@ -50,13 +49,14 @@ rule subset_dataset:
     conda:
         conda_env
     shell:
-        "(gzip -cdf {input:q} | awk -v max={params.max_records} -v pattern={params.pattern:q} {params.program:q} > {output:q}) 2> {log:q}"
+        "OMP_NUM_THREADS={threads} genoseq subset --config {params.options:q}"
+        " --input {input:q} --format {wildcards.format} --out {output.records:q} > {log:q} 2>&1"
 
 
 rule prepare:
     """Tokenise a genome into an HDF5 token store (+ <store>.json manifest): genoseq prepare."""
     input:
-        fasta=f"{RESULTS}/genomes/{{genome}}.fa",
+        fasta=rules.stage_genome.output.fasta,
     output:
         store=f"{RESULTS}/genomes/{{genome}}.h5",
         summary=f"{RESULTS}/genomes/{{genome}}.h5.json",
