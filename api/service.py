@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from genoseq.genome import Genome
     from genoseq.models.classifier import SequenceClassifier
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.pipelines.align import Aligner
+    from genoseq.tasks.align import Aligner
 
 log = logging.getLogger("genoseq.api")
 R = TypeVar("R")
@@ -115,7 +115,7 @@ class ModelService:
         if s.index is not None:
             import pysam
 
-            from genoseq.pipelines.align import Aligner
+            from genoseq.tasks.align import Aligner
 
             # What `genoseq align map` loads: the index, its encoder and its reference in memory.
             self.aligner = Aligner.open(s.index, device=self.device)

@@ -56,6 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from genoseq.pipelines import align
+    from genoseq.tasks.align import load_index
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def main() -> None:
         result["index_seconds"] = round(time.perf_counter() - started, 1)
     result["index"] = {k: v for k, v in json.loads(manifest_path.read_text()).items() if k not in ("contigs",)}
 
-    idx = align.load_index(index_dir)
+    idx = load_index(index_dir)
     started = time.perf_counter()
     result["search_recall"] = align.search_recall(idx, reads, ks=(1, 5, 20))
     result["search_recall"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -23,7 +23,7 @@ from .read_encoder import ReadEncoder
 
 
 class ReadEncoderTraining(L.LightningModule):
-    """Trains ``encoder`` (kept as ``self.encoder``) on batches of :func:`genoseq.pipelines.align_data.collate_pairs`."""
+    """Trains ``encoder`` (kept as ``self.encoder``) on batches of :func:`genoseq.tasks.align.collate_pairs`."""
 
     def __init__(self, encoder: ReadEncoder) -> None:
         super().__init__()

@@ -19,8 +19,10 @@ import pytest
 
 from genoseq.cli import main
 from genoseq.errors import InputError
-from genoseq.pipelines import align
-from genoseq.pipelines.align_data import ErrorProfile, mutate, simulate_reads
+from genoseq.genome import MemoryGenome
+from genoseq.pipelines import align as jobs
+from genoseq.tasks import align
+from genoseq.tasks.align import ErrorProfile, mutate, simulate_reads
 from genoseq.tokenizer import Tokenizer
 
 SLICE_START, SLICE_END = 4_150_000, 4_250_000
@@ -53,8 +55,8 @@ def slice_fa(tmp_path_factory, data_dir):
 @pytest.fixture(scope="session")
 def encoder_dir(slice_fa, tmp_path_factory):
     out = tmp_path_factory.mktemp("align") / "encoder"
-    metrics = align.train(str(slice_fa[0]), str(out), steps=30, batch_size=64, val_pairs=512, progress=False,
-                          embed_dim=128, seed=0)
+    metrics = jobs.train(str(slice_fa[0]), str(out), steps=30, batch_size=64, val_pairs=512, progress=False,
+                         embed_dim=128, seed=0)
     return out, metrics
 
 
@@ -62,16 +64,16 @@ def encoder_dir(slice_fa, tmp_path_factory):
 def model_encoder_dir(slice_fa, tmp_path_factory):
     """A sequence-model encoder (kmer 0): two small Hyena blocks, a few dozen steps."""
     out = tmp_path_factory.mktemp("align") / "model_encoder"
-    metrics = align.train(str(slice_fa[0]), str(out), kmer=0, steps=30, batch_size=32, val_pairs=512, progress=False,
-                          model={"d_model": 32, "pattern": "HH", "hyena_filter_len": 256},
-                          embed_dim=64, head_hidden=256, seed=0)
+    metrics = jobs.train(str(slice_fa[0]), str(out), kmer=0, steps=30, batch_size=32, val_pairs=512, progress=False,
+                         model={"d_model": 32, "pattern": "HH", "hyena_filter_len": 256},
+                         embed_dim=64, head_hidden=256, seed=0)
     return out, metrics
 
 
 @pytest.fixture(scope="session")
 def index_dir(encoder_dir, slice_fa, tmp_path_factory):
     out = tmp_path_factory.mktemp("align") / "index"
-    align.index(str(encoder_dir[0]), str(slice_fa[0]), str(out), progress=False)
+    jobs.index(str(encoder_dir[0]), str(slice_fa[0]), str(out), progress=False)
     return out
 
 
@@ -184,9 +186,9 @@ def test_encoder_from_pretrained_lm_copies_backbone():
 
 
 def test_search_recall(index_dir, slice_fa, tmp_path):
-    ref = align.load_reference(str(slice_fa[0]))
+    ref = MemoryGenome.from_files(str(slice_fa[0]))
     reads = simulate_reads(ref.as_dict(), 200, READ_LEN, ErrorProfile(0.01, 0.0005, 0.0005), seed=7)
-    recall = align.search_recall(index_dir, write_fastq(tmp_path / "r.fq", reads), ks=(1, 5, 20))
+    recall = jobs.search_recall(index_dir, write_fastq(tmp_path / "r.fq", reads), ks=(1, 5, 20))
     # a read has 1-2 true entries among ~800 (chance recall@20 is about 4%); reads from the two
     # rRNA operons have a second copy that ranks as high as the true one
     assert recall["recall@1"] >= 0.8 and recall["recall@5"] >= 0.95
@@ -259,8 +261,8 @@ def designed(slice_fa, index_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("designed")
     fq = write_fastq(tmp / "designed.fq", reads)
     k = all_entries(index_dir)
-    sam_summary = align.map_reads(str(index_dir), fq, str(tmp / "out.sam"), top_k=k, threads=2, progress=False)
-    align.map_reads(str(index_dir), fq, str(tmp / "out.bam"), top_k=k, threads=1, progress=False)
+    sam_summary = jobs.map_reads(str(index_dir), fq, str(tmp / "out.sam"), top_k=k, threads=2, progress=False)
+    jobs.map_reads(str(index_dir), fq, str(tmp / "out.bam"), top_k=k, threads=1, progress=False)
     records = {r.query_name: r for r in pysam.AlignmentFile(str(tmp / "out.sam"), "r")}
     return {"records": records, "p": p, "q": q, "exact": exact, "indel": indel, "repeat": (r1, r2),
             "sam": tmp / "out.sam", "bam": tmp / "out.bam", "summary": sam_summary}
@@ -311,12 +313,12 @@ def test_ties_between_repeat_copies_spread_by_read_name():
     """Equally good loci: the choice follows the read name (stable), both copies get reads, and
     the other copy is the second best (MAPQ 0); a worse locus never wins."""
     hits = [(3, 0, 0, 5000, 5250), (3, 0, 0, 5001, 5251), (3, 0, 0, 90000, 90250), (7, 0, 1, 200, 450)]
-    picks = {align._best_two(list(hits), 250, f"read{i}")[0][3] for i in range(40)}
+    picks = {align.mapper._best_two(list(hits), 250, f"read{i}")[0][3] for i in range(40)}
     assert picks == {5000, 90000}
-    best, second = align._best_two(list(hits), 250, "read7")
-    assert best == align._best_two(list(reversed(hits)), 250, "read7")[0]
+    best, second = align.mapper._best_two(list(hits), 250, "read7")
+    assert best == align.mapper._best_two(list(reversed(hits)), 250, "read7")[0]
     assert second[0] == 3 and abs(second[3] - best[3]) > 125
-    best, second = align._best_two([(4, 0, 0, 10, 260), (2, 0, 1, 900, 1150)], 250, "x")
+    best, second = align.mapper._best_two([(4, 0, 0, 10, 260), (2, 0, 1, 900, 1150)], 250, "x")
     assert (best[0], second[0]) == (2, 4)
 
 
@@ -350,11 +352,11 @@ def test_sam_and_bam_valid(designed):
 
 # ---------------------------------------------------------------------- simulated and real reads
 def test_map_simulated_reads_accuracy(slice_fa, index_dir, tmp_path):
-    ref = align.load_reference(str(slice_fa[0]))
+    ref = MemoryGenome.from_files(str(slice_fa[0]))
     reads = simulate_reads(ref.as_dict(), 60, READ_LEN, ErrorProfile(0.01, 0.0005, 0.0005), seed=11)
     fq = write_fastq(tmp_path / "sim.fq", reads)
-    align.map_reads(str(index_dir), fq, str(tmp_path / "sim.sam"), top_k=all_entries(index_dir), progress=False)
-    result = align.evaluate_sam(tmp_path / "sim.sam")
+    jobs.map_reads(str(index_dir), fq, str(tmp_path / "sim.sam"), top_k=all_entries(index_dir), progress=False)
+    result = jobs.evaluate_sam(tmp_path / "sim.sam")
     assert result["reads"] == 60 and result["mapped"] == 60
     assert result["fraction_correct"] >= 0.9  # the misses are reads inside the rRNA repeats
     assert result["precision_mapq20"] == 1.0
@@ -372,8 +374,8 @@ def test_shared_reads_inside_slice(data_dir, index_dir, tmp_path):
                 reads.append((f"{CONTIG}_{truth.pos1 - SLICE_START}_{rest}", seq, qual))
     assert len(reads) > 50
     fq = write_fastq(tmp_path / "shared.fq", reads)
-    align.map_reads(str(index_dir), fq, str(tmp_path / "shared.sam"), top_k=all_entries(index_dir), progress=False)
-    result = align.evaluate_sam(tmp_path / "shared.sam")
+    jobs.map_reads(str(index_dir), fq, str(tmp_path / "shared.sam"), top_k=all_entries(index_dir), progress=False)
+    result = jobs.evaluate_sam(tmp_path / "shared.sam")
     assert result["reads"] == len(reads) == result["mapped"]
     # the misses are reads from the two rRNA operons, placed in the other copy with MAPQ 0
     assert result["fraction_correct"] >= 0.85 and result["precision_mapq20"] == 1.0
@@ -416,7 +418,7 @@ def test_evaluate_sam_hand_made_records(tmp_path):
         ("chrA_1001_1250_0_1_0_0_0:0:0_0:0:0_a/1", 0, 5000, False, "250M", 256, 0),  # secondary: ignored
     ]
     write_hand_sam(path, rows)
-    result = align.evaluate_sam(path)
+    result = jobs.evaluate_sam(path)
     assert result == {"reads": 7, "mapped": 6, "correct": 3, "fraction_correct": round(3 / 7, 5),
                       "precision_mapped": 0.5, "mapq20": 5, "precision_mapq20": 0.4}
 
@@ -432,11 +434,11 @@ def test_compare_sams_counts_disagreements_and_repeat_ties(tmp_path):
                             (name.format("b")[:-2], -1, -1, False, None, 4, 0),
                             (name.format("c")[:-2], 0, 1000, False, "250M", 0, 0),
                             (name.format("d")[:-2], 0, 1000, False, "250M", 0, 60)])
-    assert align.compare_sams(ours, theirs) == {"only_ours_correct": 2, "only_ours_correct_mapq0_in_both": 1,
-                                                "only_theirs_correct": 1, "only_theirs_correct_mapq0_in_both": 1}
+    assert jobs.compare_sams(ours, theirs) == {"only_ours_correct": 2, "only_ours_correct_mapq0_in_both": 1,
+                                               "only_theirs_correct": 1, "only_theirs_correct_mapq0_in_both": 1}
     write_hand_sam(theirs, [(name.format("a"), 0, 1000, False, "250M", 0, 0)])
     with pytest.raises(InputError, match="different reads"):
-        align.compare_sams(ours, theirs)
+        jobs.compare_sams(ours, theirs)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -474,8 +476,8 @@ def test_held_out_top1_with_fewer_pairs_than_a_group():
             return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     pairs = [(x, x) for x in rng.normal(size=(10, 8))]
-    assert align._held_out_top1(Identity(), pairs) == 1.0
-    assert np.isnan(align._held_out_top1(Identity(), pairs[:1]))
+    assert align.held_out_top1(Identity(), pairs) == 1.0
+    assert np.isnan(align.held_out_top1(Identity(), pairs[:1]))
 
 
 @pytest.mark.parametrize("which", ["kmer", "model"])

@@ -1,6 +1,6 @@
 """``POST /v1/align``: reads -> alignments, as ``genoseq align map`` writes them.
 
-The route maps through :class:`genoseq.pipelines.align.Aligner`, the same object ``map_reads``
+The route maps through :class:`genoseq.tasks.align.Aligner`, the same object ``map_reads``
 uses (tokenise, embed, faiss search, candidate regions, edlib), on the model thread; a request's
 reads form one batch of ``genoseq align map`` (at most ``max_reads``, its batch size by default),
 so the records are the ones the CLI writes for the same reads and options.

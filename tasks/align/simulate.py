@@ -1,7 +1,8 @@
-"""Reads simulated on the fly for ``genoseq align``: the error model and the training dataset.
+"""Reads simulated from contigs in memory: the error model, the read encoder's training pairs,
+and reads that carry their origin in their names.
 
 Everything works on token ids (``uint8``, :mod:`genoseq.tokenizer`), so no strings are built
-while training. Module-level imports are numpy only; torch is imported inside the dataset.
+while training. Module-level imports are numpy only; torch is imported inside :func:`collate_pairs`.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def simulate_reads(contigs: dict[str, np.ndarray], n: int, read_length: int, pro
 
     Names follow the shared data's convention, ``CONTIG_POS1_POS2_STRAND_..._ID`` with POS1
     the 1-based leftmost reference base and STRAND 0 (forward) or 1 (reverse complement), so
-    :func:`genoseq.pipelines.align.parse_truth` reads both kinds.
+    :func:`genoseq.tasks.align.evaluate.parse_truth` reads both kinds.
     """
     rng = np.random.default_rng(seed)
     names = [c for c, ids in contigs.items() if len(ids) > 2 * read_length]
