@@ -89,6 +89,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InputError)
     async def _input(request: Request, exc: InputError) -> JSONResponse:
+        if exc.field is not None:  # an option check of the library, naming the request field
+            return JSONResponse({"detail": [{"loc": ["body", *exc.field], "msg": exc.reason, "type": exc.kind}]},
+                                status_code=422)
         # Raised by a pipeline on input the route did not check first. The server's file paths
         # stay out of the message; the record and position stay in.
         where = [f"record {exc.record!r}"] if exc.record is not None else []

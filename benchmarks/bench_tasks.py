@@ -72,7 +72,7 @@ def effect_aurocs(llr: np.ndarray, effect: np.ndarray) -> dict:
 
 def markov_llrs(markov, genome, variants, window_length: int) -> np.ndarray:
     """The vep LLR with a Markov chain: same windows, both strands averaged, in nats."""
-    from genoseq.pipelines.vep import window_bounds
+    from genoseq.tasks.variants import window_bounds
     from genoseq.tokenizer import Tokenizer
 
     tok = Tokenizer()
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     from genoseq.genome import open_genome
     from genoseq.markov import MarkovModel
     from genoseq.pipelines.classify import evaluate, fit
-    from genoseq.pipelines.vep import Variant, VariantEffectScorer
+    from genoseq.tasks.variants import Variant, VariantEffectScorer
     from genoseq.tables import read_labelled
 
     result: dict = {"model": args.model, "train_genome": "E. coli K-12 MG1655", "test_genome": "S. aureus N315"}

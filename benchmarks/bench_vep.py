@@ -23,7 +23,7 @@ import numpy as np
 import pysam
 import torch
 
-from genoseq.pipelines.vep import Variant, VariantEffectScorer
+from genoseq.tasks.variants import Variant, VariantEffectScorer
 
 
 def full_pass_log_likelihoods(scorer: VariantEffectScorer, windows: list[np.ndarray], offsets: list[int]) -> np.ndarray:

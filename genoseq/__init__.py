@@ -8,7 +8,18 @@ from genoseq.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "Tokenizer", "__version__", "default_genome"]
+__all__ = ["InputError", "Tokenizer", "__version__", "default_genome", "load"]
+
+
+def load(path, device: str = "auto"):
+    """Load a model folder for use from Python: ``genoseq.load("runs/x/model").score("ACGT...")``.
+
+    Returns a :class:`genoseq.tasks.pretrained.LanguageModel`, ``Classifier`` or ``Aligner``
+    (see :mod:`genoseq.tasks.pretrained`). The entry point only: the library loads on first call.
+    """
+    from genoseq.tasks.pretrained import load as load_pretrained
+
+    return load_pretrained(path, device=device)
 
 
 def default_genome() -> str:

@@ -31,7 +31,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "hyenadna": "genoseq.pipelines.convert:hyenadna",
     },
     "score": "genoseq.pipelines.score:score",
-    "serve": "genoseq.pipelines.serve:serve",
+    "serve": "genoseq.api.serve:serve",
     "generate": {
         "_help": "Conditional fine-tuning and constrained, oracle-guided sequence design.",
         "fit": "genoseq.pipelines.generate:fit",

@@ -19,8 +19,14 @@ class InputError(ValueError):
         record: str | None = None,
         line: int | None = None,
         position: int | None = None,
+        field: "str | tuple[str | int, ...] | None" = None,
+        kind: str = "input_error",
     ) -> None:
         self.path = None if path is None else str(path)
+        # The option at fault, as the command line and the REST API both name it ("condition",
+        # ("variants", 2, "ref")); the API answers 422 with it as the error's location.
+        self.field = (field,) if isinstance(field, (str, int)) else (tuple(field) if field is not None else None)
+        self.kind = kind
         self.record = record
         self.line = line
         self.position = position

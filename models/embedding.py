@@ -212,7 +212,10 @@ class Embedder:
         self.model = model.to(self.device).eval()
         n = model.config.n_layers
         if layer is not None and not -(n + 1) <= layer <= n:
-            raise ValueError(f"layer {layer} out of range for a {n}-layer model (use 0..{n}, negative, or None)")
+            from genoseq.errors import InputError
+
+            raise InputError(f"layer: {layer} is out of range for a {n}-layer model (use {-(n + 1)}..{n}, "
+                             "or None for the final normed output)", field="layer", kind="out_of_range")
         self.layer, self.pooling, self.rc_average, self.rc_concat = layer, pooling, rc_average, rc_concat
         self.batch_size, self.max_length = batch_size, max_length
         self.tokenizer: Tokenizer = model.tokenizer

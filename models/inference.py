@@ -144,6 +144,9 @@ def sequence_log_likelihood(model, seqs: Sequence, *, batch_size: int = 64, devi
     Sequences are grouped by length, so equal-length windows (variant scoring) run as full
     batches without padding; shorter ones are right-padded, which a causal model ignores.
     """
+    if isinstance(seqs, (str, bytes)) or (isinstance(seqs, (np.ndarray, torch.Tensor)) and seqs.ndim == 1):
+        raise TypeError("sequence_log_likelihood takes a list of sequences (or a 2-D array of ids); "
+                        "for one sequence pass [seq]")
     if not len(seqs):
         return SequenceScores(np.zeros(0), np.zeros(0, dtype=np.int64))
     model.eval()
@@ -168,6 +171,65 @@ def sequence_log_likelihood(model, seqs: Sequence, *, batch_size: int = 64, devi
         ll[rows] = (lp * counted).sum(1).double().cpu().numpy()
         counts[rows] = counted.sum(1).cpu().numpy()
     return SequenceScores(ll, counts)
+
+
+@torch.inference_mode()
+def batched_log_probs(model, batch: torch.Tensor) -> torch.Tensor:
+    """``log P(x_t | x_<t)`` (B, L-1) of a batch (B, L) of equal-length sequences, one forward pass.
+
+    For sequences no longer than ``chunk_size`` (and a model with attention or Hyena layers)
+    this is the single window :func:`token_log_probs` scores; batching rows only changes float
+    rounding.
+    """
+    ids = batch.to(next(model.parameters()).device)
+    return _gather_log_probs(model(ids)[:, :-1], ids[:, 1:]).cpu()
+
+
+@torch.inference_mode()
+def shared_prefix_log_likelihood(model, windows: Sequence[np.ndarray], offsets: Sequence[int], *,
+                                 batch_size: int = 64, device=None, bf16: bool = False) -> tuple[np.ndarray, int]:
+    """Sum of ``log P(x_t | x_<t)`` over ``t >= max(offset, 1)`` of each window (float64), and the
+    number of windows run.
+
+    Windows of one length whose first ``p = max(offset, 1)`` tokens agree (a reference window
+    and its alternative alleles, on one strand) are a family: the shared prefix runs once,
+    through the inference cache, and each member continues from it with its own tokens. For a
+    causal model this is the same computation as a full pass per window, with the prefix done
+    once (a SNV in a 256-base window: 384 positions instead of 512). ``bf16`` runs the model
+    under bf16 autocast (on a GPU).
+    """
+    device = _device_of(model, device)
+    p_first = [max(int(o), 1) for o in offsets]
+    families: dict[tuple, list[int]] = {}
+    for j, (w, p) in enumerate(zip(windows, p_first)):
+        families.setdefault((len(w), p, w[:p].tobytes()), []).append(j)
+    by_shape: dict[tuple[int, int], list[list[int]]] = {}
+    for (length, p, _), members in families.items():
+        by_shape.setdefault((length, p), []).append(members)
+
+    out = np.zeros(len(windows), dtype=np.float64)
+    run = 0
+    per_pass = max(1, batch_size // 2)  # families per pass; their members fill the batch
+    for (length, p), shape_families in by_shape.items():
+        if p >= length:  # nothing is scored after the prefix
+            continue
+        for b in range(0, len(shape_families), per_pass):
+            group = shape_families[b : b + per_pass]
+            members = [j for family in group for j in family]
+            owner = torch.tensor([f for f, family in enumerate(group) for _ in family], device=device)
+            prefix = torch.from_numpy(np.stack([windows[family[0]][:p] for family in group]).astype(np.int64))
+            rest = torch.from_numpy(np.stack([windows[j][p : length - 1] for j in members]).astype(np.int64))
+            targets = torch.from_numpy(np.stack([windows[j][p:] for j in members]).astype(np.int64)).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                cache = model.new_cache(max_len=length)
+                logits = model(prefix.to(device), cache=cache)[:, -1:][owner]  # predicts x_p
+                if rest.shape[1]:
+                    cache = cache.select(owner)
+                    logits = torch.cat([logits, model(rest.to(device), cache=cache)], dim=1)
+            counted = model.tokenizer.is_base(targets)
+            out[members] = (_gather_log_probs(logits, targets) * counted).sum(1).double().cpu().numpy()
+            run += len(members)
+    return out, run
 
 
 # ---------------------------------------------------------------------------- generation

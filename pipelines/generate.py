@@ -348,169 +348,84 @@ def sample(
     Returns:
         The run summary (as in the JSON report) with the designs under ``sequences``.
     """
-    import numpy as np
-    import torch
-
-    from genoseq.design import ConstraintMasker, DesignConstraints, to_base_indices
-    from genoseq.models.conditional import sample_constrained
+    from genoseq.design import DesignConstraints
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.progress import Progress
-    from genoseq.runtime import atomic_output, resolve_device
-    from genoseq.tokenizer import BOS
+    from genoseq.runtime import resolve_device
+    from genoseq.tasks.generation import SampleOptions, sample_designs
 
     started = time.perf_counter()
-    if num_samples < 1 or max_new_tokens < 1:
-        raise InputError("num_samples and max_new_tokens must be >= 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k is not None and top_k < 1:
-        raise InputError(f"top_k must be >= 1, got {top_k}")
-    if temperature < 0:
-        raise InputError(f"temperature must be >= 0, got {temperature}")
-    if select not in ("all", "top-k"):
-        raise InputError(f"select must be 'all' or 'top-k', got {select!r}")
-    if select == "top-k" and (oracle is None or oversample < 1):
-        raise InputError("--select top-k needs --oracle and oversample >= 1")
-    if refine_rounds and (oracle is None or not 1 <= refine_span <= max_new_tokens):
-        raise InputError(f"--refine_rounds needs --oracle and 1 <= refine_span <= max_new_tokens ({max_new_tokens})")
-    constraints = DesignConstraints(gc_min=gc_min, gc_max=gc_max, forbidden=_as_motifs(forbid),
-                                    max_homopolymer=max_homopolymer)
+    options = SampleOptions(
+        prompt=prompt, max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=temperature, top_k=top_k,
+        top_p=top_p, seed=seed, condition=condition, max_attempts=max_attempts, batch_size=batch_size,
+        oracle_class=oracle_class, select=select, oversample=oversample, refine_rounds=refine_rounds,
+        refine_span=refine_span, constraints=DesignConstraints(gc_min=gc_min, gc_max=gc_max,
+                                                               forbidden=_as_motifs(forbid), max_homopolymer=max_homopolymer),
+    )
     dev = resolve_device(device)
     lm = GenoSeqLM.from_pretrained(model, map_location=dev)
-    prompt_ids = lm.tokenizer.encode(prompt, name="prompt")
-    prompt = lm.tokenizer.decode(prompt_ids)
-    if condition is not None:
-        try:
-            condition_ids = [lm.tokenizer.condition_id(condition)]
-        except KeyError as err:
-            raise InputError(str(err.args[0]), path=str(model)) from None
-    else:
-        condition_ids = []
-        if lm.tokenizer.condition_labels:
-            print(f"genoseq generate: note: the model was trained with conditions "
-                  f"({', '.join(lm.tokenizer.condition_labels)}); sampling without --condition", file=sys.stderr)
-    clf, target = None, None
+    clf = None
     if oracle is not None:
         from genoseq.models.classifier import SequenceClassifier
 
         clf = SequenceClassifier.from_pretrained(oracle, map_location=dev)
-        target = oracle_class or condition
-        if target not in clf.classes:
-            raise InputError(f"oracle class {target!r} is not one of the oracle's classes {clf.classes}; "
-                             "give --oracle_class", path=str(oracle))
-
-    prefix = torch.tensor(condition_ids + prompt_ids.astype(np.int64).tolist() or [BOS], dtype=torch.long)
-    prompt_bases = to_base_indices(prompt)
-    masker = ConstraintMasker(constraints) if (constraints.forbidden or constraints.max_homopolymer) else None
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    decode = np.frombuffer(b"ACGT", dtype=np.uint8)
-
-    def draw(n: int) -> list[str]:
-        new = sample_constrained(lm, prefix[None].repeat(n, 1), np.tile(prompt_bases, (n, 1)), max_new_tokens,
-                                 masker=masker, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-        return [prompt + decode[row].tobytes().decode() for row in new]
-
-    # ---- sample, rejecting designs that break a constraint, within a budget
-    needed = num_samples * (oversample if select == "top-k" else 1)
-    budget = max_attempts if max_attempts is not None else 20 * needed
-    if budget < needed:
-        raise InputError(f"max_attempts ({budget}) is smaller than the designs needed ({needed})")
-    accepted: list[str] = []
-    rejected: Counter = Counter()
-    attempts = 0
-    bar = Progress(needed, desc="generate sample", unit="design", mode=progress)
-    while len(accepted) < needed and attempts < budget:
-        rate = max(len(accepted) / attempts, 0.05) if attempts else 1.0
-        n = min(batch_size, budget - attempts, math.ceil((needed - len(accepted)) / rate))
-        before = len(accepted)
-        for seq in draw(n):
-            why = constraints.violations(seq)
-            if why:
-                rejected.update(why)
-                rejected["designs"] += 1
-            elif len(accepted) < needed:
-                accepted.append(seq)
-        attempts += n
-        bar.set_fields(attempts=attempts)
-        bar.update(len(accepted) - before)
-    bar.close()
-    if not accepted:
-        raise InputError(f"no design met the constraints in {attempts} attempts ({dict(rejected)}); "
-                         "relax them or raise --max_attempts")
-    if len(accepted) < needed:
-        print(f"genoseq generate: warning: only {len(accepted)} of {needed} designs met the constraints "
-              f"in {attempts} attempts", file=sys.stderr)
-
-    # ---- oracle: score, keep the best, refine
-    proba = None
-    refinement: list[int] = []
-    if clf is not None:
-        k = clf.classes.index(target)
-        proba = clf.predict_proba(accepted, batch_size=batch_size)
-        if select == "top-k":
-            keep = np.argsort(-proba[:, k], kind="stable")[:num_samples]
-            accepted, proba = [accepted[i] for i in keep], proba[keep]
-        rng = np.random.default_rng([seed, 1])
-        for _ in range(refine_rounds):
-            start = len(prompt) + int(rng.integers(0, max_new_tokens - refine_span + 1))
-            lefts = [s[:start] for s in accepted]
-            left_ids = torch.from_numpy(np.stack([lm.tokenizer.encode(s) for s in lefts]).astype(np.int64)) \
-                if start else torch.empty((len(lefts), 0), dtype=torch.long)
-            prefixes = torch.cat([torch.tensor(condition_ids, dtype=torch.long).repeat(len(lefts), 1), left_ids], 1)
-            if prefixes.shape[1] == 0:
-                prefixes = torch.full((len(lefts), 1), BOS, dtype=torch.long)
-            history = np.stack([to_base_indices(s) for s in lefts]) if start else np.zeros((len(lefts), 0), np.int8)
-            spans = sample_constrained(lm, prefixes, history, refine_span, masker=masker, temperature=temperature,
-                                       top_k=top_k, top_p=top_p, generator=generator)
-            candidates = [left + decode[span].tobytes().decode() + s[start + refine_span :]
-                          for left, span, s in zip(lefts, spans, accepted)]
-            new_proba = clf.predict_proba(candidates, batch_size=batch_size)
-            better = [i for i, c in enumerate(candidates)
-                      if new_proba[i, k] > proba[i, k] and constraints.satisfied(c)]
-            for i in better:
-                accepted[i], proba[i] = candidates[i], new_proba[i]
-            refinement.append(len(better))
-        order = np.argsort(-proba[:, k], kind="stable") if select == "top-k" else np.arange(len(accepted))
-        accepted, proba = [accepted[i] for i in order], proba[order]
-
-    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
-                "prompt_length": len(prompt_ids), "condition": condition}
-    p_target = proba[:, clf.classes.index(target)] if clf is not None else None
+    if condition is None and lm.tokenizer.condition_labels:
+        print(f"genoseq generate: note: the model was trained with conditions "
+              f"({', '.join(lm.tokenizer.condition_labels)}); sampling without --condition", file=sys.stderr)
+    designs = sample_designs(lm, options, oracle=clf, progress=progress)
+    if designs.accepted < designs.needed:
+        print(f"genoseq generate: warning: only {designs.accepted} of {designs.needed} designs met the "
+              f"constraints in {designs.attempts} attempts", file=sys.stderr)
     out_path = Path(out)
-    with atomic_output(out_path) as fh:
-        for i, seq in enumerate(accepted):
-            header = dict(settings, **({"p_oracle": round(float(p_target[i]), 4)} if p_target is not None else {}))
-            fh.write(f">sample_{i} {json.dumps(header, separators=(',', ':'))}\n")
-            for start in range(0, len(seq), line_width):
-                fh.write(seq[start : start + line_width] + "\n")
-
+    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
+                "prompt_length": len(lm.tokenizer.encode(prompt)), "condition": condition}
+    _write_designs(out_path, designs, settings, line_width)
     summary = {
         "model": str(model), "out": str(out_path), "condition": condition,
         "settings": dict(settings, max_new_tokens=max_new_tokens, num_samples=num_samples, select=select,
                          oversample=oversample if select == "top-k" else None, refine_rounds=refine_rounds,
                          refine_span=refine_span if refine_rounds else None),
-        "constraints": constraints.to_dict(),
-        "n_designs": len(accepted), "needed": needed, "attempts": attempts,
-        "rejected": int(rejected.pop("designs", 0)), "rejected_by_reason": dict(sorted(rejected.items())),
-        "shortfall": max(0, num_samples - len(accepted)),
-        "oracle": str(oracle) if oracle else None, "oracle_class": target,
-        "refinement_improved": refinement,
+        "constraints": options.constraints.to_dict(),
+        "n_designs": len(designs.sequences), "needed": designs.needed, "attempts": designs.attempts,
+        "rejected": designs.rejected, "rejected_by_reason": designs.rejected_by_reason,
+        "shortfall": designs.shortfall,
+        "oracle": str(oracle) if oracle else None, "oracle_class": designs.target,
+        "refinement_improved": designs.refinement_improved,
     }
     if report:
-        paths = _report_paths(out_path)
-        ref_path = Path(reference) if reference else Path(model) / TRAINING_SEQUENCES
-        ref = _read_reference(ref_path, condition) if ref_path.exists() else None
-        summary.update(design_report(accepted, proba, clf.classes if clf else None, target, ref, paths))
-        summary["reference"] = str(ref_path) if ref else None
+        summary.update(_write_report(out_path, designs, clf, Path(reference) if reference else Path(model) / TRAINING_SEQUENCES,
+                                     condition, started, summary))
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    if report:
-        with atomic_output(paths["json"]) as fh:
-            fh.write(json.dumps(summary, indent=2) + "\n")
-    extra = f"; rejected {summary['rejected']}" if constraints.active else ""
-    if p_target is not None:
+    extra = f"; rejected {summary['rejected']}" if options.constraints.active else ""
+    if clf is not None:
         extra += f"; oracle success {summary.get('success_rate')}"
-    print(f"genoseq generate: {len(accepted)} x {max_new_tokens} new bases -> {out_path}{extra}", file=sys.stderr)
-    return dict(summary, sequences=accepted)
+    print(f"genoseq generate: {len(designs.sequences)} x {max_new_tokens} new bases -> {out_path}{extra}", file=sys.stderr)
+    return dict(summary, sequences=designs.sequences)
+
+
+def _write_designs(out_path: Path, designs, settings: dict, line_width: int) -> None:
+    """The designs as FASTA; each header holds the settings and the oracle's probability."""
+    from genoseq.runtime import atomic_output
+
+    p_target = designs.p_oracle
+    with atomic_output(out_path) as fh:
+        for i, seq in enumerate(designs.sequences):
+            header = dict(settings, **({"p_oracle": round(float(p_target[i]), 4)} if p_target is not None else {}))
+            fh.write(f">sample_{i} {json.dumps(header, separators=(',', ':'))}\n")
+            for start in range(0, len(seq), line_width):
+                fh.write(seq[start : start + line_width] + "\n")
+
+
+def _write_report(out_path: Path, designs, clf, ref_path: Path, condition, started: float, summary: dict) -> dict:
+    """The TSV, PNG and JSON report beside the FASTA; the report's numbers."""
+    from genoseq.runtime import atomic_output
+
+    paths = _report_paths(out_path)
+    ref = _read_reference(ref_path, condition) if ref_path.exists() else None
+    found = design_report(designs.sequences, designs.proba, clf.classes if clf else None, designs.target, ref, paths)
+    found["reference"] = str(ref_path) if ref else None
+    with atomic_output(paths["json"]) as fh:
+        fh.write(json.dumps({**summary, **found, "seconds": round(time.perf_counter() - started, 2)}, indent=2) + "\n")
+    return found
 
 
 def design_report(designs: list[str], proba, classes: list[str] | None, target: str | None,

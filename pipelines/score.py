@@ -1,43 +1,19 @@
 """``genoseq score``: log-likelihood and bits per base of every record of a FASTA file.
 
-Long records are scored with bounded memory by :func:`genoseq.models.inference.token_log_probs`
-(a pure-Mamba2 model streams its state exactly; other models use overlapping windows of
-``chunk_size`` tokens in which every scored base sees at least ``context`` previous bases).
-Position 1 of each record has no context and is not scored; N bases are never scored.
+Each record is scored by :mod:`genoseq.tasks.scoring` (bounded memory, however long; position 1
+has no context and is not scored; N bases are never scored).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from genoseq.progress import ProgressChoice
 
+from genoseq.tasks.scoring import bits_per_base, score_ids, summarize
+
 COLUMNS = ("name", "length", "scored_bases", "log_likelihood", "bits_per_base")
-
-
-def scored_targets(ids):
-    """Mask (L-1,) of the targets ``ids[1:]`` that are scored: A, C, G and T (never N).
-
-    ``token_log_probs`` returns ``log P(x_t | x_<t)`` for ``t = 1 .. L-1``; position 1 (t = 0)
-    has no context and is never among them.
-    """
-    from genoseq.tokenizer import A, T
-
-    targets = ids[1:]
-    return (targets >= A) & (targets <= T)
-
-
-def summarize_log_probs(ids, log_probs) -> tuple[float, int]:
-    """Log-likelihood (nats, summed in float64) and number of scored bases of one sequence."""
-    scored = scored_targets(ids)
-    return float(log_probs[scored].double().sum()), int(scored.sum())
-
-
-def bits_per_base(log_likelihood: float, scored_bases: int) -> float:
-    """``-log_likelihood / scored_bases`` in bits (NaN when nothing was scored)."""
-    return -log_likelihood / scored_bases / math.log(2) if scored_bases else math.nan
 
 
 def score(
@@ -71,7 +47,7 @@ def score(
     import torch
 
     from genoseq.genome import open_genome
-    from genoseq.models.inference import scoring_window, token_log_probs
+    from genoseq.models.inference import scoring_window
     from genoseq.models.lm import GenoSeqLM
     from genoseq.progress import Progress
     from genoseq.runtime import atomic_output, resolve_device
@@ -84,12 +60,10 @@ def score(
     with Progress(sum(genome.contigs.values()), desc="score", unit="bp", mode=progress) as bar:
         for name, length in genome.contigs.items():
             ids = torch.from_numpy(genome.fetch(name, 0, length).astype("int64"))
-            log_probs = token_log_probs(lm, ids, chunk_size=chunk_size, context=context,
-                                        batch_size=batch_size, device=dev, on_progress=bar.update)
+            log_probs = score_ids(lm, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
+                                  device=dev, on_progress=bar.update)
             bar.update(length - len(log_probs))  # the first base of a record is not scored
-            ll, n = summarize_log_probs(ids, log_probs)
-            rows.append({"name": name, "length": length, "scored_bases": n, "log_likelihood": ll,
-                         "bits_per_base": bits_per_base(ll, n)})
+            rows.append(summarize(name, ids, log_probs).to_dict())
     genome.close()
 
     total_n = sum(r["scored_bases"] for r in rows)

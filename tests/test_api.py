@@ -28,6 +28,7 @@ import pysam
 import pytest
 from fastapi.testclient import TestClient
 
+import genoseq
 from genoseq.api import ApiSettings, Limits, create_app
 from genoseq.api.settings import is_loopback
 from genoseq.cli import main
@@ -51,6 +52,12 @@ def model_dir(workdir) -> Path:
              window={"length": 128, "batch_size": 4, "windows_per_epoch": 40, "max_val_windows": 2},
              trainer={"max_steps": 10, "val_check_interval": 10, "enable_progress_bar": False})
     return run / "model"
+
+
+@pytest.fixture(scope="module")
+def py_model(model_dir):
+    """The same model through the Python API."""
+    return genoseq.load(model_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +166,15 @@ def test_score_equals_genoseq_score(client, lambda_seq, workdir, model_dir):
     # the TSV, as written, says the same
     for row in csv.DictReader(open(out), delimiter="\t"):
         assert f"{scores[row['name']]['log_likelihood']:.4f}" == row["log_likelihood"]
+    # and so does the Python API, for a list and for one sequence
+    found = genoseq.load(model_dir, device="cpu").score(list(records.values()), names=list(records), chunk_size=512,
+                                                        context=128)
+    for got in found:
+        want = expected[got.name]
+        assert (got.length, got.scored_bases) == (want["length"], want["scored_bases"])
+        assert math.isclose(got.log_likelihood, want["log_likelihood"], rel_tol=1e-9, abs_tol=1e-9), got.name
+    one = genoseq.load(model_dir, device="cpu").score(records["long"], chunk_size=512, context=128)
+    assert math.isclose(one.log_likelihood, expected["long"]["log_likelihood"], rel_tol=1e-9)
 
 
 def test_score_token_log_probs(client, lambda_seq):
@@ -188,7 +204,7 @@ def test_concurrent_score_requests_are_batched_and_exact(client, lambda_seq):
 
 
 # ---------------------------------------------------------------------- embed
-def test_embed_equals_genoseq_embed(client, regions, workdir, model_dir):
+def test_embed_equals_genoseq_embed(client, regions, workdir, model_dir, py_model):
     seqs = [s for s, _ in regions[:5]]
     fasta = workdir / "embed.fa"
     fasta.write_text("".join(f">r{i}\n{s}\n" for i, s in enumerate(seqs)))
@@ -206,6 +222,10 @@ def test_embed_equals_genoseq_embed(client, regions, workdir, model_dir):
         body = response.json()
         assert body["dim"] == expected.shape[1] == (320 if rc_concat else 32) and body["pooling"] == pooling
         np.testing.assert_allclose(np.array(body["embeddings"]), expected, rtol=1e-5, atol=1e-5)
+        vectors = py_model.embed(seqs, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat, layer=layer)
+        np.testing.assert_allclose(vectors, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(py_model.embed(seqs[0], pooling=pooling, rc_average=rc_average, rc_concat=rc_concat,
+                                                  layer=layer), expected[0], rtol=1e-5, atol=1e-5)
 
 
 def test_embed_bad_pooling(client):
@@ -225,7 +245,7 @@ def test_embed_bad_layer(client):
 
 
 # ---------------------------------------------------------------------- variants
-def test_variants_equal_genoseq_vep(client, lambda_seq, lambda_fasta, workdir, model_dir):
+def test_variants_equal_genoseq_vep(client, lambda_seq, lambda_fasta, workdir, model_dir, py_model):
     # SNVs at known bases, an insertion and a deletion, one near the contig start
     positions = [10, 5000, 12_345, 30_001, 48_400]
     alt_of = {"A": "G", "C": "T", "G": "A", "T": "C"}
@@ -251,6 +271,12 @@ def test_variants_equal_genoseq_vep(client, lambda_seq, lambda_fasta, workdir, m
         assert row["status"] == "ok"
         assert math.isclose(effect["llr"], float(row["llr"]), rel_tol=1e-4, abs_tol=1e-4)
         assert math.isclose(effect["llr_reverse"], float(row["llr_reverse"]), rel_tol=1e-4, abs_tol=1e-4)
+    found = py_model.variant_effects(lambda_fasta, [(v["chrom"], v["pos"], v["ref"], v["alt"]) for v in variants],
+                                     window_length=128)
+    for effect, row in zip(found, expected, strict=True):
+        assert effect.status == "ok" and math.isclose(effect.llr, float(row["llr"]), rel_tol=1e-4, abs_tol=1e-4)
+    bad = py_model.variant_effects({"s": "ACGTACGTAC"}, ("s", 2, "G", "T"), window_length=128)
+    assert bad.status == "ref_mismatch" and bad.llr is None and "does not match" in bad.detail
 
     # the same variant given in a sequence that holds its whole window scores the same
     start = 12_345 - 1 - 200
@@ -299,6 +325,12 @@ def test_classify_equals_classify_predict(client, regions, workdir, classifier_d
         for cls in body["classes"]:
             assert math.isclose(prediction["probabilities"][cls], float(row[f"p_{cls}"]), rel_tol=1e-4, abs_tol=1e-6)
         assert math.isclose(sum(prediction["probabilities"].values()), 1.0, rel_tol=1e-6)
+    clf = genoseq.load(classifier_dir, device="cpu")
+    proba = clf.predict_proba([s for s, _ in test_rows])
+    assert clf.predict([s for s, _ in test_rows]) == [row["predicted"] for row in expected]
+    assert clf.predict(test_rows[0][0]) == expected[0]["predicted"]
+    for p, row in zip(proba, expected, strict=True):
+        np.testing.assert_allclose(p, [float(row[f"p_{c}"]) for c in clf.classes], rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- generate
@@ -321,6 +353,9 @@ def test_generate_equals_generate_sample(client, model_dir, classifier_dir, work
         assert max_homopolymer(seq) <= 5
         assert 0.2 <= design["gc"] <= 0.8 and design["oracle_p"] is None
     assert body["shortfall"] == 0 and body["attempts"] >= 3
+    assert genoseq.load(model_dir, device="cpu").generate(
+        "ACGTTG", max_new_tokens=40, num_samples=3, top_p=0.9, seed=7, gc_min=0.2, gc_max=0.8, forbid=["GAATTC"],
+        max_homopolymer=5) == expected
 
     classes = client.get("/v1/models").json()["classifier"]["classes"]
     with_oracle = client.post("/v1/generate", json={"max_new_tokens": 30, "num_samples": 2, "seed": 1, "oracle": True,
@@ -707,7 +742,7 @@ def client_free_score(model_dir, seq: str) -> float:
 
     from genoseq.models import GenoSeqLM
     from genoseq.models.inference import token_log_probs
-    from genoseq.pipelines.score import summarize_log_probs
+    from genoseq.tasks.scoring import summarize_log_probs
 
     lm = GenoSeqLM.from_pretrained(model_dir)
     ids = torch.from_numpy(lm.tokenizer.encode(seq).astype("int64"))

@@ -12,7 +12,8 @@ import torch
 
 from genoseq.cli import main
 from genoseq.models import GenoSeqLM, ModelConfig
-from genoseq.pipelines.vep import Variant, VariantEffectScorer, vep, window_bounds
+from genoseq.pipelines.vep import vep
+from genoseq.tasks.variants import Variant, VariantEffectScorer, window_bounds
 from genoseq.tokenizer import Tokenizer
 
 SLICE = 200_000

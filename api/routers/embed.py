@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..deps import Service, count_inputs
-from ..errors import RequestInputError, check_count, encode_sequence
+from ..errors import check_count, encode_sequence
 from ..schemas import EmbedRequest, EmbedResponse
 
 router = APIRouter(prefix="/v1", tags=["embed"])
@@ -19,10 +19,6 @@ async def embed(body: EmbedRequest, request: Request, service: Service) -> Embed
 
     limits = service.settings.limits
     check_count(["sequences"], len(body.sequences), limits.max_sequences, "sequences")
-    n_layers = service.lm.config.n_layers
-    if body.layer is not None and not -(n_layers + 1) <= body.layer <= n_layers:
-        raise RequestInputError(["layer"], f"layer: {body.layer} is out of range for a {n_layers}-layer model "
-                                           f"(use {-(n_layers + 1)}..{n_layers}, or null)", "out_of_range")
     encoded = [encode_sequence(service.lm.tokenizer, seq, ["sequences", i], limits.max_sequence_length)
                for i, seq in enumerate(body.sequences)]
     count_inputs(request, len(encoded), sum(len(ids) for ids in encoded))

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from genoseq.pipelines.score import bits_per_base, scored_targets, summarize_log_probs
+from genoseq.tasks.scoring import per_base_log_probs, summarize
 
 from ..deps import Service, count_inputs
 from ..errors import check_count, encode_sequence
@@ -34,12 +34,9 @@ async def score(body: ScoreRequest, request: Request, service: Service) -> Score
     names = body.names or [f"#{i + 1}" for i in range(len(encoded))]
     scores = []
     for name, ids, log_probs in zip(names, encoded, all_log_probs):
-        ll, n = summarize_log_probs(ids, log_probs)
-        per_token = None
-        if body.token_log_probs:
-            scored = scored_targets(ids)
-            per_token = [None] + [float(lp) if ok else None for lp, ok in zip(log_probs.tolist(), scored.tolist())]
-        bpb = bits_per_base(ll, n)
-        scores.append(SequenceScore(name=name, length=len(ids), scored_bases=n, log_likelihood=ll,
-                                    bits_per_base=None if n == 0 else bpb, token_log_probs=per_token))
+        found = summarize(name, ids, log_probs)
+        scores.append(SequenceScore(name=name, length=found.length, scored_bases=found.scored_bases,
+                                    log_likelihood=found.log_likelihood,
+                                    bits_per_base=None if found.scored_bases == 0 else found.bits_per_base,
+                                    token_log_probs=per_base_log_probs(ids, log_probs) if body.token_log_probs else None))
     return ScoreResponse(model=service.model_name, scores=scores)

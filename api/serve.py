@@ -94,7 +94,7 @@ def serve(
     if reference is not None and not Path(reference).is_file():
         raise FileNotFoundError(2, "No such file or directory", str(reference))
     if index is not None:
-        from genoseq.pipelines.align import MANIFEST_FILE
+        from genoseq.tasks.align import MANIFEST_FILE
 
         if not (Path(index) / MANIFEST_FILE).is_file():
             raise InputError(f"--index: not a genoseq align index (no {MANIFEST_FILE})", path=str(index))

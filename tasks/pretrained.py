@@ -1,0 +1,260 @@
+"""The Python API: load a model folder once, then ask it questions in a notebook.
+
+>>> import genoseq                                               # doctest: +SKIP
+>>> m = genoseq.load("runs/demo/run/model")                      # doctest: +SKIP
+>>> m.score("ACGTTGCA...").bits_per_base                         # doctest: +SKIP
+>>> m.embed(["ACGT...", "TTGA..."], pooling="mean").shape        # doctest: +SKIP
+>>> m.variant_effects("ref.fa", [("chr1", 1000, "A", "G")])      # doctest: +SKIP
+>>> m.generate("ATG", max_new_tokens=100, num_samples=3)         # doctest: +SKIP
+
+A string is one sequence and gives one answer; a list gives a list (an array for embeddings
+and probabilities, one row per sequence). Every method runs the library function the command
+line and the REST API run (:mod:`genoseq.tasks`), with the same defaults, so the numbers are
+the same as ``genoseq score``, ``genoseq embed``, ``genoseq vep``, ``genoseq generate sample``,
+``genoseq classify predict`` and ``POST /v1/...``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence, Union
+
+import numpy as np
+
+from genoseq.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from genoseq.genome import Genome
+    from genoseq.tasks.generation import Designs
+    from genoseq.tasks.scoring import SequenceScore
+    from genoseq.tasks.variants import Variant, VariantEffect
+
+Sequences = Union[str, Sequence[str]]
+
+
+def _many(seqs) -> tuple[list, bool]:
+    """``(list, one)``: a string (or one id array) is one sequence, anything else a list of them."""
+    if isinstance(seqs, (str, bytes)) or (isinstance(seqs, np.ndarray) and seqs.ndim == 1):
+        return [seqs.decode() if isinstance(seqs, bytes) else seqs], True
+    return list(seqs), False
+
+
+def _model_type(path: Path) -> str:
+    config = path / "config.json"
+    if (path / "manifest.json").is_file() and (path / "model").is_dir():
+        return "align_index"
+    if not config.is_file():
+        raise InputError("not a genoseq model folder (no config.json) or align index (no manifest.json)", path=str(path))
+    try:
+        return json.loads(config.read_text()).get("model_type", "")
+    except (OSError, ValueError) as err:
+        raise InputError(f"unreadable config.json: {err}", path=str(path)) from None
+
+
+def load(path: str | os.PathLike, device: str = "auto"):
+    """The model in a folder, ready to use: a :class:`LanguageModel` (``genoseq pretrain``,
+    ``generate fit``, ``convert``), a :class:`Classifier` (``classify fit``) or an
+    :class:`Aligner` (``align index``). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``..."""
+    from genoseq.runtime import resolve_device
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(2, "No such model folder", str(path))
+    kind, dev = _model_type(path), resolve_device(device)
+    if kind == "GenoSeqLM":
+        from genoseq.models.lm import GenoSeqLM
+
+        return LanguageModel(GenoSeqLM.from_pretrained(path, map_location=dev).eval(), path)
+    if kind == "GenoSeqClassifier":
+        from genoseq.models.classifier import SequenceClassifier
+
+        return Classifier(SequenceClassifier.from_pretrained(path, map_location=dev).eval(), path)
+    if kind == "align_index":
+        return Aligner(path, device=str(dev))
+    raise InputError(f"model type {kind!r} cannot be loaded here (a read encoder is used through its align index)",
+                     path=str(path))
+
+
+class LanguageModel:
+    """A DNA language model (:class:`~genoseq.models.lm.GenoSeqLM`, in ``.model``) with the
+    questions genoseq answers about sequences."""
+
+    def __init__(self, model, path: str | os.PathLike | None = None) -> None:
+        self.model = model.eval()
+        self.path = None if path is None else Path(path)
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        n = sum(p.numel() for p in self.model.parameters())
+        return f"LanguageModel({str(self.path)!r}, pattern={c.pattern!r}x{c.n_repeats}, d_model={c.d_model}, parameters={n:,})"
+
+    def score(self, seqs: Sequences, *, names: Sequence[str] | None = None, chunk_size: int | None = None,
+              context: int | None = None, batch_size: int = 4) -> "SequenceScore | list[SequenceScore]":
+        """Log-likelihood (nats) and bits per base of each sequence, as ``genoseq score`` scores a
+        FASTA record (position 1 and N bases unscored; long sequences in windows)."""
+        from genoseq.tasks.scoring import as_id_tensors, log_probs_many, summarize
+
+        items, one = _many(seqs)
+        ids = as_id_tensors(self.tokenizer, items)
+        names = list(names) if names is not None else [f"#{i + 1}" for i in range(len(ids))]
+        if len(names) != len(ids):
+            raise InputError(f"names has {len(names)} entries for {len(ids)} sequences", field="names")
+        log_probs = log_probs_many(self.model, ids, chunk_size=chunk_size, context=context, batch_size=batch_size)
+        found = [summarize(n, x, lp) for n, x, lp in zip(names, ids, log_probs)]
+        return found[0] if one else found
+
+    def log_probs(self, seq: str, *, chunk_size: int | None = None, context: int | None = None) -> np.ndarray:
+        """``log P(x_t | x_<t)`` of every base of one sequence (L,), NaN where unscored (position 1, N)."""
+        from genoseq.tasks.scoring import as_id_tensors, per_base_log_probs, score_ids
+
+        ids = as_id_tensors(self.tokenizer, [seq])[0]
+        per_base = per_base_log_probs(ids, score_ids(self.model, ids, chunk_size=chunk_size, context=context))
+        return np.array([np.nan if x is None else x for x in per_base], dtype=np.float64)
+
+    def embed(self, seqs: Sequences, *, layer: int | None = -1, pooling: str = "mean", rc_average: bool = False,
+              rc_concat: bool = False, max_length: int | None = None, batch_size: int = 16) -> np.ndarray:
+        """Pooled embedding of each sequence, as ``genoseq embed`` computes it: (D,) for one
+        sequence, (n, D) for a list (see :mod:`genoseq.models.embedding` for layers and poolings)."""
+        from genoseq.models.embedding import Embedder
+
+        items, one = _many(seqs)
+        embedder = Embedder(self.model, layer=layer, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat,
+                            batch_size=batch_size, max_length=max_length, device=self.device)
+        vectors = embedder.embed(items)
+        return vectors[0] if one else vectors
+
+    def variant_effects(self, genome: "Genome | str | os.PathLike | dict[str, str]", variants, *,
+                        window_length: int | None = None, strands: str = "both", batch_size: int = 64,
+                        progress: bool | str = False) -> "VariantEffect | list[VariantEffect]":
+        """Zero-shot LLR of each variant (``genoseq vep``'s score).
+
+        ``genome``: a FASTA file or token store, an opened :class:`~genoseq.genome.Genome`, or
+        ``{name: sequence}``. ``variants``: one ``(chrom, pos, ref, alt)`` (1-based ``pos``) or a
+        :class:`~genoseq.tasks.variants.Variant`, or a list of them. Unscorable variants come
+        back with a ``status`` and ``detail`` instead of an ``llr``.
+        """
+        from genoseq.tasks.variants import DEFAULT_WINDOW, score_variants
+
+        one = isinstance(variants, tuple) and len(variants) == 4 and isinstance(variants[1], (int, np.integer))
+        chosen = [_as_variant(v) for v in ([variants] if one else variants)]
+        effects = score_variants(self.model, _as_genome(genome), chosen, window_length=window_length or DEFAULT_WINDOW,
+                                 strands=strands, batch_size=batch_size, device=self.device, progress=progress)
+        return effects[0] if one else effects
+
+    def generate(self, prompt: str = "", *, max_new_tokens: int = 200, num_samples: int = 1,
+                 oracle: "Classifier | str | os.PathLike | None" = None, return_designs: bool = False,
+                 progress: bool | str = False, **options) -> "list[str] | Designs":
+        """``num_samples`` designs continuing ``prompt`` (``genoseq generate sample``'s sampling).
+
+        ``options`` are :class:`~genoseq.tasks.generation.SampleOptions` fields (``temperature``,
+        ``top_k``, ``top_p``, ``seed``, ``condition``, ``select``, ``refine_rounds``...) plus the
+        constraints ``gc_min``, ``gc_max``, ``forbid`` (motifs) and ``max_homopolymer``. With an
+        ``oracle`` classifier (loaded or a folder) designs are ranked and refined by it;
+        ``return_designs`` gives the :class:`~genoseq.tasks.generation.Designs` (oracle
+        probabilities, rejections) instead of the sequences.
+        """
+        from genoseq.design import DesignConstraints
+        from genoseq.tasks.generation import SampleOptions, sample_designs
+
+        forbid = options.pop("forbid", None) or ()
+        constraints = DesignConstraints(gc_min=options.pop("gc_min", None), gc_max=options.pop("gc_max", None),
+                                        forbidden=(forbid,) if isinstance(forbid, str) else tuple(forbid),
+                                        max_homopolymer=options.pop("max_homopolymer", None))
+        try:
+            sample = SampleOptions(prompt=prompt, max_new_tokens=max_new_tokens, num_samples=num_samples,
+                                   constraints=constraints, **options)
+        except TypeError as err:
+            raise InputError(f"generate: {err}") from None
+        if oracle is not None and not isinstance(oracle, Classifier):
+            oracle = load(oracle, device=str(self.device))
+        designs = sample_designs(self.model, sample, oracle=None if oracle is None else oracle.model, progress=progress)
+        return designs if return_designs else designs.sequences
+
+
+class Classifier:
+    """A sequence classifier (:class:`~genoseq.models.classifier.SequenceClassifier`, in ``.model``)."""
+
+    def __init__(self, model, path: str | os.PathLike | None = None) -> None:
+        self.model = model.eval()
+        self.path = None if path is None else Path(path)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.path)!r}, classes={self.classes})"
+
+    def predict_proba(self, seqs: Sequences, *, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, as ``genoseq classify predict``: (C,) for one sequence, (n, C) for a list."""
+        items, one = _many(seqs)
+        proba = self.model.predict_proba(items, batch_size=batch_size)
+        return proba[0] if one else proba
+
+    def predict(self, seqs: Sequences, *, batch_size: int = 32) -> "str | list[str]":
+        """The most probable class of each sequence."""
+        items, one = _many(seqs)
+        labels = [self.classes[int(i)] for i in self.model.predict_proba(items, batch_size=batch_size).argmax(1)]
+        return labels[0] if one else labels
+
+
+class Aligner:
+    """An embedding read index (``genoseq align index``) with its reference, ready to map reads."""
+
+    def __init__(self, index: str | os.PathLike, device: str = "auto", **options) -> None:
+        from genoseq.tasks.align import Aligner as Engine
+
+        self.path = Path(index)
+        self.engine = Engine.open(index, device=device)
+        if options:
+            self.engine = self.engine.with_options(**options)
+
+    def __repr__(self) -> str:
+        return f"Aligner({str(self.path)!r})"
+
+    def map(self, reads: "str | Iterable[str | tuple[str, str] | tuple[str, str, str | None]]"):
+        """Map reads (a sequence, ``(name, sequence)`` or ``(name, sequence, qualities)``; one or a
+        list) as ``genoseq align map`` does: one ``AlignedRead`` each."""
+        one = isinstance(reads, str) or (isinstance(reads, tuple) and len(reads) in (2, 3) and isinstance(reads[1], str))
+        items = []
+        for i, r in enumerate([reads] if one else reads):
+            if isinstance(r, str):
+                r = (f"read{i + 1}", r, None)
+            items.append((r[0], r[1], r[2] if len(r) > 2 else None))
+        found = self.engine.map(items)
+        return found[0] if one else found
+
+
+def _as_variant(v) -> "Variant":
+    from genoseq.tasks.variants import Variant
+
+    if isinstance(v, Variant):
+        return v
+    try:
+        chrom, pos, ref, alt = v
+    except (TypeError, ValueError):
+        raise InputError(f"a variant is (chrom, pos, ref, alt) or a Variant, got {v!r}", field="variants") from None
+    return Variant(str(chrom), int(pos), str(ref), str(alt))
+
+
+def _as_genome(genome) -> "Genome":
+    from genoseq.genome import Genome, MemoryGenome, open_genome
+
+    if isinstance(genome, Genome):
+        return genome
+    if isinstance(genome, dict):
+        return MemoryGenome(genome)
+    return open_genome(genome)
+
+
+__all__ = ["Aligner", "Classifier", "LanguageModel", "load"]
