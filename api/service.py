@@ -48,12 +48,13 @@ class NotLoaded(LookupError):
 
 @dataclass
 class GeneratorInfo:
-    """What ``/v1/generate`` needs to know before calling the sampling pipeline."""
+    """The generator ``/v1/generate`` samples from, and what ``/v1/models`` says of it."""
 
     path: str
     conditions: list[str]
     config: dict
     parameters: int
+    lm: "GenoSeqLM"
 
 
 class ModelService:
@@ -104,12 +105,10 @@ class ModelService:
 
             self.classifier = SequenceClassifier.from_pretrained(s.classifier, map_location=self.device).eval()
         if s.generator is not None:
-            # Loaded once to check it and learn its condition labels; /v1/generate runs the
-            # sampling pipeline on the folder (see routers/generate.py).
-            generator = GenoSeqLM.from_pretrained(s.generator, map_location="cpu")
+            generator = GenoSeqLM.from_pretrained(s.generator, map_location=self.device).eval()
             self.generator = GeneratorInfo(s.generator, list(generator.tokenizer.condition_labels),
-                                           generator.config.to_dict(), sum(p.numel() for p in generator.parameters()))
-            del generator
+                                           generator.config.to_dict(), sum(p.numel() for p in generator.parameters()),
+                                           generator)
         if s.reference is not None:
             self.reference = open_genome(s.reference)
         if s.index is not None:
@@ -156,23 +155,6 @@ class ModelService:
 
 
 # ---------------------------------------------------------------------- scoring
-def batched_log_probs(lm, batch: "torch.Tensor") -> "torch.Tensor":
-    """``log P(x_t | x_<t)`` (B, L-1) for a batch (B, L) of equal-length sequences, one forward pass.
-
-    For a sequence no longer than ``chunk_size`` (and a model with attention or Hyena layers),
-    this is the single window :func:`genoseq.models.inference.token_log_probs` scores; batching
-    rows only changes float rounding.
-    """
-    import torch
-
-    device = next(lm.parameters()).device
-    with torch.inference_mode():
-        ids = batch.to(device)
-        logits = lm(ids)[:, :-1]
-        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return log_probs.cpu()
-
-
 @dataclass
 class _Pending:
     ids: "torch.Tensor"  # 1-D int64
@@ -234,36 +216,27 @@ class ScoreBatcher:
                     item.future.set_result(result)
 
     def _compute(self, sequences: list["torch.Tensor"]) -> list:
-        """Runs on the model thread: one result (tensor or exception) per sequence."""
-        import torch
+        """Runs on the model thread: one result (tensor or exception) per sequence.
 
-        from genoseq.models.inference import scoring_window, token_log_probs
+        All of them together first (:func:`genoseq.tasks.scoring.log_probs_many`); if that
+        fails, one by one, so that one request's failure is not every request's.
+        """
+        from genoseq.tasks.scoring import log_probs_many
 
         s, lm = self.service.settings, self.service.lm
-        chunk_size, context = scoring_window(lm, s.chunk_size, s.context)
-        results: list = [None] * len(sequences)
-        by_length: dict[int, list[int]] = {}
-        for i, ids in enumerate(sequences):
-            n = ids.numel()
-            if 2 <= n <= chunk_size and not lm.is_recurrent:
-                by_length.setdefault(n, []).append(i)
-            else:  # streamed state (Mamba2), several windows, or nothing to score
+        options = dict(chunk_size=s.chunk_size, context=s.context, batch_size=s.window_batch_size,
+                       max_rows=self.max_rows, device=self.service.device)
+        try:
+            return log_probs_many(lm, sequences, **options, on_batch=self._count)
+        except Exception:  # noqa: BLE001 - retried alone below
+            results = []
+            for ids in sequences:
                 try:
-                    results[i] = token_log_probs(lm, ids, chunk_size=chunk_size, context=context,
-                                                 batch_size=s.window_batch_size, device=self.service.device)
-                except Exception as err:  # noqa: BLE001
-                    results[i] = err
-        for rows in by_length.values():
-            for b in range(0, len(rows), self.max_rows):
-                group = rows[b : b + self.max_rows]
-                try:
-                    log_probs = batched_log_probs(lm, torch.stack([sequences[i] for i in group]))
-                except Exception as err:  # noqa: BLE001
-                    for i in group:
-                        results[i] = err
-                    continue
-                self.batches += 1
-                self.batched_rows += len(group)
-                for row, i in enumerate(group):
-                    results[i] = log_probs[row]
-        return results
+                    results.extend(log_probs_many(lm, [ids], **options, on_batch=self._count))
+                except Exception as err:  # noqa: BLE001 - handed to its request
+                    results.append(err)
+            return results
+
+    def _count(self, rows: int) -> None:
+        self.batches += 1
+        self.batched_rows += rows
