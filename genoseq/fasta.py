@@ -65,6 +65,13 @@ def open_text(path: str | os.PathLike, newline: str | None = None) -> IO[str]:
     return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", errors="surrogateescape", newline=newline)
 
 
+def is_fasta(path: str | os.PathLike) -> bool:
+    """Whether a file (plain, gzip or bgzip) is FASTA rather than FASTQ or a table: its text
+    starts with ``>``. The one sniff every reader of "FASTA or something else" uses."""
+    with open_text(path) as handle:
+        return handle.read(1) == ">"
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
@@ -269,15 +276,13 @@ def convert_gzip_to_bgzip(path: str | os.PathLike, out_dir: str | os.PathLike | 
     if _copy_is_current(path, dest, f"cannot write the bgzip copy to read-only directory {dest.parent}; "
                                     "decompress the file or bgzip it somewhere writable"):
         return dest
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
+    from genoseq.runtime import atomic_path
+
+    with atomic_path(dest) as tmp:
         # pysam.tabix_compress would compress the gzip bytes a second time: decompress first.
         with gzip.open(path, "rb") as fin, pysam.BGZFile(str(tmp), "wb") as fout:
             while block := fin.read(1 << 22):
                 fout.write(block)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     for stale in (Path(str(dest) + ".fai"), Path(str(dest) + ".gzi")):
         stale.unlink(missing_ok=True)
     return dest

@@ -22,6 +22,7 @@ an interrupted ``genoseq prepare`` can never be mistaken for a finished store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import numpy as np
 
 from genoseq.errors import InputError
 from genoseq.genome import Genome, merge_runs, n_runs_of
+from genoseq.runtime import atomic_path
 from genoseq.tokenizer import Tokenizer
 
 FORMAT = "genoseq.token_store"
@@ -85,8 +87,9 @@ class TokenStoreWriter:
             raise ValueError("chunk_size must be positive")
         self.compression = None if compression == "none" else compression
         self.chunk_size = chunk_size
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
+        # Written under a temporary name, renamed by finalize() and removed by abort().
+        self._output = contextlib.ExitStack()
+        self.tmp_path = self._output.enter_context(atomic_path(self.out))
         self.contigs: list[ContigInfo] = []
         self._file = h5py.File(self.tmp_path, "w")
         self._file.attrs["format"] = FORMAT
@@ -176,7 +179,7 @@ class TokenStoreWriter:
         self._file.attrs["genoseq_version"] = __version__
         self._file.attrs["complete"] = True  # the marker StoreGenome requires; set last
         self._file.close()
-        os.replace(self.tmp_path, self.out)
+        self._output.close()  # the rename
         self._finalized = True
         return manifest
 
@@ -184,7 +187,7 @@ class TokenStoreWriter:
         """Close and delete the unfinished temporary file."""
         if self._file.id.valid:
             self._file.close()
-        self.tmp_path.unlink(missing_ok=True)
+        self._output.__exit__(RuntimeError, RuntimeError("token store not finalized"), None)  # removes it
 
     def __enter__(self) -> "TokenStoreWriter":
         return self

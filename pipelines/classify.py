@@ -273,7 +273,7 @@ def _load(classifier: str, device: str):
 
 def read_inputs(path: str, split: str, sequence_column: str, label_column: str):
     """Names, sequences and labels (None when unlabelled) from a table, GenomicBenchmarks folder or FASTA."""
-    from genoseq.fasta import open_text
+    from genoseq.fasta import is_fasta
 
     # The one reader of "sequences, maybe labelled" lives with `genoseq embed`; it belongs in
     # genoseq.tables (shared by both jobs) and is imported from there once it moves.
@@ -282,12 +282,9 @@ def read_inputs(path: str, split: str, sequence_column: str, label_column: str):
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(2, "No such file or directory", str(p))
-    is_fasta = False
-    if p.is_file():
-        with open_text(p) as handle:
-            is_fasta = handle.read(1) == ">"
+    fasta = p.is_file() and is_fasta(p)
     inputs = read_sequences(
-        fasta=p if is_fasta else None, tsv=None if is_fasta else p,
+        fasta=p if fasta else None, tsv=None if fasta else p,
         split=split, sequence_column=sequence_column, label_column=label_column,
     )
     return inputs.names, inputs.sequences, inputs.labels

@@ -6,7 +6,6 @@ Nothing heavy is imported at module level, so building the CLI parser stays fast
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ def prepare(
         The summary that is also written to ``<out>.json``.
     """
     import genoseq
+    from genoseq.runtime import atomic_output
     from genoseq.store import write_store
 
     if isinstance(fasta, str):
@@ -74,9 +74,8 @@ def prepare(
         "chunk_size": chunk_size,
         **manifest,
     }
-    tmp = summary_path.with_name(f".{summary_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, summary_path)
+    with atomic_output(summary_path) as handle:
+        handle.write(json.dumps(summary, indent=2) + "\n")
 
     total = manifest["total_length"]
     print(

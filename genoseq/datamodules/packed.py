@@ -159,13 +159,11 @@ class PackedSequenceDataModule(L.LightningDataModule):
         self._resume_position: tuple[int, int] | None = None
 
     def _read(self) -> tuple[list[np.ndarray], list[int]]:
-        from genoseq.fasta import iter_fasta, open_text
+        from genoseq.fasta import is_fasta, iter_fasta
 
         ids, prefixes = [], []
         for path in self.sources:
-            with open_text(path) as fh:
-                is_fasta = fh.read(1) == ">"
-            if is_fasta:
+            if is_fasta(path):
                 if self.condition_column:
                     raise InputError("condition_column needs a labelled table, not FASTA", path=path)
                 records = [(r.name, r.sequence, None) for r in iter_fasta(path)]
