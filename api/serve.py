@@ -87,6 +87,7 @@ def serve(
         max_batch_rows: Most sequences of equal length scored in one forward pass.
         log_level: uvicorn and genoseq.api log level.
     """
+    # Over 80 lines for its signature and Args, which are the command's options and help.
     from genoseq.api.settings import ApiSettings, Limits, is_loopback, read_api_key
 
     for path, option in ((model, "--model"), (classifier, "--classifier"), (generator, "--generator")):

@@ -98,6 +98,7 @@ def _scan(path: Path, keep_sequence: bool, layout: list | None = None) -> Iterat
     (such a line, a line ending unlike the first one, or a line of another length than the
     record's first one before its last line) is appended to it as ``(message, line number)``.
     """
+    # Over 80 lines: one pass over the bytes, every check of a line in one place, so no line is read twice.
     seen: dict[str, int] = {}
     name: str | None = None
     description = ""

@@ -193,6 +193,7 @@ def convert_state_dict(hyena: dict[str, torch.Tensor], head: torch.Tensor | None
     """genoseq ``GenoSeqLM`` state dict from HyenaDNA backbone tensors; every tensor must be
     used and have the shape the config implies (else :class:`InputError` naming the key).
     Returns the state dict and whether the head is tied."""
+    # Over 80 lines: one flat table from HyenaDNA's keys to genoseq's, read top to bottom against its layout.
     from .blocks import ImplicitFilter
 
     D, L, order = cfg.d_model, cfg.n_layers, cfg.hyena_order

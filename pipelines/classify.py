@@ -206,6 +206,7 @@ def fit(
     Returns:
         The training summary also written to ``<out>/training.json``.
     """
+    # Over 80 lines for its signature and Args, which are the command's options and help.
     import tempfile
 
     import lightning as L

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from genoseq.errors import InputError
+from genoseq.pipelines.training import TrainerConfig, make_trainer
 from genoseq.progress import ProgressChoice
 from genoseq.runtime import LoggerChoice
 
@@ -143,21 +144,14 @@ def fit(
     Returns:
         The metrics also written to ``out/metrics.json``.
     """
-    import csv
-    import gzip
-    import tempfile
-
+    # Over 80 lines for its signature and Args, which are the command's options and help.
     import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     import genoseq
-    from genoseq.datamodules import PackedSequenceDataModule
     from genoseq.models.conditional import add_condition_labels
     from genoseq.models.config import OptimConfig, TrainingConfig
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.runtime import atomic_output, quiet_lightning
+    from genoseq.runtime import atomic_output
     from genoseq.tables import read_labelled
 
     started = time.perf_counter()
@@ -181,40 +175,11 @@ def fit(
     lm.training_config = TrainingConfig(window_length=lm.training_config.window_length)  # whole-batch RC would move the condition token; no length warmup
     lm.optim = OptimConfig(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
     lm.hparams.update(optim=lm.optim.to_dict(), rc_augment=False, seq_len_warmup=None)
-
-    # The training table with its conditions: what the datamodule reads, and the report's reference.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out_dir / TRAINING_SEQUENCES, "wb") as raw, gzip.open(raw, "wt", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(["sequence", "label", column] if binning else ["sequence", "label"])
-        for r, cond in zip(rows, conditions):
-            writer.writerow([r.sequence.upper(), cond, r.label] if binning else [r.sequence.upper(), cond])
-    datamodule = PackedSequenceDataModule(
-        str(out_dir / TRAINING_SEQUENCES), pack_length=pack_length, rows_per_batch=batch_size,
-        val_fraction=val_fraction, condition_column="label", tokenizer=lm.tokenizer, seed=seed,
-    )
-    datamodule.setup()
-    if "val" not in datamodule.datasets:
-        raise InputError("no validation sequences: raise val_fraction or give more rows", path=str(train))
-
-    with tempfile.TemporaryDirectory(prefix=".checkpoints-", dir=out_dir) as ckpt_dir:
-        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
-        config = TrainerConfig(max_steps=max_steps, val_check_interval=val_check_interval, accelerator=accelerator,
-                               devices=1, precision=precision)
-        # strict=False: a run cut short by max_steps before its first validation is not an error
-        stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False)
-        trainer = make_trainer(config, job="generate fit", root_dir=out_dir, logger=logger, csv_name="logs",
-                               progress=progress, max_epochs=max_epochs, callbacks=[best, stop])
-        with quiet_lightning():
-            before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
-            trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode
-        if best.best_model_path:
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-            lm.load_state_dict(state)
-            best_score = float(best.best_model_score) / math.log(2)
-        else:  # stopped before any validation: keep the last weights and measure them
-            with quiet_lightning():
-                best_score = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
+    datamodule = _packed_training_data(out_dir, train, rows, conditions, column, binning, lm.tokenizer, pack_length,
+                                       batch_size, val_fraction, seed)
+    config = TrainerConfig(max_steps=max_steps, val_check_interval=val_check_interval, accelerator=accelerator,
+                           devices=1, precision=precision)
+    trainer, before, best_score = _fit_best(lm, datamodule, config, out_dir, patience, max_epochs, logger, progress)
     lm = lm.cpu().eval()
     counts = Counter(conditions)
     metrics = {
@@ -242,6 +207,61 @@ def fit(
     print(f"genoseq generate fit: {metrics['steps']} steps, validation bits/base {metrics['val_bits_per_base_before']} -> "
           f"{metrics['best_val_bits_per_base']}; conditions {', '.join(labels)}; model in {out_dir}", file=sys.stderr)
     return metrics
+
+
+def _packed_training_data(out_dir: Path, train, rows, conditions, column, binning, tokenizer, pack_length, batch_size,
+                          val_fraction, seed):
+    """The training table with its conditions (what the datamodule reads, and the design report's
+    reference), written into the model folder, and the packed DataModule over it."""
+    import csv
+    import gzip
+
+    from genoseq.datamodules import PackedSequenceDataModule
+    from genoseq.runtime import atomic_output
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / TRAINING_SEQUENCES, "wb") as raw, gzip.open(raw, "wt", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["sequence", "label", column] if binning else ["sequence", "label"])
+        for r, cond in zip(rows, conditions):
+            writer.writerow([r.sequence.upper(), cond, r.label] if binning else [r.sequence.upper(), cond])
+    datamodule = PackedSequenceDataModule(
+        str(out_dir / TRAINING_SEQUENCES), pack_length=pack_length, rows_per_batch=batch_size,
+        val_fraction=val_fraction, condition_column="label", tokenizer=tokenizer, seed=seed,
+    )
+    datamodule.setup()
+    if "val" not in datamodule.datasets:
+        raise InputError("no validation sequences: raise val_fraction or give more rows", path=str(train))
+    return datamodule
+
+
+def _fit_best(lm, datamodule, config, out_dir: Path, patience: int, max_epochs: int, logger, progress):
+    """Fine-tune with early stopping and keep the best validation weights: the trainer, the
+    validation bits/base before training and the best one."""
+    import tempfile
+
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from genoseq.runtime import quiet_lightning
+
+    with tempfile.TemporaryDirectory(prefix=".checkpoints-", dir=out_dir) as ckpt_dir:
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
+        # strict=False: a run cut short by max_steps before its first validation is not an error
+        stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False)
+        trainer = make_trainer(config, job="generate fit", root_dir=out_dir, logger=logger, csv_name="logs",
+                               progress=progress, max_epochs=max_epochs, callbacks=[best, stop])
+        with quiet_lightning():
+            before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
+            trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            lm.load_state_dict(state)
+            best_score = float(best.best_model_score) / math.log(2)
+        else:  # stopped before any validation: keep the last weights and measure them
+            with quiet_lightning():
+                best_score = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
+    return trainer, before, best_score
 
 
 # ---------------------------------------------------------------------- sample
@@ -348,6 +368,7 @@ def sample(
     Returns:
         The run summary (as in the JSON report) with the designs under ``sequences``.
     """
+    # Over 80 lines for its signature and Args, which are the command's options and help.
     from genoseq.design import DesignConstraints
     from genoseq.models.lm import GenoSeqLM
     from genoseq.runtime import resolve_device

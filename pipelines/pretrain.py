@@ -107,34 +107,63 @@ def pretrain(
         logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
             TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
     """
-    model = coerce(ModelConfig, model)
-    optim = coerce(OptimConfig, optim)
-    window = coerce(WindowConfig, window)
-    trainer = coerce(TrainerConfig, trainer)
+    # Over 80 lines for its signature and Args, which are the command's options and help.
+    model, optim = coerce(ModelConfig, model), coerce(OptimConfig, optim)
+    window, trainer = coerce(WindowConfig, window), coerce(TrainerConfig, trainer)
 
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     import genoseq
-    from genoseq.datamodules import GenomeWindowDataModule
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.progress import format_count
-    from genoseq.runtime import atomic_output, quiet_lightning
+    from genoseq.runtime import atomic_output
 
     run_dir = Path(out)
-    ckpt_dir = run_dir / "checkpoints"
-    last_ckpt = ckpt_dir / "last.ckpt"
+    last_ckpt = _check_run_dir(run_dir, resume, overwrite)
+    train_sources = _paths(data) or [genoseq.default_genome()]
+    val_sources = _paths(val_data)
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = _datamodule(window, train_sources, val_sources, seed, convert_gzip)
+    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.length)
+    with atomic_output(run_dir / "config.yaml") as fh:
+        _write_yaml(fh, {
+            "data": train_sources, "out": str(run_dir), "val_data": val_sources or None,
+            "model": model.to_dict(), "optim": optim.to_dict(), "window": asdict(window),
+            "trainer": asdict(trainer), "seq_len_warmup": seq_len_warmup, "seed": seed,
+        })
+    has_val = bool(val_sources or window.val_fraction > 0 or window.val_contigs)
+    fit = _trainer(trainer, run_dir, has_val, logger, progress)
+    if fit.is_global_zero:
+        from genoseq.progress import format_count
+
+        n_params = sum(p.numel() for p in lm.parameters())
+        print(f"genoseq pretrain: {model.pattern} x{model.n_repeats}, d_model {model.d_model}, {format_count(n_params)} parameters; "
+              f"{trainer.max_steps} steps of {window.batch_size} x {window.length} bases -> {run_dir}", flush=True)
+    train_seconds, train_bpb, final_val = _fit(fit, lm, datamodule, last_ckpt if resume else None, has_val)
+    if not fit.is_global_zero:
+        return {}
+    metrics = _write_results(run_dir, fit, lm, window, trainer, train_seconds, train_bpb, final_val)
+    val_text = f"{final_val:.4f}" if final_val is not None else "n/a (no validation data)"
+    print(f"genoseq pretrain: {metrics['steps']} steps in {train_seconds:.0f} s; validation bits/base {val_text}; "
+          f"model in {run_dir / 'model'}")
+    return metrics
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path:
+    """The checkpoint --resume continues from; refuse to write over a run without --overwrite."""
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     if resume:
         if not last_ckpt.exists():
             raise FileNotFoundError(2, "no checkpoint to resume from", str(last_ckpt))
     elif not overwrite and (last_ckpt.exists() or (run_dir / "model").exists()):
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
     run_dir.mkdir(parents=True, exist_ok=True)
+    return last_ckpt
 
-    train_sources = _paths(data) or [genoseq.default_genome()]
-    val_sources = _paths(val_data)
-    L.seed_everything(seed, workers=True, verbose=False)
-    datamodule = GenomeWindowDataModule(
+
+def _datamodule(window: WindowConfig, train_sources: list[str], val_sources: list[str], seed: int, convert_gzip: bool):
+    from genoseq.datamodules import GenomeWindowDataModule
+
+    return GenomeWindowDataModule(
         sources=train_sources + val_sources,
         val_sources=val_sources or None,
         window_length=window.length,
@@ -152,62 +181,62 @@ def pretrain(
         seed=seed,
         convert_gzip=convert_gzip,
     )
-    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.length)
 
-    with atomic_output(run_dir / "config.yaml") as fh:
-        _write_yaml(fh, {
-            "data": train_sources, "out": str(run_dir), "val_data": val_sources or None,
-            "model": model.to_dict(), "optim": optim.to_dict(), "window": asdict(window),
-            "trainer": asdict(trainer), "seq_len_warmup": seq_len_warmup, "seed": seed,
-        })
 
-    has_val = bool(val_sources or window.val_fraction > 0 or window.val_contigs)
+def _trainer(trainer: TrainerConfig, run_dir: Path, has_val: bool, logger: str, progress):
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
     callbacks = [
         # last.ckpt only, refreshed every val_check_interval steps: the state --resume continues
-        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=trainer.val_check_interval),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                        every_n_train_steps=trainer.val_check_interval),
         LearningRateMonitor(logging_interval="step"),
     ]
-    fit = make_trainer(trainer, job="pretrain", root_dir=run_dir, logger=logger, progress=progress, callbacks=callbacks,
-                       max_epochs=-1, check_val_every_n_epoch=None,
-                       limit_val_batches=trainer.limit_val_batches if has_val else 0)
-    if fit.is_global_zero:
-        n_params = sum(p.numel() for p in lm.parameters())
-        print(f"genoseq pretrain: {model.pattern} x{model.n_repeats}, d_model {model.d_model}, {format_count(n_params)} parameters; "
-              f"{trainer.max_steps} steps of {window.batch_size} x {window.length} bases -> {run_dir}", flush=True)
+    return make_trainer(trainer, job="pretrain", root_dir=run_dir, logger=logger, progress=progress, callbacks=callbacks,
+                        max_epochs=-1, check_val_every_n_epoch=None,
+                        limit_val_batches=trainer.limit_val_batches if has_val else 0)
+
+
+def _fit(fit, lm, datamodule, ckpt_path: Path | None, has_val: bool) -> tuple[float, float | None, float | None]:
+    """Train, then validate once: seconds, last training batch's and final validation bits/base."""
+    from genoseq.runtime import quiet_lightning
+
     started = time.time()
     with quiet_lightning():
-        fit.fit(lm, datamodule=datamodule, ckpt_path=str(last_ckpt) if resume else None)
+        fit.fit(lm, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     train_seconds = time.time() - started
     train_bpb = _metric(fit, "train/bits_per_base")  # read before validate() replaces the metrics
-
     final_val = None
     if has_val:
         with quiet_lightning():
             results = fit.validate(lm, datamodule=datamodule, verbose=False)
         final_val = float(results[0]["val/bits_per_base"]) if results else None
+    return train_seconds, train_bpb, final_val
 
-    if fit.is_global_zero:
-        lm.save_pretrained(run_dir / "model")
-        metrics = {
-            "genoseq_version": genoseq.__version__,
-            "steps": int(fit.global_step),
-            "train_tokens": int(fit.global_step) * window.batch_size * window.length
-            * trainer.accumulate_grad_batches * max(1, fit.world_size),
-            "train_seconds": round(train_seconds, 1),
-            "final_val_bits_per_base": final_val,
-            "last_train_batch_bits_per_base": train_bpb,
-            "parameters": sum(p.numel() for p in lm.parameters()),
-            "model_dir": str(run_dir / "model"),
-        }
-        with atomic_output(run_dir / "metrics.json") as fh:
-            json.dump(metrics, fh, indent=2)
-            fh.write("\n")
-        _plot_curves(run_dir / "metrics.csv", run_dir / "training_curve.png")
-        val_text = f"{final_val:.4f}" if final_val is not None else "n/a (no validation data)"
-        print(f"genoseq pretrain: {metrics['steps']} steps in {train_seconds:.0f} s; validation bits/base {val_text}; "
-              f"model in {run_dir / 'model'}")
-        return metrics
-    return {}
+
+def _write_results(run_dir: Path, fit, lm, window: WindowConfig, trainer: TrainerConfig, train_seconds: float,
+                   train_bpb: float | None, final_val: float | None) -> dict:
+    """The released model, metrics.json and the training-curve PNG."""
+    import genoseq
+    from genoseq.runtime import atomic_output
+
+    lm.save_pretrained(run_dir / "model")
+    metrics = {
+        "genoseq_version": genoseq.__version__,
+        "steps": int(fit.global_step),
+        "train_tokens": int(fit.global_step) * window.batch_size * window.length
+        * trainer.accumulate_grad_batches * max(1, fit.world_size),
+        "train_seconds": round(train_seconds, 1),
+        "final_val_bits_per_base": final_val,
+        "last_train_batch_bits_per_base": train_bpb,
+        "parameters": sum(p.numel() for p in lm.parameters()),
+        "model_dir": str(run_dir / "model"),
+    }
+    with atomic_output(run_dir / "metrics.json") as fh:
+        json.dump(metrics, fh, indent=2)
+        fh.write("\n")
+    _plot_curves(run_dir / "metrics.csv", run_dir / "training_curve.png")
+    return metrics
 
 
 def _paths(value: list[str] | str | None) -> list[str]:
