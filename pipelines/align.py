@@ -477,14 +477,12 @@ def _tally(counts: dict, rec: AlignedRead) -> None:
 # ============================================================================ read files
 def iter_reads(path: str | os.PathLike) -> Iterator[tuple[str, str, str | None]]:
     """``(name, sequence, quality or None)`` from FASTQ or FASTA (plain or gzip), by content."""
-    from genoseq.fasta import open_text
+    from genoseq.fasta import is_fasta
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
-    with open_text(path) as handle:
-        first = handle.read(1)
-    if first == ">":
+    if is_fasta(path):
         from genoseq.fasta import iter_fasta
 
         for rec in iter_fasta(path):
@@ -498,11 +496,12 @@ def iter_reads(path: str | os.PathLike) -> Iterator[tuple[str, str, str | None]]
 
 def count_reads(path: str | os.PathLike) -> int:
     """Records in a FASTQ (four lines each) or FASTA file: one quick pass, for the progress ETA."""
-    from genoseq.fasta import open_text
+    from genoseq.fasta import is_fasta, open_text
 
+    fasta = is_fasta(path)
     with open_text(Path(path)) as handle:
-        if handle.read(1) == ">":
-            return 1 + sum(1 for line in handle if line.startswith(">"))
+        if fasta:
+            return sum(1 for line in handle if line.startswith(">"))
         return sum(1 for line in handle if line.strip()) // 4
 
 

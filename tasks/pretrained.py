@@ -211,28 +211,37 @@ class Classifier:
 class Aligner:
     """An embedding read index (``genoseq align index``) with its reference, ready to map reads."""
 
-    def __init__(self, index: str | os.PathLike, device: str = "auto", **options) -> None:
+    def __init__(self, index: str | os.PathLike, device: str = "auto") -> None:
         from genoseq.tasks.align import Aligner as Engine
 
         self.path = Path(index)
         self.engine = Engine.open(index, device=device)
-        if options:
-            self.engine = self.engine.with_options(**options)
+        self._header = None
 
     def __repr__(self) -> str:
         return f"Aligner({str(self.path)!r})"
 
-    def map(self, reads: "str | Iterable[str | tuple[str, str] | tuple[str, str, str | None]]"):
+    def map(self, reads: "str | Iterable[str | tuple[str, str] | tuple[str, str, str | None]]", **options):
         """Map reads (a sequence, ``(name, sequence)`` or ``(name, sequence, qualities)``; one or a
-        list) as ``genoseq align map`` does: one ``AlignedRead`` each."""
+        list) as ``genoseq align map`` does: one :class:`~genoseq.tasks.align.AlignedRead` each.
+        ``options`` are ``align map``'s mapping options (``top_k``, ``flank``, ``max_error_rate``...)."""
         one = isinstance(reads, str) or (isinstance(reads, tuple) and len(reads) in (2, 3) and isinstance(reads[1], str))
         items = []
         for i, r in enumerate([reads] if one else reads):
             if isinstance(r, str):
                 r = (f"read{i + 1}", r, None)
             items.append((r[0], r[1], r[2] if len(r) > 2 else None))
-        found = self.engine.map(items)
+        engine = self.engine.with_options(**options) if options else self.engine
+        found = engine.map(items)
         return found[0] if one else found
+
+    def to_sam(self, records) -> list[str]:
+        """The SAM lines of mapped reads, as ``genoseq align map`` writes them."""
+        import pysam
+
+        if self._header is None:
+            self._header = pysam.AlignmentHeader.from_dict(self.engine.sam_header("genoseq.load"))
+        return [r.to_segment(self._header).to_string() for r in records]
 
 
 def _as_variant(v) -> "Variant":

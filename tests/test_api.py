@@ -455,6 +455,9 @@ def test_align_equals_genoseq_align_map(align_client, align_slice, align_index, 
         got = body["alignments"]
         assert [a["sam"] for a in got] == cli_lines  # the very records the CLI writes
         assert pysam.AlignmentHeader.from_text(body["sam_header"]).to_dict()["SQ"] == sq
+        aligner = genoseq.load(align_index, device="cpu")
+        found_py = aligner.map(list(zip(reads, reads.values(), quals.values())), **options)
+        assert aligner.to_sam(found_py) == cli_lines  # the Python API gives the same records
         for a, rec in zip(got, expected, strict=True):
             assert (a["name"], a["flag"], a["mapped"], a["mapq"]) == (rec.query_name, rec.flag, not rec.is_unmapped,
                                                                       rec.mapping_quality)
