@@ -85,3 +85,26 @@ def test_trains_with_lightning(regions_tsv, tmp_path):
                         default_root_dir=tmp_path, limit_val_batches=2, val_check_interval=4)
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 4 and np.isfinite(float(trainer.callback_metrics["val/loss"]))
+
+
+def test_each_epoch_of_a_lightning_fit_is_packed_anew(regions_tsv, tmp_path):
+    class Seen(L.Callback):
+        def __init__(self):
+            self.by_epoch = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.by_epoch.setdefault(trainer.current_epoch, []).append(batch["input_ids"].clone())
+
+    dm = PackedSequenceDataModule(regions_tsv, pack_length=256, rows_per_batch=4, val_fraction=0.1, rc_augment=True)
+    model = GenoSeqLM(ModelConfig(d_model=16, pattern="A", n_heads=2), {"warmup_steps": 1, "total_steps": 6})
+    seen = Seen()
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, callbacks=[seen])
+    trainer.fit(model, datamodule=dm)
+    assert sorted(seen.by_epoch) == [0, 1] and all(len(b) == 3 for b in seen.by_epoch.values())
+    assert not torch.equal(seen.by_epoch[0][0], seen.by_epoch[1][0])  # shuffled (seed + epoch), not replayed
+    # and epoch 1 is exactly the module's own plan for epoch 1
+    loader = dm.train_dataloader()
+    loader.batch_sampler.set_epoch(1)
+    for got, want in zip(seen.by_epoch[1], loader):
+        assert torch.equal(got, want["input_ids"])

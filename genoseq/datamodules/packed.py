@@ -209,6 +209,9 @@ class PackedSequenceDataModule(L.LightningDataModule):
             shuffle=train, rc_augment=train and self.rc_augment, seed=self.seed,
         )
         sampler = plan_sampler(self, planner, train=train)  # each plan item is a whole batch
+        # Lightning sets the epoch on `loader.sampler` and `loader.batch_sampler.sampler`; without
+        # this every epoch would replay epoch 0's order and strands, and resume would skip nothing.
+        sampler.sampler = sampler
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=_PackCollator(self.pack_length, self.rows_per_batch),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
