@@ -75,8 +75,8 @@ def serve(
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
         chunk_size: Tokens per forward pass for long sequences (as ``genoseq score``; default:
             the model's training window).
-        context: Minimum context of every scored base (as ``genoseq score``; default: a
-            quarter of the window).
+        context: Minimum context of every scored base (as ``genoseq score``; default: an
+            eighth of the window).
         max_sequence_length: Longest sequence accepted (bases).
         max_sequences: Most sequences per request.
         max_reads: Most reads per /v1/align request.

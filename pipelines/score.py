@@ -38,7 +38,7 @@ def score(
         out: Output TSV.
         chunk_size: Tokens per forward pass (default: the model's training window, else 8192).
         context: Minimum context of every scored base, for models with attention or Hyena layers
-            (default: a quarter of the window, else 2048).
+            (default: an eighth of the window).
         batch_size: Windows per forward pass.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
         convert_gzip: Convert a plain-gzip FASTA to bgzip instead of refusing it.
