@@ -143,9 +143,10 @@ class LanguageModel:
         :class:`~genoseq.tasks.variants.Variant`, or a list of them. Unscorable variants come
         back with a ``status`` and ``detail`` instead of an ``llr``.
         """
-        from genoseq.tasks.variants import DEFAULT_WINDOW, score_variants
+        from genoseq.tasks.variants import DEFAULT_WINDOW, Variant, score_variants
 
-        one = isinstance(variants, tuple) and len(variants) == 4 and isinstance(variants[1], (int, np.integer))
+        one = isinstance(variants, Variant) or (
+            isinstance(variants, tuple) and len(variants) == 4 and isinstance(variants[1], (int, np.integer)))
         chosen = [_as_variant(v) for v in ([variants] if one else variants)]
         effects = score_variants(self.model, _as_genome(genome), chosen, window_length=window_length or DEFAULT_WINDOW,
                                  strands=strands, batch_size=batch_size, device=self.device, progress=progress)

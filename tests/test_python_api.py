@@ -66,6 +66,17 @@ def test_one_sequence_one_answer_a_list_many(model_dir):
     np.testing.assert_allclose(m.embed(seqs[1]), m.embed(seqs)[1], rtol=1e-5, atol=1e-6)
 
 
+def test_variant_effects_take_one_or_many(model_dir):
+    from genoseq.tasks.variants import Variant
+
+    m = genoseq.load(model_dir, device="cpu")
+    seq = {"s": "ACGTTGCAAGGCTTACGATCGGATCCATGAAAGCTTGCA" * 3}
+    many = m.variant_effects(seq, [("s", 10, "G", "A"), Variant("s", 11, "G", "T"), ("s", 12, "T", "A")])
+    assert [e.status for e in many] == ["ok", "ok", "ref_mismatch"] and many[2].field == "ref"
+    one = m.variant_effects(seq, Variant("s", 11, "G", "T"))
+    assert one.status == "ok" and math.isclose(one.llr, many[1].llr, rel_tol=1e-5, abs_tol=1e-6)
+
+
 def test_bad_python_api_input_is_an_input_error(model_dir, tmp_path):
     m = genoseq.load(model_dir, device="cpu")
     with pytest.raises(InputError, match="position 5"):
