@@ -10,16 +10,10 @@ the ``serve`` command's parser quickly.
 
 from __future__ import annotations
 
-import importlib
+from genoseq._lazy import lazy_getattr
 
 _EXPORTS = {"create_app": "app", "ApiSettings": "settings", "Limits": "settings"}
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

@@ -239,9 +239,6 @@ class MemoryGenome(Genome):
     def _open(self):  # nothing to open: the ids are in memory
         return None
 
-    def close(self) -> None:
-        pass
-
     def _read(self, contig: str, start: int, end: int) -> np.ndarray:
         return self._ids[contig][start:end]
 

@@ -6,7 +6,7 @@ modules load when one of their names is first used, e.g. ``from genoseq.models i
 
 from __future__ import annotations
 
-import importlib
+from genoseq._lazy import lazy_getattr
 
 _EXPORTS = {
     "ModelConfig": "config",
@@ -23,13 +23,7 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

@@ -50,10 +50,11 @@ def _device_of(model, device) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
-def _as_ids(model, seq) -> torch.Tensor:
-    """A sequence (str, bytes, numpy ids, tensor ids) as a 1-D int64 tensor on the CPU."""
+def as_ids(model, seq, name: str | None = None) -> torch.Tensor:
+    """A sequence (str, bytes, numpy ids, tensor ids) as a 1-D int64 tensor on the CPU
+    (``name`` is the record an encoding error names)."""
     if isinstance(seq, (str, bytes)):
-        seq = model.tokenizer.encode(seq)
+        seq = model.tokenizer.encode(seq, name=name)
     if isinstance(seq, np.ndarray):
         return torch.from_numpy(seq.astype(np.int64, copy=False))
     ids = torch.as_tensor(seq)
@@ -87,7 +88,7 @@ def token_log_probs(
     :func:`scoring_window`. ``on_progress(n)`` is called
     after each forward pass with the number of positions it scored (they add up to L-1).
     """
-    ids = _as_ids(model, ids)
+    ids = as_ids(model, ids)
     if ids.dim() != 1:
         raise ValueError(f"token_log_probs scores one sequence: ids must be 1-D, got shape {tuple(ids.shape)}")
     chunk_size, context = scoring_window(model, chunk_size, context)
@@ -151,7 +152,7 @@ def sequence_log_likelihood(model, seqs: Sequence, *, batch_size: int = 64, devi
         return SequenceScores(np.zeros(0), np.zeros(0, dtype=np.int64))
     model.eval()
     device = _device_of(model, device)
-    encoded = [_as_ids(model, s) for s in seqs]
+    encoded = [as_ids(model, s) for s in seqs]
     lengths = np.array([e.numel() for e in encoded])
     ll = np.zeros(len(encoded), dtype=np.float64)
     counts = np.zeros(len(encoded), dtype=np.int64)
@@ -279,7 +280,7 @@ def generate(
         raise ValueError("temperature must be >= 0")
     model.eval()
     device = _device_of(model, device)
-    prefix = torch.cat([torch.as_tensor(list(condition_ids or []), dtype=torch.long), _as_ids(model, prompt)])
+    prefix = torch.cat([torch.as_tensor(list(condition_ids or []), dtype=torch.long), as_ids(model, prompt)])
     if prefix.numel() == 0:
         prefix = torch.tensor([BOS])
     ids = prefix.to(device)[None].repeat(num_samples, 1)

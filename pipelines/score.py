@@ -11,7 +11,7 @@ from pathlib import Path
 
 from genoseq.progress import ProgressChoice
 
-from genoseq.tasks.scoring import bits_per_base, score_ids, summarize
+from genoseq.tasks.scoring import bits_per_base, summarize
 
 COLUMNS = ("name", "length", "scored_bases", "log_likelihood", "bits_per_base")
 
@@ -47,7 +47,7 @@ def score(
     import torch
 
     from genoseq.genome import open_genome
-    from genoseq.models.inference import scoring_window
+    from genoseq.models.inference import scoring_window, token_log_probs
     from genoseq.models.lm import GenoSeqLM
     from genoseq.progress import Progress
     from genoseq.runtime import atomic_output, resolve_device
@@ -60,8 +60,8 @@ def score(
     with Progress(sum(genome.contigs.values()), desc="score", unit="bp", mode=progress) as bar:
         for name, length in genome.contigs.items():
             ids = torch.from_numpy(genome.fetch(name, 0, length).astype("int64"))
-            log_probs = score_ids(lm, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
-                                  device=dev, on_progress=bar.update)
+            log_probs = token_log_probs(lm, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
+                                        device=dev, on_progress=bar.update)
             bar.update(length - len(log_probs))  # the first base of a record is not scored
             rows.append(summarize(name, ids, log_probs).to_dict())
     genome.close()

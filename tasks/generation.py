@@ -132,6 +132,7 @@ class Designs:
 
     sequences: list[str]
     proba: np.ndarray | None  # (n, classes) oracle probabilities, or None without an oracle
+    p_oracle: np.ndarray | None  # (n,) the oracle's probability of the target class
     target: str | None  # the oracle class
     attempts: int
     rejected: int  # designs rejected by the constraints
@@ -140,15 +141,6 @@ class Designs:
     accepted: int  # designs that met the constraints (before top-k selection)
     refinement_improved: list[int]  # designs improved in each refinement round
     shortfall: int  # designs asked for and not delivered
-
-    @property
-    def p_oracle(self) -> np.ndarray | None:
-        """The oracle's probability of the target class for each design."""
-        if self.proba is None:
-            return None
-        return self.proba[:, self._classes.index(self.target)]
-
-    _classes: list[str] = field(default_factory=list, repr=False)
 
 
 class _Sampler:
@@ -263,14 +255,14 @@ def sample_designs(lm, options: SampleOptions, oracle=None, progress: bool | str
     target = options.check(lm, oracle)
     sampler = _Sampler(lm, options)
     accepted, rejected, attempts = _accept(sampler, options, progress)
-    proba, refinement = None, []
+    proba, p_oracle, refinement = None, None, []
     n_rejected, n_accepted = int(rejected.pop("designs", 0)), len(accepted)
     if oracle is not None:
-        accepted, proba, refinement = _rank_and_refine(sampler, options, oracle, list(oracle.classes).index(target),
-                                                       accepted)
-    return Designs(accepted, proba, target, attempts, n_rejected, dict(sorted(rejected.items())), options.needed,
-                   n_accepted, refinement, max(0, options.num_samples - len(accepted)),
-                   _classes=list(oracle.classes) if oracle is not None else [])
+        k = list(oracle.classes).index(target)
+        accepted, proba, refinement = _rank_and_refine(sampler, options, oracle, k, accepted)
+        p_oracle = proba[:, k]
+    return Designs(accepted, proba, p_oracle, target, attempts, n_rejected, dict(sorted(rejected.items())),
+                   options.needed, n_accepted, refinement, max(0, options.num_samples - len(accepted)))
 
 
 __all__ = ["Designs", "SampleOptions", "sample_designs"]

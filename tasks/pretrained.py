@@ -102,10 +102,11 @@ class LanguageModel:
               context: int | None = None, batch_size: int = 4) -> "SequenceScore | list[SequenceScore]":
         """Log-likelihood (nats) and bits per base of each sequence, as ``genoseq score`` scores a
         FASTA record (position 1 and N bases unscored; long sequences in windows)."""
-        from genoseq.tasks.scoring import as_id_tensors, log_probs_many, summarize
+        from genoseq.models.inference import as_ids
+        from genoseq.tasks.scoring import log_probs_many, summarize
 
         items, one = _many(seqs)
-        ids = as_id_tensors(self.tokenizer, items)
+        ids = [as_ids(self.model, s, name=f"#{i + 1}") for i, s in enumerate(items)]
         names = list(names) if names is not None else [f"#{i + 1}" for i in range(len(ids))]
         if len(names) != len(ids):
             raise InputError(f"names has {len(names)} entries for {len(ids)} sequences", field="names")
@@ -115,10 +116,11 @@ class LanguageModel:
 
     def log_probs(self, seq: str, *, chunk_size: int | None = None, context: int | None = None) -> np.ndarray:
         """``log P(x_t | x_<t)`` of every base of one sequence (L,), NaN where unscored (position 1, N)."""
-        from genoseq.tasks.scoring import as_id_tensors, per_base_log_probs, score_ids
+        from genoseq.models.inference import as_ids, token_log_probs
+        from genoseq.tasks.scoring import per_base_log_probs
 
-        ids = as_id_tensors(self.tokenizer, [seq])[0]
-        per_base = per_base_log_probs(ids, score_ids(self.model, ids, chunk_size=chunk_size, context=context))
+        ids = as_ids(self.model, seq, name="#1")
+        per_base = per_base_log_probs(ids, token_log_probs(self.model, ids, chunk_size=chunk_size, context=context))
         return np.array([np.nan if x is None else x for x in per_base], dtype=np.float64)
 
     def embed(self, seqs: Sequences, *, layer: int | None = -1, pooling: str = "mean", rc_average: bool = False,

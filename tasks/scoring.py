@@ -14,7 +14,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -66,15 +65,6 @@ def per_base_log_probs(ids, log_probs) -> list[float | None]:
     return [None] + [float(lp) if ok else None for lp, ok in zip(log_probs.tolist(), scored.tolist())]
 
 
-def score_ids(model, ids, *, chunk_size: int | None = None, context: int | None = None, batch_size: int = 4,
-              device=None, on_progress: Callable[[int], None] | None = None):
-    """``log P(x_t | x_<t)`` (L-1,) of one sequence of token ids, however long (bounded memory)."""
-    from genoseq.models.inference import token_log_probs
-
-    return token_log_probs(model, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
-                           device=device, on_progress=on_progress)
-
-
 def log_probs_many(model, sequences: Sequence, *, chunk_size: int | None = None, context: int | None = None,
                    batch_size: int = 4, max_rows: int = 16, device=None,
                    on_batch: Callable[[int], None] | None = None) -> list:
@@ -82,12 +72,13 @@ def log_probs_many(model, sequences: Sequence, *, chunk_size: int | None = None,
 
     Sequences that fit one window of a non-recurrent model are stacked by length into batches
     of up to ``max_rows`` rows; the others (streamed state, several windows) go one at a time.
-    Each result is what :func:`score_ids` gives for that sequence alone, to float rounding.
+    Each result is what :func:`~genoseq.models.inference.token_log_probs` gives for that sequence
+    alone, to float rounding.
     ``on_batch(rows)`` is called after each stacked forward pass.
     """
     import torch
 
-    from genoseq.models.inference import batched_log_probs, scoring_window
+    from genoseq.models.inference import batched_log_probs, scoring_window, token_log_probs
 
     chunk_size, context = scoring_window(model, chunk_size, context)
     results: list = [None] * len(sequences)
@@ -97,8 +88,8 @@ def log_probs_many(model, sequences: Sequence, *, chunk_size: int | None = None,
         if 2 <= n <= chunk_size and not model.is_recurrent:
             by_length.setdefault(n, []).append(i)
         else:
-            results[i] = score_ids(model, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
-                                   device=device)
+            results[i] = token_log_probs(model, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
+                                         device=device)
     for rows in by_length.values():
         for b in range(0, len(rows), max_rows):
             group = rows[b : b + max_rows]
@@ -110,16 +101,5 @@ def log_probs_many(model, sequences: Sequence, *, chunk_size: int | None = None,
     return results
 
 
-def as_id_tensors(tokenizer, sequences: Sequence) -> list:
-    """Strings (or id arrays) as 1-D int64 tensors; an :class:`~genoseq.InputError` names a bad one."""
-    import torch
-
-    out = []
-    for i, seq in enumerate(sequences):
-        ids = tokenizer.encode(seq, name=f"#{i + 1}") if isinstance(seq, str) else np.asarray(seq)
-        out.append(torch.from_numpy(ids.astype("int64")))
-    return out
-
-
-__all__ = ["SequenceScore", "as_id_tensors", "bits_per_base", "log_probs_many", "per_base_log_probs",
-           "score_ids", "scored_targets", "summarize", "summarize_log_probs"]
+__all__ = ["SequenceScore", "bits_per_base", "log_probs_many", "per_base_log_probs", "scored_targets", "summarize",
+           "summarize_log_probs"]
