@@ -76,7 +76,7 @@ def serve(
         chunk_size: Tokens per forward pass for long sequences (as ``genoseq score``; default:
             the model's training window).
         context: Minimum context of every scored base (as ``genoseq score``; default: an
-            eighth of the window).
+            eighth of the window, at least 256 bases, at most a quarter).
         max_sequence_length: Longest sequence accepted (bases).
         max_sequences: Most sequences per request.
         max_reads: Most reads per /v1/align request.

@@ -28,7 +28,7 @@ import torch
 from genoseq.tokenizer import A, BOS, G, PAD, T, C
 
 DEFAULT_CHUNK = 8192  # for models whose training window is unknown
-CONTEXT_FRACTION = 8  # default context: an eighth of the chunk
+MIN_CONTEXT = 256  # bases of context the default never goes below (unless the chunk is short)
 
 
 def scoring_window(model, chunk_size: int | None = None, context: int | None = None) -> tuple[int, int]:
@@ -36,14 +36,14 @@ def scoring_window(model, chunk_size: int | None = None, context: int | None = N
 
     A model trained on windows of W bases (``model.training_config.window_length``, recorded
     by ``genoseq pretrain``) is scored in windows of W bases, so no position lies beyond what
-    it was trained on; without a recorded window, in windows of 8192. The default context is an
-    eighth of the chunk: every scored base sees at least W / 8 earlier ones (the first eighth of
-    each window is context only). Bits per base barely move between a quarter and an eighth
-    (the context curve of ``benchmarks/bench_quality.py``), and an eighth rescores fewer bases.
+    it was trained on; without a recorded window, in windows of 8192. The default context is
+    an eighth of the chunk but at least ``MIN_CONTEXT`` bases (and at most a quarter): the
+    context curve of ``benchmarks/bench_quality.py`` flattens after a few hundred bases, so
+    long windows need not rescore a quarter of each, and short ones keep enough.
     """
     window = getattr(getattr(model, "training_config", None), "window_length", None)
     chunk = (int(window) if window else DEFAULT_CHUNK) if chunk_size is None else int(chunk_size)
-    return chunk, (chunk // CONTEXT_FRACTION if context is None else int(context))
+    return chunk, (min(chunk // 4, max(chunk // 8, MIN_CONTEXT)) if context is None else int(context))
 
 
 def _device_of(model, device) -> torch.device:

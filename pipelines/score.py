@@ -38,7 +38,7 @@ def score(
         out: Output TSV.
         chunk_size: Tokens per forward pass (default: the model's training window, else 8192).
         context: Minimum context of every scored base, for models with attention or Hyena layers
-            (default: an eighth of the window).
+            (default: an eighth of the window, at least 256 bases, at most a quarter).
         batch_size: Windows per forward pass.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
         convert_gzip: Convert a plain-gzip FASTA to bgzip instead of refusing it.
