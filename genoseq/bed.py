@@ -1,4 +1,4 @@
-"""BED intervals: BED3 and up, 0-based half-open, plain or gzip.
+"""BED intervals: BED3 and up, 0-based half-open, plain or gzip; bedGraph tracks of per-base values.
 
 Columns 4-6 (name, score, strand) are read when present; any further columns are kept as
 strings in ``extra``. ``track``, ``browser``, ``#`` comment and blank lines are skipped.
@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TextIO
+
+import numpy as np
 
 from genoseq.errors import InputError
 from genoseq.fasta import _check_exists, open_text
@@ -86,3 +88,34 @@ def iter_bed(path: str | os.PathLike) -> Iterator[BedInterval]:
 def read_bed(path: str | os.PathLike) -> list[BedInterval]:
     """All intervals of a BED file, in file order (see :func:`iter_bed`)."""
     return list(iter_bed(path))
+
+
+def bedgraph_lines(contig: str, start: int, values, *, digits: int = 4) -> Iterator[str]:
+    """bedGraph lines (``contig  start  end  value``, 0-based half-open) of per-base ``values``
+    beginning at 0-based ``start``: equal neighbouring values (after rounding to ``digits``
+    decimals) are merged into one line, and NaN bases (no value) are left out."""
+    values = np.round(np.asarray(values, dtype=np.float64), digits)
+    if values.ndim != 1:
+        raise ValueError("bedGraph values must be one per base (a 1-D array)")
+    if not len(values):
+        return
+    missing = np.isnan(values)
+    # a run ends where the value changes or NaN-ness changes
+    change = np.flatnonzero((values[1:] != values[:-1]) & ~(missing[1:] & missing[:-1]) | (missing[1:] != missing[:-1])) + 1
+    bounds = np.concatenate([[0], change, [len(values)]])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if not missing[a]:
+            yield f"{contig}\t{start + a}\t{start + b}\t{values[a]:.{digits}g}\n"
+
+
+def write_bedgraph(handle: TextIO, tracks: Iterable[tuple[str, int, "np.ndarray"]], *, name: str | None = None,
+                   description: str | None = None, digits: int = 4) -> None:
+    """Write ``(contig, start, values)`` tracks to an open text handle as one bedGraph (with a
+    ``track type=bedGraph`` header line when ``name`` is given). Tracks should come sorted by
+    contig and start, as genome browsers expect; pair with :func:`genoseq.runtime.atomic_output`
+    so that a failed run leaves no partial file."""
+    if name is not None:
+        desc = f' description="{description}"' if description else ""
+        handle.write(f'track type=bedGraph name="{name}"{desc}\n')
+    for contig, start, values in tracks:
+        handle.writelines(bedgraph_lines(contig, int(start), values, digits=digits))

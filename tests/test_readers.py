@@ -388,3 +388,31 @@ def test_labelled_tables_read_the_same_under_any_line_layout(tmp_path_factory, r
     path = tmp_path_factory.mktemp("tsv") / "t.tsv"
     path.write_bytes(_join(lines, ending, final_newline).encode())
     assert [(r.sequence, r.label) for r in read_labelled(path)] == rows
+
+
+def test_bedgraph_merges_runs_and_skips_missing_bases(tmp_path, lambda_fasta):
+    import numpy as np
+
+    from genoseq.bed import write_bedgraph
+    from genoseq.fasta import iter_fasta
+
+    seq = next(iter_fasta(lambda_fasta)).sequence[:500]
+    gc = np.array([1.0 if b in "GC" else 0.0 for b in seq])
+    gc[100:120] = np.nan  # bases without a value
+    out = tmp_path / "gc.bedgraph"
+    with open(out, "w") as handle:
+        write_bedgraph(handle, [("NC_001416.1", 1000, gc)], name="gc")
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("track type=bedGraph")
+    back = np.full(len(seq), np.nan)
+    prev_end = None
+    for line in lines[1:]:
+        contig, a, b, v = line.split("\t")
+        a, b = int(a) - 1000, int(b) - 1000
+        assert contig == "NC_001416.1" and a < b
+        if prev_end is not None and a == prev_end:
+            assert float(v) != back[a - 1]  # equal neighbours were merged
+        back[a:b] = float(v)
+        prev_end = b
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(gc))
+    np.testing.assert_array_equal(back[~np.isnan(gc)], gc[~np.isnan(gc)])

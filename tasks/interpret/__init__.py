@@ -1,0 +1,10 @@
+"""Interpretation: which bases drive a language model's likelihood or a classifier's output.
+
+* :mod:`.ism` -- zero-shot saturation mutagenesis with a causal language model (the LLR of
+  every substitution, reusing the unchanged prefix) and nucleotide dependency maps;
+* :mod:`.attribution` -- classifier attributions: ISM through the head and gradient
+  attributions (Captum) against stated baselines;
+* :mod:`.motifs` -- recurring patterns in attributions (TF-MoDISco) matched to known motifs
+  (TOMTOM);
+* :mod:`.plots` -- logos and heatmaps of the above.
+"""
