@@ -1,0 +1,291 @@
+"""``genoseq interpret attributions`` and ``genoseq interpret motifs``: classifier attributions
+and the motifs they share, as files.
+
+``attributions`` reads sequences (table, GenomicBenchmarks folder or FASTA), runs
+:func:`genoseq.tasks.interpret.attribution.classifier_attributions` and writes into ``--out``:
+
+* ``attributions.npz`` -- ``names``, ``lengths``, ``classes``, ``targets``, ``probabilities``
+  (N, C), and ``onehot``, ``hypothetical``, ``contributions`` (and ``ism`` for ISM) as
+  (N, L_max, 4) float32 arrays, zero past each sequence's length; loads with
+  ``allow_pickle=False``;
+* ``summary.tsv`` -- per sequence: name, length, label (when known), predicted, target,
+  p_target, the sum of the contributions, the position and value of the largest |contribution|;
+* ``logos/<k>_<name>.png`` -- the contribution logo (and ISM heatmap) of the first ``logos``
+  sequences;
+* ``attributions.json`` -- the settings and the completeness gap of integrated gradients.
+
+``motifs`` reads such a folder (or its ``attributions.npz``), runs TF-MoDISco
+(:func:`~genoseq.tasks.interpret.motifs.discover_motifs`), matches the motifs with TOMTOM against
+``--motifs known.meme`` when given, and writes ``motifs.tsv`` (name, sign, seqlets, consensus,
+width, best match with p- and q-value), ``motifs.meme`` (the motifs' trimmed PPMs),
+``logos/<motif>.png`` and ``report.md``.
+
+Each output folder is written beside its final name and moved into place when complete, so a
+failed run leaves nothing that looks finished. torch is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from genoseq.errors import InputError
+from genoseq.progress import ProgressChoice
+
+NPZ = "attributions.npz"
+
+
+def _load_classifier(path: str, device: str):
+    from genoseq.models.classifier import SequenceClassifier
+    from genoseq.runtime import resolve_device
+
+    config = Path(path) / "config.json"
+    if config.is_file():
+        try:
+            kind = json.loads(config.read_text()).get("model_type")
+        except ValueError:
+            kind = None
+        if kind == "GenoSeqLM":
+            raise InputError("this is a language model; attributions need a classifier (genoseq classify fit). "
+                             "For a language model use genoseq interpret ism", path=str(path), field="model",
+                             kind="not_a_classifier")
+    return SequenceClassifier.from_pretrained(path, map_location=resolve_device(device)).eval()
+
+
+def _padded(arrays, length: int):
+    import numpy as np
+
+    out = np.zeros((len(arrays), length, 4), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        out[i, :len(a)] = a
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+
+
+def attributions(
+    model: str,
+    input: str,
+    out: str,
+    class_name: str | None = None,
+    method: Literal["ism", "ig", "deepliftshap"] = "ig",
+    score: Literal["logit", "log_prob"] = "logit",
+    baseline: Literal["shuffle", "zeros", "uniform"] = "shuffle",
+    n_shuffles: int = 10,
+    n_steps: int = 20,
+    logos: int = 10,
+    batch_size: int = 64,
+    split: str = "test",
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool | ProgressChoice = "auto",
+) -> dict:
+    """Per-base attributions of a classifier's class: arrays, a summary table and logos.
+
+    Args:
+        model: Classifier directory written by ``genoseq classify fit``.
+        input: TSV/CSV (``sequence`` column; ``label`` and ``name`` optional), GenomicBenchmarks
+            folder or FASTA file.
+        out: Output folder (replaced when the run succeeds).
+        class_name: Class to explain (default: each sequence's predicted class).
+        method: ``ism`` (saturation mutagenesis through the head), ``ig`` (integrated gradients)
+            or ``deepliftshap``.
+        score: Explain the class's ``logit`` or its ``log_prob``.
+        baseline: References of the gradient methods: ``shuffle`` (dinucleotide shuffles of each
+            sequence), ``zeros`` (all N) or ``uniform``.
+        n_shuffles: Shuffled references per sequence.
+        n_steps: Integration steps per reference (``ig``).
+        logos: Write a logo PNG for the first this many sequences.
+        batch_size: Rows per forward pass.
+        split: Split to read from a GenomicBenchmarks folder.
+        sequence_column: Sequence column of a table.
+        label_column: Label column of a table.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
+        seed: Seed of the shuffled references.
+        progress: ``auto``, ``bar``, ``lines`` or ``none``.
+
+    Returns:
+        A summary: sequences, method, classes, output folder.
+    """
+    import time
+
+    import numpy as np
+
+    from genoseq.pipelines.classify import read_inputs
+    from genoseq.runtime import atomic_directory, atomic_output
+    from genoseq.tasks.interpret import plots
+    from genoseq.tasks.interpret.attribution import classifier_attributions
+
+    names, sequences, labels = read_inputs(input, split, sequence_column, label_column)
+    clf = _load_classifier(model, device)
+    started = time.perf_counter()
+    result = classifier_attributions(clf, sequences, method=method, class_name=class_name, score=score,
+                                     baseline=baseline, n_shuffles=n_shuffles, n_steps=n_steps,
+                                     batch_size=batch_size, seed=seed, progress=progress)
+    seconds = time.perf_counter() - started
+    lengths = np.array([len(o) for o in result.onehot], dtype=np.int64)
+    lmax = int(lengths.max())
+    classes = result.classes
+    predicted = [classes[int(i)] for i in result.probabilities.argmax(1)]
+    summary = {
+        "model": str(model), "input": str(input), "n": len(names), "method": method, "score": score,
+        "baseline": result.baseline, "classes": classes, "seconds": round(seconds, 2),
+        "sequences_per_second": round(len(names) / seconds, 3) if seconds > 0 else None, **result.settings,
+    }
+    if result.completeness_gap is not None:
+        summary["completeness_gap_mean"] = float(result.completeness_gap.mean())
+    with atomic_directory(out) as tmp:
+        arrays = {
+            "names": np.array(names, dtype=str), "lengths": lengths, "classes": np.array(classes, dtype=str),
+            "targets": np.array(result.targets, dtype=str), "probabilities": result.probabilities,
+            "onehot": _padded(result.onehot, lmax), "hypothetical": _padded(result.hypothetical, lmax),
+            "contributions": _padded(result.contributions, lmax),
+        }
+        if result.ism is not None:
+            arrays["ism"] = _padded(result.ism, lmax)
+        np.savez_compressed(tmp / NPZ, **arrays)
+        with atomic_output(tmp / "summary.tsv") as handle:
+            columns = ["name", "length"] + (["label"] if labels is not None else [])
+            handle.write("\t".join(columns + ["predicted", "target", "p_target", "total_contribution",
+                                              "top_position", "top_contribution"]) + "\n")
+            for i, name in enumerate(names):
+                per_base = result.contributions[i].sum(1)
+                top = int(np.abs(per_base).argmax())
+                t = classes.index(result.targets[i])
+                row = [name, str(lengths[i])] + ([labels[i]] if labels is not None else [])
+                row += [predicted[i], result.targets[i], f"{result.probabilities[i, t]:.6g}", f"{per_base.sum():.6g}",
+                        str(top + 1), f"{per_base[top]:.6g}"]
+                handle.write("\t".join(row) + "\n")
+        for i in range(min(logos, len(names))):
+            title = f"{names[i]}: {method} for class {result.targets[i]} (p={result.probabilities[i, classes.index(result.targets[i])]:.3f})"
+            fig = plots.attribution_figure(result.contributions[i], ism=None if result.ism is None else result.ism[i],
+                                           sequence=sequences[i], title=title, start=1)
+            plots.save(fig, tmp / "logos" / f"{i + 1}_{_safe(names[i])}.png")
+        with atomic_output(tmp / "attributions.json") as handle:
+            handle.write(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}: {method} attributions of {len(names)} sequences ({seconds:.1f} s)", file=sys.stderr)
+    return summary
+
+
+def read_attributions(path: str | Path) -> dict:
+    """The arrays of ``attributions.npz`` (a folder written by ``interpret attributions`` or the file)."""
+    import numpy as np
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / NPZ
+    if not p.is_file():
+        raise FileNotFoundError(2, "No attributions (attributions.npz)", str(p))
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise InputError(f"not an attributions file written by genoseq interpret attributions: {err}",
+                         path=str(p)) from None
+    missing = {"onehot", "hypothetical", "lengths"} - set(arrays)
+    if missing:
+        raise InputError(f"attributions file lacks {', '.join(sorted(missing))}", path=str(p))
+    return arrays
+
+
+def motifs(
+    attributions: str,
+    out: str,
+    motifs: str | None = None,
+    target: str | None = None,
+    n_matches: int = 3,
+    sliding_window_size: int = 15,
+    flank_size: int = 5,
+    min_metacluster_size: int = 100,
+    final_min_cluster_size: int = 20,
+    n_leiden_runs: int = 10,
+    trim_threshold: float = 0.3,
+) -> dict:
+    """Recurring patterns of many sequences' attributions (TF-MoDISco), matched to known motifs.
+
+    Args:
+        attributions: Folder written by ``genoseq interpret attributions`` (or its
+            ``attributions.npz``); its sequences must share one length.
+        out: Output folder (replaced when the run succeeds).
+        motifs: Known motifs, a MEME file, to match by TOMTOM.
+        target: Use only the sequences whose explained class is this one.
+        n_matches: Matches reported per motif in the report.
+        sliding_window_size: Seqlet window width.
+        flank_size: Bases added on each side of a seqlet.
+        min_metacluster_size: Fewer seqlets of a sign than this: no patterns of that sign.
+        final_min_cluster_size: Smallest pattern kept (seqlets).
+        n_leiden_runs: Leiden clustering restarts.
+        trim_threshold: Share of the maximum summed |CWM| that bounds a motif's informative span.
+
+    Returns:
+        A summary: sequences used, motifs found, output folder.
+    """
+    import numpy as np
+
+    from genoseq.runtime import atomic_directory, atomic_output
+    from genoseq.tasks.interpret import plots
+    from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs, read_meme, write_meme
+
+    known = read_meme(motifs) if motifs else None  # a bad motif file fails before the long search
+    arrays = read_attributions(attributions)
+    rows = np.arange(len(arrays["lengths"]))
+    if target is not None:
+        targets = arrays.get("targets")
+        if targets is None or target not in set(targets.tolist()):
+            found = sorted(set(targets.tolist())) if targets is not None else []
+            raise InputError(f"target: no sequence was explained for class {target!r} (found: {', '.join(found)})",
+                             field="target", kind="unknown_class")
+        rows = rows[targets == target]
+    lengths = arrays["lengths"][rows]
+    if len(set(lengths.tolist())) > 1:
+        raise InputError(f"TF-MoDISco needs sequences of one length; these have {len(set(lengths.tolist()))} "
+                         "lengths", field="attributions", kind="lengths")
+    length = int(lengths[0])
+    onehot = arrays["onehot"][rows, :length]
+    found = discover_motifs(onehot, arrays["hypothetical"][rows, :length],
+                            sliding_window_size=sliding_window_size, flank_size=flank_size,
+                            min_metacluster_size=min_metacluster_size, final_min_cluster_size=final_min_cluster_size,
+                            n_leiden_runs=n_leiden_runs, trim_threshold=trim_threshold)
+    if known:
+        match_motifs(found, known, n_best=n_matches)
+    summary = {"attributions": str(attributions), "known_motifs": motifs, "target": target, "n_sequences": len(rows),
+               "length": length, "n_motifs": len(found),
+               "motifs": [{"name": m.name, "sign": m.sign, "n_seqlets": m.n_seqlets, "consensus": m.consensus,
+                           "best_match": m.matches[0].target if m.matches else None,
+                           "p_value": m.matches[0].p_value if m.matches else None,
+                           "q_value": m.matches[0].q_value if m.matches else None} for m in found]}
+    with atomic_directory(out) as tmp:
+        with atomic_output(tmp / "motifs.tsv") as handle:
+            handle.write("name\tsign\tn_seqlets\tconsensus\twidth\tbest_match\tp_value\tq_value\tstrand\n")
+            for m in found:
+                best = m.matches[0] if m.matches else None
+                handle.write("\t".join([m.name, m.sign, str(m.n_seqlets), m.consensus, str(len(m.consensus)),
+                                        best.target if best else "", f"{best.p_value:.3g}" if best else "",
+                                        f"{best.q_value:.3g}" if best else "", best.strand if best else ""]) + "\n")
+        write_meme(tmp / "motifs.meme", {m.name: m.trimmed_ppm for m in found})
+        lines = [f"# Motifs of {len(rows)} sequences' attributions", "",
+                 f"TF-MoDISco (window {sliding_window_size}, flank {flank_size}); "
+                 + (f"TOMTOM against {motifs}." if motifs else "no known motifs given."), ""]
+        for m in found:
+            s, e = m.trimmed
+            plots.save(plots.motif_logo(m.ppm[s:e], m.cwm[s:e], title=f"{m.name}: {m.n_seqlets} seqlets"),
+                       tmp / "logos" / f"{m.name}.png")
+            lines += [f"## {m.name} ({m.sign}, {m.n_seqlets} seqlets): {m.consensus}", "",
+                      f"![{m.name}](logos/{m.name}.png)", ""]
+            lines += [f"- {mm.target}: p = {mm.p_value:.3g}, q = {mm.q_value:.3g}, strand {mm.strand}" for mm in m.matches]
+            lines.append("")
+        with atomic_output(tmp / "report.md") as handle:
+            handle.write("\n".join(lines))
+        with atomic_output(tmp / "motifs.json") as handle:
+            handle.write(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}: {len(found)} motifs from {len(rows)} sequences", file=sys.stderr)
+    return summary
+
+
+__all__ = ["attributions", "motifs", "read_attributions"]

@@ -1,0 +1,248 @@
+"""Recurring patterns in attributions (TF-MoDISco) and their best matches among known motifs (TOMTOM).
+
+* :func:`discover_motifs` runs modisco-lite's ``TFMoDISco`` on the one-hot sequences and the
+  hypothetical contributions of many sequences (:mod:`.attribution`): high-contribution
+  windows ("seqlets") are cut out, clustered by the similarity of their hypothetical
+  contributions, and each cluster becomes a :class:`Motif`: its base frequencies (PPM), its mean
+  contributions (CWM) and its seqlets. Positive patterns raise the explained score, negative
+  ones lower it.
+* :func:`read_meme` reads a MEME motif file (memelite's reader) and refuses anything that is not
+  one with an :class:`~genoseq.InputError`.
+* :func:`match_motifs` compares each motif with the known ones by TOMTOM (memelite, both
+  strands): the p-value of the best alignment, and a q-value over the known motifs
+  (Benjamini-Hochberg). The query is the motif's PPM trimmed to the positions whose summed
+  |contribution| is at least ``trim_threshold`` of the maximum (as modisco's report does), so
+  flanks without signal do not dilute the match.
+
+Defaults suit short regulatory motifs in bacterial or other compact genomes (6-12 bp) as well as
+longer ones: a 15 bp seqlet window with 5 bp flanks; modisco's own defaults (21 / 10) were set
+for 1 kb ChIP-seq peaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from genoseq.errors import InputError
+
+ALPHABET = "ACGT"
+
+
+@dataclass
+class MotifMatch:
+    """One known motif aligned to a discovered one."""
+
+    target: str
+    p_value: float
+    q_value: float
+    offset: int
+    overlap: int
+    strand: str  # "+" or "-" (the known motif reverse-complemented)
+
+
+@dataclass
+class Motif:
+    """A TF-MoDISco pattern."""
+
+    name: str  # "pos_0", "neg_1", ...
+    sign: str  # "positive" or "negative"
+    ppm: np.ndarray  # (w, 4) base frequencies of the aligned seqlets
+    cwm: np.ndarray  # (w, 4) mean contributions
+    hypothetical: np.ndarray  # (w, 4) mean hypothetical contributions
+    seqlets: list[tuple[int, int, int, bool]]  # (sequence index, start, end, reverse complement)
+    trimmed: tuple[int, int] = (0, 0)  # [start, end) of the informative span (trim_threshold)
+    matches: list[MotifMatch] = field(default_factory=list)
+
+    @property
+    def n_seqlets(self) -> int:
+        return len(self.seqlets)
+
+    @property
+    def trimmed_ppm(self) -> np.ndarray:
+        return self.ppm[self.trimmed[0]:self.trimmed[1]]
+
+    @property
+    def consensus(self) -> str:
+        """The most frequent base at each informative position (lower case where it is under half)."""
+        ppm = self.trimmed_ppm
+        return "".join(ALPHABET[j] if p[j] >= 0.5 else ALPHABET[j].lower() for p in ppm for j in [int(np.argmax(p))])
+
+
+def trim_span(cwm: np.ndarray, trim_threshold: float = 0.3) -> tuple[int, int]:
+    """[start, end) of the positions from the first to the last whose summed |cwm| reaches
+    ``trim_threshold`` of the maximum."""
+    score = np.abs(cwm).sum(1)
+    keep = np.nonzero(score >= trim_threshold * score.max())[0] if score.max() > 0 else np.arange(len(score))
+    return int(keep.min()), int(keep.max()) + 1
+
+
+def _stack(arrays: Sequence[np.ndarray] | np.ndarray, what: str) -> np.ndarray:
+    if isinstance(arrays, np.ndarray) and arrays.ndim == 3:
+        out = arrays
+    else:
+        lengths = {len(a) for a in arrays}
+        if len(lengths) > 1:
+            raise InputError(f"{what}: TF-MoDISco needs sequences of one length, got lengths "
+                             f"{sorted(lengths)[:5]}", field=what, kind="lengths")
+        out = np.stack(list(arrays)) if len(arrays) else np.zeros((0, 0, 4))
+    if out.ndim != 3 or out.shape[-1] != 4:
+        raise InputError(f"{what}: expected (sequences, length, 4), got shape {out.shape}", field=what, kind="shape")
+    return out.astype(np.float32)
+
+
+def discover_motifs(
+    onehot: Sequence[np.ndarray] | np.ndarray,
+    hypothetical: Sequence[np.ndarray] | np.ndarray,
+    *,
+    sliding_window_size: int = 15,
+    flank_size: int = 5,
+    max_seqlets: int = 20_000,
+    min_metacluster_size: int = 100,
+    final_min_cluster_size: int = 20,
+    target_seqlet_fdr: float = 0.2,
+    n_leiden_runs: int = 10,
+    trim_threshold: float = 0.3,
+    verbose: bool = False,
+) -> list[Motif]:
+    """TF-MoDISco patterns of many equal-length sequences' attributions.
+
+    Args:
+        onehot: (N, L, 4) one-hot sequences (or a list of (L, 4) arrays).
+        hypothetical: (N, L, 4) hypothetical contributions; the actual contributions are
+            ``hypothetical * onehot``.
+        sliding_window_size: Width of the windows scored for seqlets.
+        flank_size: Bases added on each side of a seqlet.
+        max_seqlets: At most this many seqlets per sign are clustered.
+        min_metacluster_size: Fewer seqlets of a sign than this: no patterns of that sign.
+        final_min_cluster_size: Smallest pattern kept (seqlets).
+        target_seqlet_fdr: False discovery rate of the seqlet threshold (against the null from
+            the sign-flipped scores).
+        n_leiden_runs: Leiden clustering restarts (modisco's default is 50; 10 is as stable on
+            a few hundred sequences and five times faster).
+        trim_threshold: Share of the maximum summed |CWM| that bounds a motif's informative span.
+
+    Returns:
+        Positive patterns first, then negative ones, each in modisco's order (largest first).
+    """
+    from modiscolite.tfmodisco import TFMoDISco
+
+    x = _stack(onehot, "onehot")
+    h = _stack(hypothetical, "hypothetical")
+    if x.shape != h.shape:
+        raise InputError(f"onehot {x.shape} and hypothetical {h.shape} differ", field="hypothetical", kind="shape")
+    if len(x) == 0:
+        raise InputError("no sequences to search for motifs", field="onehot", kind="empty")
+    if x.shape[1] < sliding_window_size + 2 * flank_size:
+        raise InputError(f"sequences of {x.shape[1]} bases are shorter than a seqlet window "
+                         f"({sliding_window_size} + 2 x {flank_size} flank)", field="onehot", kind="too_short")
+    pos, neg = TFMoDISco(
+        one_hot=x, hypothetical_contribs=h, sliding_window_size=sliding_window_size, flank_size=flank_size,
+        max_seqlets_per_metacluster=max_seqlets, min_metacluster_size=min_metacluster_size,
+        final_min_cluster_size=final_min_cluster_size, target_seqlet_fdr=target_seqlet_fdr,
+        n_leiden_runs=n_leiden_runs, verbose=verbose,
+    )
+    motifs = []
+    for sign, patterns in (("positive", pos), ("negative", neg)):
+        for k, pattern in enumerate(patterns or []):
+            cwm = np.asarray(pattern.contrib_scores, dtype=np.float32)
+            motifs.append(Motif(
+                name=f"{sign[:3]}_{k}", sign=sign, ppm=np.asarray(pattern.sequence, dtype=np.float32), cwm=cwm,
+                hypothetical=np.asarray(pattern.hypothetical_contribs, dtype=np.float32),
+                seqlets=[(int(s.example_idx), int(s.start), int(s.end), bool(s.is_revcomp)) for s in pattern.seqlets],
+                trimmed=trim_span(cwm, trim_threshold),
+            ))
+    return motifs
+
+
+def read_meme(path: str | Path) -> dict[str, np.ndarray]:
+    """Motifs of a MEME file: name (the rest of its MOTIF line) -> (w, 4) probabilities over A, C, G, T.
+
+    InputError when the file is not MEME (no ``MEME version`` line), has no motif, a matrix that
+    does not parse, or an alphabet other than ACGT.
+    """
+    from memelite.io import read_meme as _read
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such motif file", str(path))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(1 << 16)
+    except UnicodeDecodeError:
+        raise InputError("not a MEME motif file (not text)", path=str(path)) from None
+    if "MEME version" not in head:
+        raise InputError("not a MEME motif file: no 'MEME version' line (write motifs in MEME format, e.g. with "
+                         "jaspar2meme or MEME's own tools)", path=str(path))
+    alphabet = next((line.split("=", 1)[1].strip() for line in head.splitlines() if line.startswith("ALPHABET")), "ACGT")
+    if alphabet.upper() != "ACGT":
+        raise InputError(f"MEME file alphabet is {alphabet!r}; DNA motifs over ACGT are needed", path=str(path))
+    try:
+        found = _read(str(path))
+    except (ValueError, IndexError, AttributeError) as err:
+        raise InputError(f"MEME file does not parse: {err}", path=str(path)) from None
+    if not found:
+        raise InputError("MEME file holds no motif (no 'MOTIF' with a 'letter-probability matrix')", path=str(path))
+    out = {}
+    for name, pwm in found.items():
+        m = np.asarray(pwm, dtype=np.float64).T
+        if m.ndim != 2 or m.shape[1] != 4 or not np.isfinite(m).all() or (m < 0).any():
+            raise InputError(f"motif {name!r}: not a 4-column probability matrix", path=str(path))
+        out[name] = m
+    return out
+
+
+def write_meme(path: str | Path, motifs: dict[str, np.ndarray]) -> None:
+    """A MEME (version 4) file of (w, 4) probability matrices, written atomically."""
+    from genoseq.runtime import atomic_output
+
+    with atomic_output(path) as handle:
+        handle.write("MEME version 4\n\nALPHABET= ACGT\n\nstrands: + -\n\n"
+                     "Background letter frequencies\nA 0.25 C 0.25 G 0.25 T 0.25\n\n")
+        for name, m in motifs.items():
+            m = np.asarray(m, dtype=np.float64)
+            handle.write(f"MOTIF {name}\nletter-probability matrix: alength= 4 w= {len(m)} nsites= 20 E= 0\n")
+            for row in m / m.sum(1, keepdims=True):
+                handle.write(" ".join(f"{v:.6f}" for v in row) + "\n")
+            handle.write("\n")
+
+
+def _bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values of one row of p-values."""
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    out = np.empty_like(q)
+    out[order] = q
+    return out
+
+
+def match_motifs(motifs: Sequence[Motif], known: dict[str, np.ndarray], *, n_best: int = 3) -> list[Motif]:
+    """Fill each motif's ``matches`` with its ``n_best`` TOMTOM matches among ``known`` (lowest
+    p-value first); returns the motifs. TOMTOM's null is built from the known motifs' columns,
+    so with fewer than ~25 of them p-values are rough (memelite warns)."""
+    import warnings
+
+    from memelite import tomtom
+
+    if not motifs or not known:
+        return list(motifs)
+    names = list(known)
+    queries = [np.ascontiguousarray(m.trimmed_ppm.T, dtype=np.float64) for m in motifs]
+    targets = [np.ascontiguousarray(known[n].T, dtype=np.float64) for n in names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p, _, offsets, overlaps, strands = tomtom(queries, targets)
+    for i, motif in enumerate(motifs):
+        q = _bh(np.asarray(p[i], dtype=np.float64))
+        best = np.argsort(p[i], kind="stable")[:n_best]
+        motif.matches = [MotifMatch(target=names[j], p_value=float(p[i, j]), q_value=float(q[j]),
+                                    offset=int(offsets[i, j]), overlap=int(overlaps[i, j]),
+                                    strand="-" if int(strands[i, j]) else "+") for j in best]
+    return list(motifs)
+
+
+__all__ = ["Motif", "MotifMatch", "discover_motifs", "match_motifs", "read_meme", "trim_span", "write_meme"]

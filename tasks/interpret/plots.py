@@ -1,0 +1,131 @@
+"""Figures of attributions: contribution logos (logomaker), ISM heatmaps and motif logos.
+
+Every function returns a matplotlib ``Figure`` (Agg backend, nothing shown); the caller saves and
+closes it. Matrices are (L, 4) over A, C, G, T.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ALPHABET = "ACGT"
+
+
+def _figure(width: float, height: float, rows: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, 1, figsize=(width, height), squeeze=False)
+    return fig, list(axes[:, 0])
+
+
+def _logo(ax, matrix: np.ndarray, start: int = 0) -> None:
+    import logomaker
+    import pandas as pd
+
+    df = pd.DataFrame(np.asarray(matrix, dtype=np.float64), columns=list(ALPHABET),
+                      index=np.arange(start, start + len(matrix)))
+    logo = logomaker.Logo(df, ax=ax, color_scheme="classic")
+    logo.style_spines(visible=False)
+    logo.style_spines(spines=["left", "bottom"], visible=True)
+    ax.axhline(0, color="0.6", lw=0.5)
+
+
+def contribution_logo(contributions: np.ndarray, *, title: str = "", start: int = 0, ylabel: str = "contribution"):
+    """A logo of one sequence's contributions (L, 4): each base drawn as tall as its score, below
+    the axis when it lowers the explained score. ``start`` numbers the first position."""
+    width = min(40.0, max(6.0, len(contributions) / 8))
+    fig, (ax,) = _figure(width, 2.4)
+    _logo(ax, contributions, start)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("position")
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def ism_heatmap(ism: np.ndarray, sequence: str | None = None, *, title: str = "", start: int = 0,
+                label: str = "score change"):
+    """Heatmap (4 rows A, C, G, T x L) of ISM score changes, diverging around 0; the base present
+    is marked with a dot."""
+    ism = np.asarray(ism, dtype=np.float64)
+    width = min(40.0, max(6.0, len(ism) / 8))
+    fig, (ax,) = _figure(width, 2.2)
+    limit = float(np.abs(ism).max()) or 1.0
+    im = ax.imshow(ism.T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest",
+                   extent=(start - 0.5, start + len(ism) - 0.5, 3.5, -0.5))
+    ax.set_yticks(range(4), list(ALPHABET))
+    ax.set_xlabel("position")
+    if sequence is not None:
+        cols = [(start + i, ALPHABET.index(b)) for i, b in enumerate(sequence.upper()) if b in ALPHABET]
+        if cols:
+            xs, ys = zip(*cols)
+            ax.scatter(xs, ys, s=2, c="k", marker=".")
+    fig.colorbar(im, ax=ax, label=label, fraction=0.03, pad=0.01)
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def attribution_figure(contributions: np.ndarray, *, ism: np.ndarray | None = None, sequence: str | None = None,
+                       title: str = "", start: int = 0):
+    """The per-sequence figure: the contribution logo, and the ISM heatmap under it when given."""
+    if ism is None:
+        return contribution_logo(contributions, title=title, start=start)
+    width = min(40.0, max(6.0, len(contributions) / 8))
+    fig, (top, bottom) = _figure(width, 4.4, rows=2)
+    _logo(top, contributions, start)
+    top.set_ylabel("contribution")
+    if title:
+        top.set_title(title, fontsize=10, loc="left")
+    limit = float(np.abs(ism).max()) or 1.0
+    bottom.imshow(np.asarray(ism).T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest",
+                  extent=(start - 0.5, start + len(ism) - 0.5, 3.5, -0.5))
+    bottom.set_yticks(range(4), list(ALPHABET))
+    bottom.set_xlabel("position")
+    fig.tight_layout()
+    return fig
+
+
+def information(ppm: np.ndarray, pseudocount: float = 1e-3) -> np.ndarray:
+    """Per-base heights of an information logo: p * (2 - entropy in bits) per position."""
+    p = np.asarray(ppm, dtype=np.float64) + pseudocount
+    p /= p.sum(1, keepdims=True)
+    ic = 2.0 + (p * np.log2(p)).sum(1)
+    return p * ic[:, None]
+
+
+def motif_logo(ppm: np.ndarray, cwm: np.ndarray | None = None, *, title: str = ""):
+    """A motif: its information logo (bits) and, when ``cwm`` is given, its contribution logo."""
+    rows = 2 if cwm is not None else 1
+    fig, axes = _figure(max(3.0, len(ppm) * 0.35), 2.0 * rows, rows=rows)
+    _logo(axes[0], information(ppm))
+    axes[0].set_ylabel("bits")
+    axes[0].set_ylim(0, 2)
+    if title:
+        axes[0].set_title(title, fontsize=10, loc="left")
+    if cwm is not None:
+        _logo(axes[1], cwm)
+        axes[1].set_ylabel("contribution")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path) -> None:
+    """Save ``fig`` as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from genoseq.runtime import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+__all__ = ["attribution_figure", "contribution_logo", "information", "ism_heatmap", "motif_logo", "save"]
+
+# Figures of language-model interpretation (saturation mutagenesis, dependency maps) follow.
