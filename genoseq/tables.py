@@ -22,11 +22,13 @@ from genoseq.fasta import SEQUENCE_BYTES, _check_exists, open_text
 
 @dataclass(frozen=True)
 class LabelledSequence:
-    """A sequence with its class label and any extra table columns (as strings)."""
+    """A sequence with its class label and any extra table columns (as strings); ``line`` is
+    the row's line in its table (None for a GenomicBenchmarks file)."""
 
     sequence: str
     label: str
     extra: dict[str, str] = field(default_factory=dict)
+    line: int | None = None
 
 
 def _check_sequence(seq: str, path: str, record: str, line: int | None) -> None:
@@ -45,12 +47,13 @@ def read_labelled_table(
     path: str | os.PathLike,
     *,
     sequence_column: str = "sequence",
-    label_column: str = "label",
+    label_column: str | None = "label",
 ) -> list[LabelledSequence]:
     """Read a labelled TSV/CSV table (gzip is detected from the content).
 
     Errors name the file and line: a missing column, a row with the wrong number of fields, an
-    empty or invalid sequence, an empty label.
+    empty or invalid sequence, an empty label. ``label_column=None`` reads a table without
+    labels (``label`` is then ""), e.g. one with numeric targets in other columns.
     """
     path = Path(path)
     _check_exists(path)
@@ -64,24 +67,25 @@ def read_labelled_table(
             raise InputError("empty file: expected a header row", path=spath)
         header = [h.strip() for h in header]
         for column in (sequence_column, label_column):
-            if column not in header:
+            if column is not None and column not in header:
                 raise InputError(
                     f"missing column {column!r} (header has: {', '.join(header)})", path=spath, line=1
                 )
-        i_seq, i_label = header.index(sequence_column), header.index(label_column)
+        i_seq = header.index(sequence_column)
+        i_label = header.index(label_column) if label_column is not None else None
         for row in reader:
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != len(header):
                 raise InputError(f"expected {len(header)} fields, found {len(row)}", path=spath, line=line)
-            seq, label = row[i_seq].strip(), row[i_label].strip()
+            seq, label = row[i_seq].strip(), row[i_label].strip() if i_label is not None else ""
             record = f"row {len(rows) + 1}"
             _check_sequence(seq, spath, record, line)
-            if not label:
+            if not label and i_label is not None:
                 raise InputError("empty label", path=spath, record=record, line=line)
             extra = {h: v for j, (h, v) in enumerate(zip(header, row)) if j not in (i_seq, i_label)}
-            rows.append(LabelledSequence(seq, label, extra))
+            rows.append(LabelledSequence(seq, label, extra, line))
     if not rows:
         raise InputError("table has a header but no rows", path=spath)
     return rows
@@ -129,6 +133,40 @@ def read_labelled(
     if is_genomic_benchmarks(path):
         return read_genomic_benchmarks(path, split)
     return read_labelled_table(path, sequence_column=sequence_column, label_column=label_column)
+
+
+def numeric_targets(rows: list[LabelledSequence], columns: list[str], path: str | os.PathLike, *,
+                    nonnegative: bool = False) -> "np.ndarray":
+    """The float values of ``columns`` (kept in each row's ``extra``) as an (N, len(columns)) array.
+
+    Errors name the file, line and column: a column the table lacks, a value that is not a
+    number, NaN or infinite values, and (``nonnegative``) a negative value.
+    """
+    import math
+
+    import numpy as np
+
+    spath = str(path)
+    header = list(rows[0].extra) if rows else []
+    for column in columns:
+        if rows and column not in rows[0].extra:
+            raise InputError(f"missing target column {column!r} (other columns: {', '.join(header) or 'none'})",
+                             path=spath, line=1 if rows[0].line is not None else None)
+    values = np.zeros((len(rows), len(columns)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            text = row.extra[column].strip()
+            where = dict(path=spath, record=f"row {i + 1}", line=row.line)
+            try:
+                value = float(text)
+            except ValueError:
+                raise InputError(f"column {column!r}: {text!r} is not a number", **where) from None
+            if not math.isfinite(value):
+                raise InputError(f"column {column!r}: {text!r} is not a finite number", **where)
+            if nonnegative and value < 0:
+                raise InputError(f"column {column!r}: {text!r} is negative (this loss needs targets >= 0)", **where)
+            values[i, j] = value
+    return values
 
 
 @dataclass

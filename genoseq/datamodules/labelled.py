@@ -1,4 +1,4 @@
-"""Sequence classification batches from labelled tables or GenomicBenchmarks folders."""
+"""Sequence classification (or numeric-target regression) batches from labelled tables or GenomicBenchmarks folders."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from genoseq.errors import InputError
-from genoseq.tables import LabelledSequence, is_genomic_benchmarks, read_labelled
+from genoseq.tables import LabelledSequence, is_genomic_benchmarks, numeric_targets, read_labelled
 from genoseq.tokenizer import Tokenizer
 
 from .sampling import plan_sampler
@@ -22,7 +22,7 @@ __all__ = ["LabelledSequenceDataset", "LabelledSequenceDataModule", "stratified_
 
 
 class LabelledSequenceDataset(Dataset):
-    """Encoded sequences and label indices; the index is ``(row, reverse)``."""
+    """Encoded sequences and label indices (or float target rows); the index is ``(row, reverse)``."""
 
     def __init__(self, ids: list[np.ndarray], labels: np.ndarray) -> None:
         self.ids, self.labels = ids, labels
@@ -31,10 +31,11 @@ class LabelledSequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: tuple[int, int]) -> tuple[np.ndarray, int]:
+    def __getitem__(self, index: tuple[int, int]) -> tuple[np.ndarray, int | np.ndarray]:
         row, reverse = index
         ids = self.ids[row]
-        return (self._tokenizer.reverse_complement(ids) if reverse else ids), int(self.labels[row])
+        label = self.labels[row]
+        return (self._tokenizer.reverse_complement(ids) if reverse else ids), (int(label) if label.ndim == 0 else label)
 
 
 class _PadCollator:
@@ -52,7 +53,11 @@ class _PadCollator:
             truncation=self.max_length is not None,
             side=self.side,
         )
-        batch["labels"] = torch.tensor([label for _, label in items], dtype=torch.long)
+        labels = [label for _, label in items]
+        if isinstance(labels[0], np.ndarray):  # regression: float targets (B, T)
+            batch["targets"] = torch.from_numpy(np.stack(labels).astype(np.float32))
+        else:
+            batch["labels"] = torch.tensor(labels, dtype=torch.long)
         return batch
 
 
@@ -91,6 +96,10 @@ class LabelledSequenceDataModule(L.LightningDataModule):
     index order (sorted training labels unless given); it is also kept in the datamodule's
     ``state_dict`` (so in Lightning checkpoints) and can be written with :meth:`save_classes`.
 
+    With ``targets`` (numeric columns of a table) the batches carry ``"targets"`` (B, T)
+    float32 instead of ``"labels"``, there are no classes, and the validation split is a
+    random ``val_fraction`` of the rows.
+
     Args:
         train: Training table, or GenomicBenchmarks root (its ``train`` split is read).
         val: Validation table or GenomicBenchmarks root (its ``test`` split). Default: a
@@ -109,6 +118,8 @@ class LabelledSequenceDataModule(L.LightningDataModule):
         batch_size: Sequences per batch (per device).
         num_workers: DataLoader worker processes.
         seed: Seed for the validation split, shuffling and strands.
+        targets: Numeric target columns for regression (no label column is read then).
+        nonnegative: Refuse negative targets (losses on counts or log1p values).
     """
 
     def __init__(
@@ -127,6 +138,8 @@ class LabelledSequenceDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        targets: list[str] | None = None,
+        nonnegative: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -141,6 +154,9 @@ class LabelledSequenceDataModule(L.LightningDataModule):
         self.max_length, self.padding_side = max_length, padding_side
         self.add_bos, self.rc_augment = add_bos, rc_augment
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.targets, self.nonnegative = (list(targets) if targets else None), nonnegative
+        if self.targets and classes:
+            raise ValueError("classes are for classification; targets make a regression DataModule")
         self.datasets: dict[str, LabelledSequenceDataset] | None = None
 
     # -- label mapping
@@ -172,10 +188,16 @@ class LabelledSequenceDataModule(L.LightningDataModule):
 
     # -- data
     def _read(self, path: str, split: str) -> list[LabelledSequence]:
-        return read_labelled(path, split=split, sequence_column=self.sequence_column, label_column=self.label_column)
+        label_column = None if self.targets else self.label_column
+        return read_labelled(path, split=split, sequence_column=self.sequence_column, label_column=label_column)
 
     def _encode(self, rows: list[LabelledSequence], path: str) -> LabelledSequenceDataset:
         tokenizer = Tokenizer()
+        if self.targets:
+            values = numeric_targets(rows, self.targets, path, nonnegative=self.nonnegative).astype(np.float32)
+            ids = [tokenizer.encode(r.sequence, add_bos=self.add_bos, name=f"row {i + 1}", path=path)
+                   for i, r in enumerate(rows)]
+            return LabelledSequenceDataset(ids, values)
         index = {label: i for i, label in enumerate(self._classes)}
         unknown = sorted({r.label for r in rows} - set(index))
         if unknown:
@@ -191,11 +213,12 @@ class LabelledSequenceDataModule(L.LightningDataModule):
         if self.val_path is not None:
             val_rows = self._read(self.val_path, "test")
         else:
+            # regression rows share one "label" (""), so the stratified split is a plain random one
             train_idx, val_idx = stratified_split([r.label for r in train_rows], self.val_fraction, self.seed)
             val_rows = [train_rows[i] for i in val_idx]
             train_rows = [train_rows[i] for i in train_idx]
         if self._classes is None:
-            self._classes = sorted({r.label for r in train_rows})
+            self._classes = [] if self.targets else sorted({r.label for r in train_rows})
         datasets = {"train": self._encode(train_rows, self.train_path)}
         if val_rows:
             datasets["val"] = self._encode(val_rows, self.val_path or self.train_path)
