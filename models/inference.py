@@ -20,7 +20,7 @@ step instead (for comparison and benchmarks).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -186,36 +186,63 @@ def batched_log_probs(model, batch: torch.Tensor) -> torch.Tensor:
     return _gather_log_probs(model(ids)[:, :-1], ids[:, 1:]).cpu()
 
 
-@torch.inference_mode()
-def shared_prefix_log_likelihood(model, windows: Sequence[np.ndarray], offsets: Sequence[int], *,
-                                 batch_size: int = 64, device=None, bf16: bool = False) -> tuple[np.ndarray, int]:
-    """Sum of ``log P(x_t | x_<t)`` over ``t >= max(offset, 1)`` of each window (float64), and the
-    number of windows run.
-
-    Windows of one length whose first ``p = max(offset, 1)`` tokens agree (a reference window
-    and its alternative alleles, on one strand) are a family: the shared prefix runs once,
-    through the inference cache, and each member continues from it with its own tokens. For a
-    causal model this is the same computation as a full pass per window, with the prefix done
-    once (a SNV in a 256-base window: 384 positions instead of 512). ``bf16`` runs the model
-    under bf16 autocast (on a GPU).
-    """
-    device = _device_of(model, device)
-    p_first = [max(int(o), 1) for o in offsets]
+def _families(windows: Sequence[np.ndarray], offsets: Sequence[int]) -> dict[tuple[int, int], list[list[int]]]:
+    """Windows grouped by (length, prefix length p) into families agreeing on their first p tokens."""
     families: dict[tuple, list[int]] = {}
-    for j, (w, p) in enumerate(zip(windows, p_first)):
+    for j, (w, o) in enumerate(zip(windows, offsets)):
+        p = max(int(o), 1)
         families.setdefault((len(w), p, w[:p].tobytes()), []).append(j)
     by_shape: dict[tuple[int, int], list[list[int]]] = {}
     for (length, p, _), members in families.items():
         by_shape.setdefault((length, p), []).append(members)
+    return by_shape
 
-    out = np.zeros(len(windows), dtype=np.float64)
+
+def _passes(shape_families: list[list[int]], per_pass: int, max_rows: int | None) -> Iterator[list[list[int]]]:
+    """Families cut into forward passes: ``per_pass`` families each, or as many as fit in
+    ``max_rows`` rows (always at least one family)."""
+    if max_rows is None:
+        for b in range(0, len(shape_families), per_pass):
+            yield shape_families[b : b + per_pass]
+        return
+    group: list[list[int]] = []
+    rows = 0
+    for family in shape_families:
+        if group and rows + len(family) > max_rows:
+            yield group
+            group, rows = [], 0
+        group.append(family)
+        rows += len(family)
+    if group:
+        yield group
+
+
+@torch.inference_mode()
+def shared_prefix_map(model, windows: Sequence[np.ndarray], offsets: Sequence[int],
+                      fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, batch_size: int = 64,
+                      max_rows: int | None = None, device=None, bf16: bool = False) -> tuple[list, int]:
+    """``fn(logits, targets)`` over the positions ``t >= p = max(offset, 1)`` of each window, sharing
+    each family's prefix; returns one CPU tensor per window (None where nothing follows the
+    prefix) and the number of windows run.
+
+    ``logits`` (rows, T, V) predict ``targets`` (rows, T) = ``window[p:]`` (T = length - p) and
+    ``fn`` returns a tensor with one row per window. Windows of one length whose first ``p``
+    tokens agree (a reference window and its alternative alleles, on one strand; the mutants
+    of a block of positions) are a family: the shared prefix runs once, through the inference
+    cache (``InferenceCache.select`` copies its rows), and each member continues from it with
+    its own tokens. For a causal model this is the same computation as a full pass per
+    window, with the prefix done once. A pass holds ``batch_size // 2`` families, or with
+    ``max_rows`` as many whole families as fit in that many rows (large families: saturation
+    mutagenesis). ``bf16`` runs the model under bf16 autocast (on a GPU).
+    """
+    device = _device_of(model, device)
+    out: list = [None] * len(windows)
     run = 0
     per_pass = max(1, batch_size // 2)  # families per pass; their members fill the batch
-    for (length, p), shape_families in by_shape.items():
+    for (length, p), shape_families in _families(windows, offsets).items():
         if p >= length:  # nothing is scored after the prefix
             continue
-        for b in range(0, len(shape_families), per_pass):
-            group = shape_families[b : b + per_pass]
+        for group in _passes(shape_families, per_pass, max_rows):
             members = [j for family in group for j in family]
             owner = torch.tensor([f for f, family in enumerate(group) for _ in family], device=device)
             prefix = torch.from_numpy(np.stack([windows[family[0]][:p] for family in group]).astype(np.int64))
@@ -227,10 +254,25 @@ def shared_prefix_log_likelihood(model, windows: Sequence[np.ndarray], offsets: 
                 if rest.shape[1]:
                     cache = cache.select(owner)
                     logits = torch.cat([logits, model(rest.to(device), cache=cache)], dim=1)
-            counted = model.tokenizer.is_base(targets)
-            out[members] = (_gather_log_probs(logits, targets) * counted).sum(1).double().cpu().numpy()
+            found = fn(logits, targets).cpu()
+            for row, j in enumerate(members):
+                out[j] = found[row]
             run += len(members)
     return out, run
+
+
+def shared_prefix_log_likelihood(model, windows: Sequence[np.ndarray], offsets: Sequence[int], *,
+                                 batch_size: int = 64, device=None, bf16: bool = False) -> tuple[np.ndarray, int]:
+    """Sum of ``log P(x_t | x_<t)`` over ``t >= max(offset, 1)`` of each window (float64), and the
+    number of windows run (nucleotide targets only; :func:`shared_prefix_map` shares each
+    family's prefix: a SNV in a 256-base window costs 384 positions instead of 512)."""
+
+    def summed(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        counted = model.tokenizer.is_base(targets)
+        return (_gather_log_probs(logits, targets) * counted).sum(1).double()
+
+    found, run = shared_prefix_map(model, windows, offsets, summed, batch_size=batch_size, device=device, bf16=bf16)
+    return np.array([0.0 if x is None else float(x) for x in found], dtype=np.float64), run
 
 
 # ---------------------------------------------------------------------------- generation
