@@ -456,6 +456,11 @@ class IntervalDataModule(L.LightningDataModule):
         return len(self.classes or [])
 
     @property
+    def labels(self) -> dict[str, np.ndarray]:
+        """Segmentation: ``{contig: uint8 (2, length)}`` labels of the annotated contigs."""
+        return self._labels
+
+    @property
     def num_targets(self) -> int:
         return len(self.target_names)
 
