@@ -3,28 +3,19 @@
 # names one) with whole contigs held out (fit_options.holdout), then scored on them.
 
 
-def annotate_task(name):
-    return entry("annotate", "tasks", name)
-
-
-def annotate_genome(wildcards):
-    genome = annotate_task(wildcards.task).get("genome")
-    return [data_path(genome_cfg(genome)["fasta"])] if genome else []
-
-
 rule annotate_fit:
     """Train a segmenter (probe by default; fit_options.method: finetune on GPUs): genoseq annotate fit.
     The folder holds config.json, tokenizer.json, model.safetensors, training.json."""
     input:
         model=model_dir,
-        annotation=lambda wc: dataset(annotate_task(wc.task)["annotation"]),
-        genome=annotate_genome,
+        annotation=lambda wc: dataset(entry("annotate", "tasks", wc.task)["annotation"]),
+        genome=lambda wc: [data_path(genome_cfg(g)["fasta"]) for g in [entry("annotate", "tasks", wc.task).get("genome")] if g],
     output:
         segmenter=directory(f"{RESULTS}/annotate/{{model}}/{{task}}/segmenter"),
     log:
         f"{LOGS}/annotate_fit/{{model}}/{{task}}.log",
     params:
-        options=lambda wc: options_json(section("annotate").get("fit_options"), annotate_task(wc.task).get("fit_options")),
+        options=lambda wc: options_json(section("annotate").get("fit_options"), entry("annotate", "tasks", wc.task).get("fit_options")),
         genome=lambda wc, input: optional_path(input.genome[0] if input.genome else None),
     threads: threads_of("annotate", 2)
     resources:
@@ -43,14 +34,14 @@ rule annotate_evaluate:
     """Score the segmenter on the contigs fit held out: genoseq annotate evaluate (metrics.json)."""
     input:
         segmenter=rules.annotate_fit.output.segmenter,
-        annotation=lambda wc: dataset(annotate_task(wc.task)["annotation"]),
-        genome=annotate_genome,
+        annotation=lambda wc: dataset(entry("annotate", "tasks", wc.task)["annotation"]),
+        genome=lambda wc: [data_path(genome_cfg(g)["fasta"]) for g in [entry("annotate", "tasks", wc.task).get("genome")] if g],
     output:
         metrics=f"{RESULTS}/annotate/{{model}}/{{task}}/evaluation/metrics.json",
     log:
         f"{LOGS}/annotate_evaluate/{{model}}/{{task}}.log",
     params:
-        options=lambda wc: options_json(section("annotate").get("evaluate_options"), annotate_task(wc.task).get("evaluate_options")),
+        options=lambda wc: options_json(section("annotate").get("evaluate_options"), entry("annotate", "tasks", wc.task).get("evaluate_options")),
         genome=lambda wc, input: optional_path(input.genome[0] if input.genome else None),
     threads: threads_of("annotate", 2)
     resources:
