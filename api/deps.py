@@ -61,3 +61,9 @@ def count_inputs(request: Request, sequences: int, bases: int) -> None:
     """Record what a request carried, for the request log (never the sequences themselves)."""
     request.state.n_sequences = sequences
     request.state.n_bases = bases
+
+
+def with_segmenter(service: Service) -> ModelService:
+    if service.segmenter is None:
+        raise NotLoaded("no segmenter is loaded (start the server with --segmenter SEG_DIR)")
+    return service

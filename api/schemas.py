@@ -201,10 +201,16 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
 
 
+class TargetValues(BaseModel):
+    values: dict[str, float] = Field(description="predicted value per target (a regression model)")
+
+
 class ClassifyResponse(BaseModel):
     classifier: str
-    classes: list[str]
-    predictions: list[Prediction]
+    task: Literal["classification", "regression"] = "classification"
+    classes: list[str] = Field(description="class labels (empty for a regression model)")
+    targets: list[str] = Field(default_factory=list, description="regression targets (empty for a classifier)")
+    predictions: list[Prediction | TargetValues]
 
 
 # ---------------------------------------------------------------------- generate
@@ -307,3 +313,39 @@ class AlignResponse(BaseModel):
     extended_cigar: bool
     alignments: list[ReadAlignment]
     sam_header: str | None = Field(None, description="@HD, @SQ and @PG lines (with sam=true)")
+
+
+# ---------------------------------------------------------------------- annotate
+class AnnotateRequest(_Request):
+    sequences: list[Sequence] = Field(min_length=1, description="sequences to annotate (both strands)")
+    names: list[str] | None = Field(None, description="one name per sequence (default #1, #2, ...)")
+    min_gene_length: int = Field(90, ge=3, description="shortest gene called, in bases (stop codon included)")
+    probabilities: bool = Field(False, description="also return per-base probabilities of each class per strand")
+
+    @model_validator(mode="after")
+    def _counts_match(self) -> "AnnotateRequest":
+        _one_per_sequence(self, "names")
+        return self
+
+
+class AnnotatedFeature(BaseModel):
+    type: str = Field(description="CDS, tRNA, rRNA, other_RNA or a mapped class")
+    start: int = Field(description="0-based start")
+    end: int = Field(description="0-based end, exclusive")
+    strand: Literal["+", "-"]
+    score: float = Field(description="mean probability of the class over the feature")
+    partial: bool = Field(False, description="runs off the sequence without a start or stop codon")
+
+
+class SequenceAnnotation(BaseModel):
+    name: str
+    length: int
+    features: list[AnnotatedFeature]
+    probabilities: dict[str, dict[str, list[float]]] | None = Field(
+        None, description="strand (+, -) -> class -> one probability per base")
+
+
+class AnnotateResponse(BaseModel):
+    segmenter: str
+    classes: list[str]
+    annotations: list[SequenceAnnotation]

@@ -32,6 +32,7 @@ def serve(
     generator: str | None = None,
     reference: str | None = None,
     index: str | None = None,
+    segmenter: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
@@ -66,6 +67,7 @@ def serve(
         generator: Conditional model folder (``genoseq generate fit``): /v1/generate.
         reference: Reference genome (FASTA or token store) for variants given by contig.
         index: Read index folder (``genoseq align index``): /v1/align maps reads as ``genoseq align map``.
+        segmenter: Segmenter folder (``genoseq annotate fit``): /v1/annotate.
         host: Address to bind (default loopback only).
         port: Port to bind.
         workers: Worker processes (each loads its own copy of the models).
@@ -90,7 +92,8 @@ def serve(
     # Over 80 lines for its signature and Args, which are the command's options and help.
     from genoseq.api.settings import ApiSettings, Limits, is_loopback, read_api_key
 
-    for path, option in ((model, "--model"), (classifier, "--classifier"), (generator, "--generator")):
+    for path, option in ((model, "--model"), (classifier, "--classifier"), (generator, "--generator"),
+                         (segmenter, "--segmenter")):
         _check_model_dir(path, option)
     if reference is not None and not Path(reference).is_file():
         raise FileNotFoundError(2, "No such file or directory", str(reference))
@@ -112,7 +115,7 @@ def serve(
                         max_variants=max_variants, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
                         max_designs=max_designs, max_batch_rows=max_batch_rows)
         settings = ApiSettings(model=model, classifier=classifier, generator=generator, reference=reference,
-                               index=index, device=device, chunk_size=chunk_size, context=context, api_key=key,
+                               index=index, segmenter=segmenter, device=device, chunk_size=chunk_size, context=context, api_key=key,
                                limits=limits)
     except ValueError as err:
         raise InputError(str(err)) from None

@@ -70,6 +70,7 @@ class ModelService:
         self.reference: Genome | None = None
         self.aligner: Aligner | None = None  # /v1/align: the index, its reference, default mapping options
         self.align_header = None  # pysam.AlignmentHeader of the index's contigs (SAM lines)
+        self.segmenter = None  # /v1/annotate: a genoseq.models.segmenter.Segmenter
         self.device: torch.device | None = None
         self.load_seconds: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genoseq-model")
@@ -111,6 +112,10 @@ class ModelService:
                                            generator)
         if s.reference is not None:
             self.reference = open_genome(s.reference)
+        if s.segmenter is not None:
+            from genoseq.models.segmenter import Segmenter
+
+            self.segmenter = Segmenter.from_pretrained(s.segmenter, map_location=self.device).eval()
         if s.index is not None:
             import pysam
 

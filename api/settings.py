@@ -46,6 +46,7 @@ class ApiSettings:
         reference: Reference genome (FASTA or token store) for variants given by contig.
         index: Read index folder from ``genoseq align index`` (``/v1/align``); its reference
             FASTA is read from where the index's manifest says.
+        segmenter: Segmenter folder from ``genoseq annotate fit`` (``/v1/annotate``).
         device: ``auto``, ``cpu``, ``cuda:0``, ...
         chunk_size, context, window_batch_size: long-sequence scoring, as ``genoseq score``.
         api_key: The key clients send in ``X-API-Key``; None turns authentication off.
@@ -57,6 +58,7 @@ class ApiSettings:
     generator: str | None = None
     reference: str | None = None
     index: str | None = None
+    segmenter: str | None = None
     device: str = "auto"
     chunk_size: int | None = None  # None: the model's own (``inference.scoring_window``), as ``genoseq score``
     context: int | None = None

@@ -37,6 +37,17 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "fit": "genoseq.pipelines.generate:fit",
         "sample": "genoseq.pipelines.generate:sample",
     },
+    "annotate": {
+        "_help": "Per-base genome annotation: train a segmenter on a genome + GFF3/GenBank, call features, score them.",
+        "fit": "genoseq.pipelines.annotate:fit",
+        "predict": "genoseq.pipelines.annotate:predict",
+        "evaluate": "genoseq.pipelines.annotate:evaluate",
+    },
+    "interpret": {
+        "_help": "Which bases matter: classifier attributions and the motifs they share.",
+        "attributions": "genoseq.pipelines.interpret_classifier:attributions",
+        "motifs": "genoseq.pipelines.interpret_classifier:motifs",
+    },
     "align": {
         "_help": "Embed-Search-Align: train a read encoder, index a reference, map reads to SAM/BAM.",
         "train": "genoseq.pipelines.align:train",

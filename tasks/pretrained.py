@@ -55,8 +55,8 @@ def _model_type(path: Path) -> str:
 
 def load(path: str | os.PathLike, device: str = "auto"):
     """The model in a folder, ready to use: a :class:`LanguageModel` (``genoseq pretrain``,
-    ``generate fit``, ``convert``), a :class:`Classifier` (``classify fit``) or an
-    :class:`Aligner` (``align index``). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``..."""
+    ``generate fit``, ``convert``), a :class:`Classifier` (``classify fit``), an
+    :class:`Annotator` (``annotate fit``) or an :class:`Aligner` (``align index``). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``..."""
     from genoseq.runtime import resolve_device
 
     path = Path(path)
@@ -73,6 +73,10 @@ def load(path: str | os.PathLike, device: str = "auto"):
         return Classifier(SequenceClassifier.from_pretrained(path, map_location=dev).eval(), path)
     if kind == "align_index":
         return Aligner(path, device=str(dev))
+    if kind == "GenoSeqSegmenter":
+        from genoseq.models.segmenter import Segmenter
+
+        return Annotator(Segmenter.from_pretrained(path, map_location=dev).eval(), path)
     raise InputError(f"model type {kind!r} cannot be loaded here (a read encoder is used through its align index)",
                      path=str(path))
 
@@ -184,8 +188,9 @@ class LanguageModel:
         return designs if return_designs else designs.sequences
 
 
-class Classifier:
-    """A sequence classifier (:class:`~genoseq.models.classifier.SequenceClassifier`, in ``.model``)."""
+class Annotator:
+    """A per-base annotator (:class:`~genoseq.models.segmenter.Segmenter`, in ``.model``) from
+    ``genoseq annotate fit``: the features ``genoseq annotate predict`` and ``POST /v1/annotate`` give."""
 
     def __init__(self, model, path: str | os.PathLike | None = None) -> None:
         self.model = model.eval()
@@ -196,6 +201,43 @@ class Classifier:
         return list(self.model.classes)
 
     def __repr__(self) -> str:
+        return f"Annotator({str(self.path)!r}, classes={self.classes})"
+
+    def annotate(self, seqs: Sequences, *, names: Sequence[str] | None = None, min_gene_length: int = 90):
+        """Predicted features and per-base probabilities of each sequence: a
+        :class:`~genoseq.tasks.annotation.ContigAnnotation` (``.features``, ``.probs`` (2, L, K):
+        row 0 the + strand) for one sequence, a list for several."""
+        from genoseq.tasks.annotation import annotate_sequences
+
+        items, one = _many(seqs)
+        found = annotate_sequences(self.model, items, names, decode_options={"min_gene_length": min_gene_length})
+        return found[0] if one else found
+
+
+class Classifier:
+    """A sequence classifier (:class:`~genoseq.models.classifier.SequenceClassifier`, in ``.model``),
+    or a regression model of numeric targets (``classify fit --task regression``)."""
+
+    def __init__(self, model, path: str | os.PathLike | None = None) -> None:
+        self.model = model.eval()
+        self.path = None if path is None else Path(path)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+    @property
+    def targets(self) -> list[str]:
+        """The regression targets, in the order of :meth:`predict`'s values (empty for a classifier)."""
+        return list(self.model.targets)
+
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    def __repr__(self) -> str:
+        if self.model.is_regression:
+            return f"Classifier({str(self.path)!r}, task='regression', targets={self.targets})"
         return f"Classifier({str(self.path)!r}, classes={self.classes})"
 
     def predict_proba(self, seqs: Sequences, *, batch_size: int = 32) -> np.ndarray:
@@ -204,11 +246,29 @@ class Classifier:
         proba = self.model.predict_proba(items, batch_size=batch_size)
         return proba[0] if one else proba
 
-    def predict(self, seqs: Sequences, *, batch_size: int = 32) -> "str | list[str]":
-        """The most probable class of each sequence."""
+    def predict(self, seqs: Sequences, *, batch_size: int = 32) -> "str | list[str] | np.ndarray":
+        """The most probable class of each sequence; for a regression model the predicted values,
+        as ``genoseq classify predict`` writes them: (T,) for one sequence, (n, T) for a list."""
         items, one = _many(seqs)
+        if self.model.is_regression:
+            values = self.model.predict_values(items, batch_size=batch_size)
+            return values[0] if one else values
         labels = [self.classes[int(i)] for i in self.model.predict_proba(items, batch_size=batch_size).argmax(1)]
         return labels[0] if one else labels
+
+    def attributions(self, seqs: Sequences, *, method: str = "ig", class_name: "str | Sequence[str] | None" = None,
+                     score: str = "logit", baseline: str = "shuffle", n_shuffles: int = 10, n_steps: int = 20,
+                     batch_size: int = 64, seed: int = 0):
+        """Per-base attributions of the predicted (or ``class_name``'s) class, as ``genoseq interpret
+        attributions``: :class:`~genoseq.tasks.interpret.attribution.Attributions` (one (L, 4)
+        ``contributions`` / ``hypothetical`` matrix per sequence; ``method`` ``ism``, ``ig`` or
+        ``deepliftshap``)."""
+        from genoseq.tasks.interpret.attribution import classifier_attributions
+
+        items, _ = _many(seqs)
+        return classifier_attributions(self.model, items, method=method, class_name=class_name, score=score,
+                                       baseline=baseline, n_shuffles=n_shuffles, n_steps=n_steps,
+                                       batch_size=batch_size, seed=seed)
 
 
 class Aligner:
