@@ -240,7 +240,8 @@ def test_cli_fit_predict_evaluate_and_api(segmenter_dir, slice_gff, workdir):
                  "--out", str(workdir / "none.gff3"), "--track", "nope", "--progress", "none"]) == 2
     assert not list(workdir.glob("none*"))
     seq = read_annotation(slice_gff).sequences["BAC_00027"][:3000]
-    with TestClient(create_app(model=str(workdir / "lm"), segmenter=str(segmenter_dir), device="cpu")) as c:
+    with TestClient(create_app(model=str(workdir / "lm"), segmenter=str(segmenter_dir), device="cpu",
+                               load_in_background=False)) as c:
         r = c.post("/v1/annotate", json={"sequences": [seq], "probabilities": True})
         assert r.status_code == 200, r.text
         body = r.json()["annotations"][0]
