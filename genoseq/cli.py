@@ -44,7 +44,9 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "evaluate": "genoseq.pipelines.annotate:evaluate",
     },
     "interpret": {
-        "_help": "Which bases matter: classifier attributions and the motifs they share.",
+        "_help": "Which bases matter: language-model mutagenesis and dependency maps, classifier attributions and motifs.",
+        "ism": "genoseq.pipelines.interpret:ism",
+        "dependencies": "genoseq.pipelines.interpret:dependencies",
         "attributions": "genoseq.pipelines.interpret_classifier:attributions",
         "motifs": "genoseq.pipelines.interpret_classifier:motifs",
     },

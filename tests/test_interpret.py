@@ -4,6 +4,8 @@ is refused."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,83 @@ def test_bad_input(model, sequence, tmp_path):
     with pytest.raises(InputError, match="not a language model") as err:
         language_model(tmp_path)
     assert err.value.field == ("model",)
+
+
+# ---------------------------------------------------------------------------- the commands
+@pytest.fixture(scope="module")
+def model_dir(model, tmp_path_factory):
+    return model.save_pretrained(tmp_path_factory.mktemp("interpret") / "lm")
+
+
+def test_ism_command_on_a_genome_region(model, model_dir, lambda_fasta, tmp_path):
+    from genoseq.cli import main
+    from genoseq.genome import open_genome
+
+    out = tmp_path / "ism"
+    assert main(["interpret", "ism", "--model", str(model_dir), "--fasta", str(lambda_fasta),
+                 "--region", "[NC_001416.1:1001-1040, NC_001416.1:20001-20030]",
+                 "--radius", "16", "--block", "4", "--device", "cpu", "--progress", "none", "--out", str(out)]) == 0
+    with np.load(out / "ism.npz", allow_pickle=False) as data:
+        llr, lengths, starts = data["llr"], data["lengths"], data["starts"]
+    assert llr.shape == (2, 40, 4) and lengths.tolist() == [40, 30] and starts.tolist() == [1000, 20000]
+    assert np.isnan(llr[1, 30:]).all()  # padding past the shorter region
+    # the same numbers as the library call on the region with its flanks (the model's window each side)
+    ids = open_genome(lambda_fasta).fetch("NC_001416.1", 1000 - WINDOW, 1040 + WINDOW)
+    direct = saturation_mutagenesis(model, [ids], regions=[(WINDOW, WINDOW + 40)], radius=16, block=4,
+                                    device="cpu")[0]
+    np.testing.assert_allclose(llr[0], direct.llr, atol=1e-5)
+    rows = (out / "summary.tsv").read_text().splitlines()
+    assert rows[0].startswith("name\tcontig\tstart\tend") and rows[1].split("\t")[2:5] == ["1001", "1040", "40"]
+    bedgraph = (out / "ism.bedgraph").read_text().splitlines()
+    assert bedgraph[0].startswith("track type=bedGraph")
+    first = bedgraph[1].split("\t")
+    assert first[0] == "NC_001416.1" and first[1] == "1000"
+    assert float(first[3]) == pytest.approx(float(direct.importance[0]), rel=1e-3)
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["1_NC_001416.1_1001-1040.png",
+                                                                  "2_NC_001416.1_20001-20030.png"]
+    assert json.loads((out / "ism.json").read_text())["positions"] == 70
+
+
+def test_dependencies_command(model_dir, sequence, tmp_path):
+    from genoseq.cli import main
+
+    fasta = tmp_path / "one.fa"
+    fasta.write_text(">slice\n" + sequence[:40] + "\n")
+    out = tmp_path / "dep"
+    assert main(["interpret", "dependencies", "--model", str(model_dir), "--input", str(fasta), "--block", "8",
+                 "--device", "cpu", "--progress", "none", "--out", str(out)]) == 0
+    with np.load(out / "dependencies.npz", allow_pickle=False) as data:
+        assert data["dep"].shape == (40, 40) and str(data["sequence"]) == sequence[:40]
+    assert (out / "dependencies.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--region", "NC_001416.1:1-20,000", "--max_length", "1000"], "longer than the limit"),
+    (["--region", "NC_001416.1:100"], "not contig:start-end"),
+    (["--region", "chr9:1-100"], "not in the genome"),
+    (["--region", "NC_001416.1:48000-48600"], "not inside"),
+])
+def test_ism_command_bad_regions(model_dir, lambda_fasta, tmp_path, args, message, capsys):
+    from genoseq.cli import main
+
+    out = tmp_path / "bad"
+    assert main(["interpret", "ism", "--model", str(model_dir), "--fasta", str(lambda_fasta), *args,
+                 "--device", "cpu", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_ism_command_refuses_n_only_and_a_classifier(model_dir, tmp_path, capsys):
+    from genoseq.cli import main
+
+    fasta = tmp_path / "n.fa"
+    fasta.write_text(">gap\n" + "N" * 40 + "\n")
+    assert main(["interpret", "ism", "--model", str(model_dir), "--input", str(fasta), "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "only N" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    clf = tmp_path / "clf"
+    clf.mkdir()
+    (clf / "config.json").write_text('{"model_type": "GenoSeqClassifier"}')
+    assert main(["interpret", "dependencies", "--model", str(clf), "--input", str(fasta), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "interpret attributions" in capsys.readouterr().err

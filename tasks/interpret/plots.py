@@ -128,4 +128,62 @@ def save(fig, path) -> None:
 
 __all__ = ["attribution_figure", "contribution_logo", "information", "ism_heatmap", "motif_logo", "save"]
 
-# Figures of language-model interpretation (saturation mutagenesis, dependency maps) follow.
+
+
+
+def lm_ism_figure(llr: np.ndarray, sequence: str, *, title: str = "", start: int = 0, max_logo: int = 1000):
+    """A language model's saturation mutagenesis of one region: on top, each reference base drawn
+    as tall as the mean LLR its three substitutions lose (``-mean LLR``: tall where the model
+    wants the base kept; a line of the mean |LLR| instead for regions longer than
+    ``max_logo``); under it the (4 x L) heatmap of every substitution's LLR (nats)."""
+    llr = np.nan_to_num(np.asarray(llr, dtype=np.float64))
+    seq = sequence.upper()
+    onehot = np.array([[b == a for a in ALPHABET] for b in seq], dtype=np.float64).reshape(len(seq), 4)
+    kept = -llr.sum(1) / 3.0
+    width = min(40.0, max(6.0, len(llr) / 8))
+    fig, (top, bottom) = _figure(width, 4.4, rows=2)
+    if len(llr) <= max_logo:
+        _logo(top, onehot * kept[:, None], start)
+        top.set_ylabel("-mean LLR")
+    else:
+        top.plot(np.arange(start, start + len(llr)), np.abs(llr).sum(1) / 3.0, lw=0.6, color="k")
+        top.set_xlim(start - 0.5, start + len(llr) - 0.5)
+        top.set_ylabel("mean |LLR|")
+    if title:
+        top.set_title(title, fontsize=10, loc="left")
+    limit = float(np.abs(llr).max()) or 1.0
+    im = bottom.imshow(llr.T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest",
+                       extent=(start - 0.5, start + len(llr) - 0.5, 3.5, -0.5))
+    bottom.set_yticks(range(4), list(ALPHABET))
+    bottom.set_xlabel("position")
+    fig.colorbar(im, ax=[top, bottom], label="LLR (nats)", fraction=0.02, pad=0.01)
+    return fig
+
+
+def dependency_heatmap(dep: np.ndarray, sequence: str | None = None, *, title: str = "", start: int = 0,
+                       quantile: float = 0.995):
+    """An L x L nucleotide dependency map: row ``i`` (query, substituted) against column ``j``
+    (target, whose prediction changes); the colour scale ends at the ``quantile`` of the
+    off-diagonal values so that a few very strong pairs do not hide the rest."""
+    dep = np.asarray(dep, dtype=np.float64)
+    n = len(dep)
+    size = min(14.0, max(5.0, n / 60))
+    fig, (ax,) = _figure(size + 1.2, size)
+    off = dep[~np.eye(n, dtype=bool)]
+    off = off[np.isfinite(off)]
+    vmax = float(np.quantile(off, quantile)) if len(off) else 1.0
+    im = ax.imshow(dep, cmap="Reds", vmin=0.0, vmax=vmax or 1.0, interpolation="nearest",
+                   extent=(start - 0.5, start + n - 0.5, start + n - 0.5, start - 0.5))
+    ax.set_xlabel("target position j (prediction changed)")
+    ax.set_ylabel("query position i (base substituted)")
+    if sequence is not None and n <= 80:
+        ax.set_xticks(range(start, start + n), list(sequence.upper()), fontsize=6)
+        ax.set_yticks(range(start, start + n), list(sequence.upper()), fontsize=6)
+    fig.colorbar(im, ax=ax, label="max |change of log-odds|", fraction=0.04, pad=0.02)
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["dependency_heatmap", "lm_ism_figure"]
