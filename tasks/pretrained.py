@@ -28,6 +28,7 @@ from genoseq.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from genoseq.genome import Genome
     from genoseq.tasks.generation import Designs
+    from genoseq.tasks.interpret.ism import Dependencies, Mutagenesis
     from genoseq.tasks.scoring import SequenceScore
     from genoseq.tasks.variants import Variant, VariantEffect
 
@@ -157,6 +158,29 @@ class LanguageModel:
         effects = score_variants(self.model, _as_genome(genome), chosen, window_length=window_length or DEFAULT_WINDOW,
                                  strands=strands, batch_size=batch_size, device=self.device, progress=progress)
         return effects[0] if one else effects
+
+    def ism(self, seqs: Sequences, *, regions: "Sequence[tuple[int, int] | None] | None" = None, radius: int | None = 128,
+            strands: str = "both", batch_size: int = 128,
+            progress: bool | str = False) -> "Mutagenesis | list[Mutagenesis]":
+        """Saturation mutagenesis (``genoseq interpret ism``): the LLR (nats) of each of the three
+        substitutions at every base, as :class:`~genoseq.tasks.interpret.ism.Mutagenesis` (``llr``
+        (L, 4), ``importance`` (L,)). ``regions[k] = (start, end)`` mutates only that part of
+        sequence ``k``; the rest is context."""
+        from genoseq.tasks.interpret.ism import saturation_mutagenesis
+
+        items, one = _many(seqs)
+        found = saturation_mutagenesis(self.model, items, regions=regions, radius=radius, strands=strands,
+                                       batch_size=batch_size, device=None, progress=progress)
+        return found[0] if one else found
+
+    def dependencies(self, seq: str, *, strands: str = "both", batch_size: int = 128,
+                     progress: bool | str = False) -> "Dependencies":
+        """The nucleotide dependency map of one sequence (``genoseq interpret dependencies``):
+        :class:`~genoseq.tasks.interpret.ism.Dependencies` with ``dep`` (L, L)."""
+        from genoseq.tasks.interpret.ism import dependency_map
+
+        return dependency_map(self.model, seq, strands=strands, batch_size=batch_size, device=None,
+                              progress=progress)
 
     def generate(self, prompt: str = "", *, max_new_tokens: int = 200, num_samples: int = 1,
                  oracle: "Classifier | str | os.PathLike | None" = None, return_designs: bool = False,

@@ -205,3 +205,16 @@ def test_ism_command_refuses_n_only_and_a_classifier(model_dir, tmp_path, capsys
     assert main(["interpret", "dependencies", "--model", str(clf), "--input", str(fasta), "--out",
                  str(tmp_path / "o")]) == 2
     assert "interpret attributions" in capsys.readouterr().err
+
+
+def test_python_api_ism_and_dependencies(model, model_dir, sequence):
+    import genoseq
+
+    lm = genoseq.load(model_dir, device="cpu")
+    one = lm.ism(sequence[:50], radius=16)
+    assert one.llr.shape == (50, 4) and one.sequence == sequence[:50]
+    direct = saturation_mutagenesis(model, [sequence[:50]], radius=16, device="cpu")[0]
+    np.testing.assert_allclose(one.llr, direct.llr, atol=1e-5)
+    two = lm.ism([sequence[:50], sequence[50:90]], regions=[(10, 20), None], radius=16)
+    assert [r.llr.shape for r in two] == [(10, 4), (40, 4)]
+    assert lm.dependencies(sequence[:30]).dep.shape == (30, 30)
