@@ -19,7 +19,7 @@ import genoseq
 from .deps import require_api_key
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
-from .routers import align, annotate, classify, embed, generate, health, score, variants
+from .routers import align, annotate, classify, embed, generate, health, interpret, score, variants
 from .service import ModelService
 from .settings import ApiSettings, Limits
 
@@ -62,7 +62,7 @@ def create_app(settings: ApiSettings | None = None, *, load_in_background: bool 
 
     protected = [Depends(require_api_key)] if settings.api_key is not None else []
     app.include_router(health.router)  # /healthz and /readyz stay open for probes
-    for module in (health, score, embed, variants, classify, generate, align, annotate):
+    for module in (health, score, embed, variants, classify, generate, align, annotate, interpret):
         router = module.models_router if module is health else module.router
         app.include_router(router, dependencies=protected)
 

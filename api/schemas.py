@@ -349,3 +349,45 @@ class AnnotateResponse(BaseModel):
     segmenter: str
     classes: list[str]
     annotations: list[SequenceAnnotation]
+
+
+# ---------------------------------------------------------------------- interpret
+class InterpretRequest(_Request):
+    method: Literal["ism", "dependencies", "attributions"] = Field(
+        description="ism: the language model's LLR of every substitution; dependencies: its L x L nucleotide "
+                    "dependency map; attributions: the loaded classifier's per-base contributions")
+    sequences: list[Sequence] = Field(min_length=1)
+    names: list[str] | None = Field(None, description="one name per sequence (default #1, #2, ...)")
+    radius: int | None = Field(128, ge=0, description="ism: bases after a substitution whose change is summed "
+                                                      "(null: to the end of the sequence)")
+    strands: Literal["both", "forward"] = "both"
+    class_name: str | None = Field(None, description="attributions: the class explained (default: the predicted one)")
+    attribution_method: Literal["ig", "deepliftshap", "ism"] = Field("ig", description="attributions: the method")
+    n_shuffles: int = Field(10, ge=1, le=50, description="attributions: dinucleotide-shuffled references")
+    n_steps: int = Field(20, ge=1, le=100, description="attributions (ig): integration steps per reference")
+
+    @model_validator(mode="after")
+    def _counts_match(self) -> "InterpretRequest":
+        _one_per_sequence(self, "names")
+        return self
+
+
+class Interpretation(BaseModel):
+    name: str
+    length: int
+    llr: list[list[float | None]] | None = Field(
+        None, description="ism: (L x 4) LLR in nats of A, C, G, T at each position (0 at the reference base, "
+                          "null at an N)")
+    importance: list[float | None] | None = Field(None, description="ism: mean |LLR| of each base's substitutions")
+    dependencies: list[list[float | None]] | None = Field(
+        None, description="dependencies: (L x L) largest change of log-odds at j when base i is substituted")
+    contributions: list[list[float]] | None = Field(
+        None, description="attributions: (L x 4) contribution of each base present (0 for the others)")
+    target: str | None = Field(None, description="attributions: the class explained")
+    probabilities: dict[str, float] | None = Field(None, description="attributions: class probabilities")
+
+
+class InterpretResponse(BaseModel):
+    model: str = Field(description="the language model or classifier that answered")
+    method: str
+    results: list[Interpretation]

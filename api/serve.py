@@ -50,9 +50,12 @@ def serve(
     max_new_tokens: int = 2000,
     max_designs: int = 64,
     max_batch_rows: int = 16,
+    max_interpret_length: int = 1000,
+    max_interpret_sequences: int = 4,
     log_level: str = "info",
 ) -> None:
-    """Serve the models over HTTP: /v1/score, /v1/embed, /v1/variants, /v1/classify, /v1/generate, /v1/align.
+    """Serve the models over HTTP: /v1/score, /v1/embed, /v1/variants, /v1/classify, /v1/generate, /v1/align,
+    /v1/annotate, /v1/interpret.
 
     The models are loaded once per worker process. Docs at ``http://HOST:PORT/docs``;
     ``/healthz`` answers while they load, ``/readyz`` once they are loaded.
@@ -87,6 +90,8 @@ def serve(
         max_new_tokens: Longest design (new bases) per /v1/generate request.
         max_designs: Most designs per /v1/generate request.
         max_batch_rows: Most sequences of equal length scored in one forward pass.
+        max_interpret_length: Longest sequence of a /v1/interpret request (bases).
+        max_interpret_sequences: Most sequences per /v1/interpret request.
         log_level: uvicorn and genoseq.api log level.
     """
     # Over 80 lines for its signature and Args, which are the command's options and help.
@@ -113,7 +118,8 @@ def serve(
     try:
         limits = Limits(max_sequence_length=max_sequence_length, max_sequences=max_sequences, max_reads=max_reads,
                         max_variants=max_variants, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
-                        max_designs=max_designs, max_batch_rows=max_batch_rows)
+                        max_designs=max_designs, max_batch_rows=max_batch_rows,
+                        max_interpret_length=max_interpret_length, max_interpret_sequences=max_interpret_sequences)
         settings = ApiSettings(model=model, classifier=classifier, generator=generator, reference=reference,
                                index=index, segmenter=segmenter, device=device, chunk_size=chunk_size, context=context, api_key=key,
                                limits=limits)

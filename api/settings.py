@@ -26,6 +26,8 @@ class Limits:
     max_new_tokens: int = 2000  # bases per design (generate)
     max_designs: int = 64  # designs per request (generate)
     max_batch_rows: int = 16  # sequences of equal length scored in one forward pass
+    max_interpret_length: int = 1000  # bases per sequence of /v1/interpret (an L x 4 or L x L answer)
+    max_interpret_sequences: int = 4  # sequences per /v1/interpret request
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

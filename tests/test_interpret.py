@@ -218,3 +218,45 @@ def test_python_api_ism_and_dependencies(model, model_dir, sequence):
     two = lm.ism([sequence[:50], sequence[50:90]], regions=[(10, 20), None], radius=16)
     assert [r.llr.shape for r in two] == [(10, 4), (40, 4)]
     assert lm.dependencies(sequence[:30]).dep.shape == (30, 30)
+
+
+def test_api_interpret(model, model_dir, sequence, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from genoseq.api.app import create_app
+    from genoseq.api.settings import Limits
+    from genoseq.models.classifier import SequenceClassifier
+
+    torch.manual_seed(0)
+    clf = SequenceClassifier(model, ["coding", "upstream"], pooling="mean", head_dropout=0.0)
+    clf_dir = clf.save_pretrained(tmp_path / "clf")
+    limits = Limits(max_interpret_length=60, max_interpret_sequences=2)
+    with TestClient(create_app(model=str(model_dir), classifier=str(clf_dir), device="cpu", limits=limits,
+                               load_in_background=False)) as c:
+        r = c.post("/v1/interpret", json={"method": "ism", "sequences": [sequence[:40], "ACGTN" + sequence[:20]],
+                                          "radius": 16})
+        assert r.status_code == 200, r.text
+        first, second = r.json()["results"]
+        direct = saturation_mutagenesis(model, [sequence[:40]], radius=16, device="cpu")[0]
+        np.testing.assert_allclose(np.array(first["llr"], dtype=float), direct.llr, atol=1e-3)
+        assert second["llr"][4] == [None] * 4 and second["length"] == 25  # the N: nothing to mutate
+        r = c.post("/v1/interpret", json={"method": "dependencies", "sequences": [sequence[:30]]})
+        assert r.status_code == 200 and len(r.json()["results"][0]["dependencies"]) == 30
+        r = c.post("/v1/interpret", json={"method": "attributions", "sequences": [sequence[:40]], "n_shuffles": 2,
+                                          "n_steps": 4, "class_name": "upstream"})
+        assert r.status_code == 200, r.text
+        body = r.json()["results"][0]
+        assert body["target"] == "upstream" and len(body["contributions"]) == 40
+        # bad input: too long, too many, an unknown class, only N, an unknown method
+        for request, field in [({"method": "ism", "sequences": [sequence[:61]]}, "sequences"),
+                               ({"method": "ism", "sequences": ["ACGT"] * 3}, "sequences"),
+                               ({"method": "attributions", "sequences": ["ACGTACGT"], "class_name": "nope"},
+                                "class_name"),
+                               ({"method": "ism", "sequences": ["NNNNNN"]}, "sequence"),
+                               ({"method": "motifs", "sequences": ["ACGT"]}, "method")]:
+            r = c.post("/v1/interpret", json=request)
+            assert r.status_code == 422, (request, r.text)
+            assert field in str(r.json()["detail"][0]["loc"]) + r.json()["detail"][0]["msg"], r.text
+    with TestClient(create_app(model=str(model_dir), device="cpu", load_in_background=False)) as c:
+        r = c.post("/v1/interpret", json={"method": "attributions", "sequences": ["ACGTACGT"]})
+        assert r.status_code == 404 and "classifier" in r.json()["detail"]
