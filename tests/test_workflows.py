@@ -34,14 +34,14 @@ BIN = Path(sys.executable).parent
 DEFAULT_JOBS = {
     "stage_genome": 3, "prepare": 3, "pretrain": 1, "score": 2, "vep": 2, "classify_fit": 1,
     "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 2, "embed": 1,
-    "align_train": 1, "align_index": 1, "align_map": 1, "all": 1,
+    "align_train": 1, "align_index": 1, "align_map": 1, "interpret_ism": 1, "all": 1,
 }
 # Jobs of test.yaml: an E. coli slice, three datasets cut to their first records and the reads
 # that start in the slice.
 TEST_JOBS = {
     "stage_genome": 1, "subset_dataset": 4, "prepare": 1, "pretrain": 1, "score": 1, "vep": 1,
     "classify_fit": 1, "classify_evaluate": 1, "generate_fit": 1, "generate_sample": 1, "embed": 1,
-    "align_train": 1, "align_index": 1, "align_map": 1, "all": 1,
+    "align_train": 1, "align_index": 1, "align_map": 1, "interpret_ism": 1, "all": 1,
 }
 TEST_READS = 32  # test.yaml: the first 32 shared reads that start before 90,000
 ECOLI_CONTIG = "K-12-MG1655"
@@ -353,12 +353,25 @@ def test_run_maps_reads(tiny_run, data_dir):
 
 
 @pytest.mark.slow
+def test_run_mutates_a_region(tiny_run):
+    import numpy as np
+
+    out = tiny_run / "results" / "interpret" / "small" / "ecoli_thr_operon"
+    with np.load(out / "ism.npz", allow_pickle=False) as data:
+        assert data["llr"].shape == (1, 40, 4) and data["contigs"].tolist() == [ECOLI_CONTIG]
+        assert data["starts"].tolist() == [300] and np.isfinite(data["llr"]).all()
+    assert (out / "ism.bedgraph").read_text().splitlines()[1].split("\t")[:2] == [ECOLI_CONTIG, "300"]
+    assert len(list((out / "figures").glob("*.png"))) == 1
+
+
+@pytest.mark.slow
 def test_run_logs_every_job(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs").as_posix() for p in (tiny_run / "logs").rglob("*.log"))
     assert logs == [
         "align_index/ecoli.log", "align_map/ecoli/ecoli_reads.log", "align_train/ecoli.log",
         "classify_evaluate/small/regions.log", "classify_fit/small/regions.log", "embed/small/saureus_regions.log",
-        "generate_fit/small/regions.log", "generate_sample/small/upstream.log", "prepare/ecoli.log", "pretrain/small.log",
+        "generate_fit/small/regions.log", "generate_sample/small/upstream.log",
+        "interpret_ism/small/ecoli_thr_operon.log", "prepare/ecoli.log", "pretrain/small.log",
         "score/small/ecoli.log", "stage_genome/ecoli.log",
         "subset_dataset/ecoli_reads.fastq.log", "subset_dataset/ecoli_regions.tsv.log", "subset_dataset/ecoli_snvs.vcf.log",
         "subset_dataset/saureus_regions.tsv.log", "vep/small/ecoli_snvs.log",
