@@ -435,10 +435,15 @@ class HyenaCache:
     conv_state: torch.Tensor | None = None  # (B, (order+1) D, K-1)
     inputs: torch.Tensor | None = None  # (order-1, B, max_len, D): inputs of each long conv
     filters: torch.Tensor | None = None  # (order-1, max_len, D), float32, time-reversed
+    # what the inputs before `carry_upto` add to each long conv's output at every later position
+    # (order-1, B, max_len, D), float32; made by a prefill, valid while no token has been added since
+    carry: torch.Tensor | None = None
+    carry_upto: int = -1
 
     def select(self, rows: torch.Tensor) -> "HyenaCache":
         """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one (filters shared)."""
-        return HyenaCache(self.max_len, _rows(self.conv_state, rows), _rows(self.inputs, rows, dim=1), self.filters)
+        return HyenaCache(self.max_len, _rows(self.conv_state, rows), _rows(self.inputs, rows, dim=1), self.filters,
+                          _rows(self.carry, rows, dim=1), self.carry_upto)
 
 
 class Hyena(nn.Module):
@@ -505,9 +510,25 @@ class Hyena(nn.Module):
             p = conv_out
         *gates, v = p.split(self.d_model, dim=-1)
         k = self.filters(offset + L, u.device)
+        # With a cache: a prefill (offset 0) convolves over the whole cache length, so that what the
+        # prefix adds to every later output is kept (the carry); a call right after it then convolves
+        # only its own tokens and adds the carry: a continuation of T tokens after a prefix of P costs
+        # an FFT of 2T, not 2(P + T) (saturation mutagenesis, shared-prefix variant scoring).
+        prefill = cache is not None and offset == 0 and L < cache.max_len
+        use_carry = cache is not None and not prefill and cache.carry is not None and cache.carry_upto == offset
+        if prefill and cache.carry is None:
+            cache.carry = torch.zeros_like(cache.inputs)
         for i in range(self.order - 1):
             v = self.dropout(v * gates[self.order - 1 - i])
-            if cache is not None:  # continue the cached sequence: convolve over all of it
+            if prefill:
+                cache.inputs[i, :, :L] = v
+                full = fft_causal_conv(cache.inputs[i], cache.filters[i].flip(0))  # zeros after L
+                cache.carry[i] = full
+                conv = full[:, :L]
+            elif use_carry:
+                cache.inputs[i, :, offset : offset + L] = v
+                conv = cache.carry[i, :, offset : offset + L] + fft_causal_conv(v, k[i])
+            elif cache is not None:  # continue the cached sequence: convolve over all of it
                 cache.inputs[i, :, offset : offset + L] = v
                 conv = fft_causal_conv(cache.inputs[i, :, : offset + L], k[i])[:, offset:]
             elif seq_idx is not None:
@@ -515,6 +536,8 @@ class Hyena(nn.Module):
             else:
                 conv = fft_causal_conv(v, k[i])
             v = (conv + _acc(v) * self.filter_bias[i]).to(v.dtype)
+        if cache is not None:
+            cache.carry_upto = L if prefill else -1  # a carry covers the inputs up to where it was made
         return self.out_proj(v * gates[0])
 
     def _init_cache(self, cache: HyenaCache, batch: int, like: torch.Tensor) -> None:
@@ -528,6 +551,7 @@ class Hyena(nn.Module):
         """One token at position ``offset``: each long conv is a dot product with the cached inputs."""
         batch = u_t.shape[0]
         self._init_cache(cache, batch, u_t)
+        cache.carry_upto = -1
         if offset >= cache.max_len:
             raise ValueError(f"Hyena cache holds {cache.max_len} positions; got {offset + 1}")
         p, cache.conv_state = causal_conv1d_step(self.in_proj(u_t), cache.conv_state, self.conv_weight, self.conv_bias)

@@ -57,6 +57,23 @@ def test_incremental_decoding_equals_full_forward(pattern, extra):
             raise ValueError("holds 41 positions")  # a pure Mamba2 cache has no length limit
 
 
+@pytest.mark.parametrize("pattern,extra", [("HHA", {}), ("HA", {"hyena_order": 3})])
+def test_continuations_of_a_selected_prefix_equal_full_forwards(pattern, extra):
+    """A prefill keeps what the prefix adds to later outputs (the Hyena carry); a continuation of
+    selected rows right after it uses it, a second continuation convolves over the whole cache."""
+    model = tiny_lm(pattern, **extra)
+    prefix = torch.randint(5, 10, (2, 20))
+    rows = torch.tensor([0, 0, 1, 1, 1])
+    rest = torch.randint(5, 10, (5, 21))
+    full = model(torch.cat([prefix[rows], rest], dim=1))
+    cache = model.new_cache(max_len=41)
+    first = model(prefix, cache=cache)[rows]
+    cache = cache.select(rows)
+    pieces = [first, model(rest[:, :9], cache=cache), model(rest[:, 9:15], cache=cache)]
+    pieces += [model(rest[:, t : t + 1], cache=cache) for t in range(15, 21)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
 def test_token_log_probs_streams_pure_mamba2_exactly(data_dir):
     model = tiny_lm("MM")
     ids = real_sequence(data_dir, 3000)
