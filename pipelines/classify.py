@@ -22,7 +22,12 @@ it); ``evaluate`` writes per-target Pearson, Spearman, R^2 and MSE in ``metrics.
 ``predictions.tsv`` and a predicted-vs-true scatter plot per target (``scatter_<target>.png``).
 
 Inputs are labelled TSV/CSV tables or GenomicBenchmarks folders (:mod:`genoseq.tables`);
-``predict`` also takes unlabelled tables and FASTA files.
+``predict`` also takes unlabelled tables and FASTA files. ``fit --genome G.fa`` trains on
+intervals of a genome instead: ``--train`` (and ``--val``) are then BED / GFF3 / GenBank files
+read by :class:`genoseq.datamodules.intervals.IntervalDataModule` (classes from the BED name or
+feature type; regression targets from BED columns, ``--target_column score`` or a column
+number >= 7), resized to ``--window_length`` around their centres when given, read on their own
+strand with ``--stranded true``, and ``--val_contigs`` holds whole contigs out for validation.
 
 Nothing heavy is imported at module level, so building the CLI parser stays fast.
 """
@@ -327,6 +332,10 @@ def fit(
     precision: str | None = None,
     device: str = "auto",
     seed: int = 0,
+    genome: str | None = None,
+    window_length: int | None = None,
+    stranded: bool = False,
+    val_contigs: list[str] | None = None,
     progress: bool | ProgressChoice = "auto",
     logger: LoggerChoice = "csv",
 ) -> dict:
@@ -390,6 +399,12 @@ def fit(
         precision: Lightning precision (default: bf16-mixed on a capable GPU, else 32-true).
         device: Device for embedding with ``--frozen``: ``auto``, ``cpu``, ``cuda:1``, ...
         seed: Seed for initialisation, the validation split, shuffling and strands.
+        genome: Train on intervals of this genome (FASTA or token store): ``train`` and ``val``
+            are then BED / GFF3 / GenBank files of intervals (classes: the BED name or feature
+            type; regression: BED columns named by ``target_column(s)``).
+        window_length: With ``genome``: resize every interval to this length around its centre.
+        stranded: With ``genome``: read ``-`` strand intervals as their reverse complement.
+        val_contigs: With ``genome``: intervals on these contigs are the validation set.
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
         logger: Fine-tuning's curves: ``csv`` (``out/logs/metrics.csv``, the default) or
             ``tensorboard`` (the CSV too, plus TensorBoard event files in ``out/tensorboard``; needs
@@ -417,10 +432,23 @@ def fit(
     for path in (train, val):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(2, "No such file or directory", str(path))
+    if genome is None and (window_length is not None or stranded or val_contigs):
+        raise InputError("--window_length, --stranded and --val_contigs are options of training on intervals: give "
+                         "--genome too", field="genome", kind="missing")
+    if genome is not None:  # intervals of a genome, read once into the tables the rest of fit reads
+        interval_dir = tempfile.TemporaryDirectory(prefix="genoseq-intervals-")
+        intervals = {"train": train, "val": val}
+        train, val, interval_counts = interval_tables(
+            genome, train, val, Path(interval_dir.name), targets=targets, window_length=window_length,
+            stranded=stranded, val_contigs=val_contigs, sequence_column=sequence_column, label_column=label_column)
     lm = GenoSeqLM.from_pretrained(model)
     summary: dict = {"model": str(model), "train": str(train), "val": val, "method": "probe" if frozen else "finetune",
                      "task": task, "pooling": pooling, "layer": layer, "rc_average": rc_average, "rc_concat": rc_concat,
                      "seed": seed}
+    if genome is not None:
+        summary.update(genome=str(genome), intervals=intervals, window_length=window_length, stranded=stranded,
+                       val_contigs=val_contigs, interval_counts=interval_counts, train=str(intervals["train"]),
+                       val=intervals["val"])
     if targets is not None:
         clf, info = _fit_regression(
             lm, train=train, val=val, out=out, frozen=frozen, targets=targets, loss=loss or "mse", ridge_alpha=ridge_alpha,
@@ -464,7 +492,72 @@ def fit(
     if targets is None:
         summary.update(info, classes=clf.classes)
     summary["seconds"] = round(time.perf_counter() - started, 3)
+    if genome is not None:
+        interval_dir.cleanup()
     return _save(clf, Path(out), summary)
+
+
+def interval_tables(genome: str, train: str, val: str | None, work: Path, *, targets: list[str] | None,
+                    window_length: int | None, stranded: bool, val_contigs: list[str] | None,
+                    sequence_column: str = "sequence", label_column: str = "label") -> tuple[str, str | None, dict]:
+    """The intervals of ``train`` (and ``val``) on ``genome`` as the tables ``fit`` reads: one row
+    per interval (its sequence, and its class or target values), through
+    :class:`~genoseq.datamodules.intervals.IntervalDataModule`. ``val_contigs`` moves the
+    intervals on those contigs into the validation table. Returns the table paths and counts."""
+    import numpy as np
+
+    from genoseq.datamodules.intervals import IntervalDataModule, IntervalDataset
+    from genoseq.tokenizer import Tokenizer
+
+    if val is not None and val_contigs:
+        raise InputError("give --val (a file of validation intervals) or --val_contigs, not both", field="val_contigs",
+                         kind="conflict")
+    tokenizer = Tokenizer()
+    counts: dict = {}
+
+    def read(path: str, holdout: list[str] | None) -> dict[str, list]:
+        dm = IntervalDataModule(genome, intervals=path, target="value" if targets else "class",
+                                value_columns=targets or ("score",), window_length=window_length, stranded=stranded,
+                                val_contigs=holdout, convert_gzip=True)
+        dm.setup()
+        counts[str(path)] = {split: len(ex) for split, ex in dm.examples.items()}
+        counts[str(path)]["dropped"] = sum(dm.dropped.values())
+        rows = {}
+        for split, ex in dm.examples.items():
+            data = IntervalDataset(dm, ex)
+            found = []
+            for i in range(len(ex)):
+                item = data[(i, 0, 0)]
+                seq = tokenizer.decode(item["input_ids"].numpy().astype(np.uint8))
+                if targets:
+                    found.append([seq] + [f"{float(v):.8g}" for v in item["targets"].tolist()])
+                else:
+                    found.append([seq, dm.example_label(split, i)])
+            rows[split] = found
+        return rows
+
+    header = [sequence_column] + (list(targets) if targets else [label_column])
+
+    def write(name: str, rows: list) -> str:
+        path = work / f"{name}.tsv"
+        with open(path, "w") as handle:
+            handle.write("\t".join(header) + "\n")
+            handle.writelines("\t".join(r) + "\n" for r in rows)
+        return str(path)
+
+    main_rows = read(train, val_contigs)
+    train_path = write("train", main_rows["train"])
+    if val is not None:
+        val_rows = read(val, None)
+        val_path = write("val", val_rows["train"] + val_rows["val"])
+    elif val_contigs:
+        if not main_rows["val"]:
+            raise InputError(f"no interval lies on the validation contigs {', '.join(val_contigs)}",
+                             path=str(train), field="val_contigs", kind="empty")
+        val_path = write("val", main_rows["val"])
+    else:
+        val_path = None
+    return train_path, val_path, counts
 
 
 def _save(clf, out_dir: Path, summary: dict) -> dict:
@@ -820,4 +913,4 @@ def evaluate(
     return result
 
 
-__all__ = ["classification_metrics", "evaluate", "fit", "plot_scatter", "predict", "regression_metrics"]
+__all__ = ["classification_metrics", "evaluate", "fit", "interval_tables", "plot_scatter", "predict", "regression_metrics"]

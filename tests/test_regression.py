@@ -290,3 +290,48 @@ def test_api_answers_values_per_target(model_dir, probe_dir, tables):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
         bad = client.post("/v1/classify", json={"sequences": ["ACGZ"]})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "sequences", 0]
+
+
+def test_fit_on_intervals_of_a_genome(model_dir, ecoli_fasta, saureus_fasta, workdir):
+    """``classify fit --genome``: BED intervals of a two-contig genome (E. coli and S. aureus
+    pieces), their GC and CpG in BED columns 7-8 or their contig as the class; --val_contigs holds
+    one contig out. The interval tables equal what the genome says at those coordinates."""
+    tokenizer = Tokenizer()
+    pieces = {"ec": open_genome(ecoli_fasta), "sa": open_genome(saureus_fasta)}
+    fasta, bed = workdir / "two.fa", workdir / "windows.bed"
+    seqs = {}
+    with open(fasta, "w") as handle:
+        for name, genome in pieces.items():
+            seqs[name] = tokenizer.decode(genome.fetch(next(iter(genome.contigs)), 0, 40_000))
+            handle.write(f">{name}\n{seqs[name]}\n")
+    rng = np.random.default_rng(3)
+    with open(bed, "w") as handle:
+        for name, seq in seqs.items():
+            for i in range(120):
+                start = int(rng.integers(0, len(seq) - WINDOW))
+                gc, cpg = gc_and_cpg(seq[start:start + WINDOW])
+                handle.write(f"{name}\t{start}\t{start + WINDOW}\t{name}_{i}\t0\t+\t{gc:.6f}\t{cpg:.6f}\n")
+    out = workdir / "interval_probe"
+    summary = fit(str(model_dir), str(bed), str(out), genome=str(fasta), frozen=True, task="regression",
+                  target_columns=["7", "8"], val_contigs=["sa"], **PROBE)
+    assert summary["interval_counts"][str(bed)]["train"] == 120 and summary["n_train"] == 120
+    assert summary["n_val"] == 120 and summary["val_contigs"] == ["sa"]
+    val = summary["val_metrics"]["7"]  # GC of the held-out S. aureus contig's windows
+    assert val["pearson"] >= 0.99, val
+    # the tables are the genome's bases: a class model on the same intervals, read back
+    from genoseq.pipelines.classify import interval_tables
+
+    train_tsv, val_tsv, _ = interval_tables(str(fasta), str(bed), None, workdir, targets=None, window_length=100,
+                                            stranded=False, val_contigs=None)
+    rows = read_tsv(train_tsv)
+    assert val_tsv is None and len(rows) == 240 and {r["label"].split("_")[0] for r in rows} == {"ec", "sa"}
+    first = open(bed).readline().split("\t")
+    centre = (int(first[1]) + int(first[2])) // 2
+    assert rows[0]["sequence"] == seqs["ec"][centre - 50:centre + 50]
+    # options of interval training without a genome, and a validation contig with no interval
+    with pytest.raises(InputError, match="give --genome"):
+        fit(str(model_dir), str(bed), str(workdir / "x"), frozen=True, val_contigs=["sa"], **PROBE)
+    with pytest.raises(InputError, match="chrZ. is not in the genome"):
+        fit(str(model_dir), str(bed), str(workdir / "x"), genome=str(fasta), frozen=True, task="regression",
+            target_columns=["7"], val_contigs=["chrZ"], **PROBE)
+    assert not (workdir / "x").exists()

@@ -396,6 +396,10 @@ class IntervalDataModule(L.LightningDataModule):
         elif self.target == "class":
             self._raw_labels = [f.type for f in keep]  # a BED line's type is its name
 
+    def example_label(self, split: str, i: int) -> str:
+        """The class name (BED name or feature type) of example ``i`` of ``split``, for ``target="class"``."""
+        return self._raw_labels[int(self.examples[split].row[i])]
+
     def _setup_classes(self) -> None:
         train_rows = self.examples["train"].row
         labels = self._raw_labels
