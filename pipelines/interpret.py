@@ -124,20 +124,6 @@ def read_targets(model, *, fasta: str | None, region: list[str] | None, input: s
     return targets
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
-
-
-def _padded(arrays, length: int, shape: tuple = (4,)):
-    import numpy as np
-
-    out = np.full((len(arrays), length, *shape), np.nan, dtype=np.float32)
-    for i, a in enumerate(arrays):
-        if a is not None:
-            out[i, :len(a)] = a
-    return out
-
-
 def ism(
     model: str,
     out: str,
@@ -188,6 +174,7 @@ def ism(
 
     from genoseq.bed import write_bedgraph
     from genoseq.models.inference import scoring_window
+    from genoseq.pipelines.interpret_classifier import padded, safe_name
     from genoseq.runtime import atomic_directory, atomic_output
     from genoseq.tasks.interpret import plots
     from genoseq.tasks.interpret.ism import BASES, language_model, saturation_mutagenesis
@@ -217,9 +204,9 @@ def ism(
             contigs=np.array([t.contig or "" for t in targets], dtype=str),
             starts=np.array([t.genome_start or 0 for t in targets], dtype=np.int64),
             lengths=lengths, sequences=np.array([r.sequence for r in results], dtype=str),
-            llr=_padded([r.llr for r in results], lmax), llr_forward=_padded([r.llr_forward for r in results], lmax),
-            llr_reverse=_padded([r.llr_reverse for r in results], lmax),
-            importance=_padded([r.importance for r in results], lmax, ()))
+            llr=padded([r.llr for r in results], lmax, fill=np.nan), llr_forward=padded([r.llr_forward for r in results], lmax, fill=np.nan),
+            llr_reverse=padded([r.llr_reverse for r in results], lmax, fill=np.nan),
+            importance=padded([r.importance for r in results], lmax, (), fill=np.nan))
         with atomic_output(tmp / "summary.tsv") as handle:
             handle.write("name\tcontig\tstart\tend\tlength\tmean_importance\ttop_position\ttop_importance\t"
                          "worst_position\tworst_base\tworst_llr\n")
@@ -241,7 +228,7 @@ def ism(
         for k, (t, r) in enumerate(zip(targets[:figures], results)):
             title = f"{t.name}: saturation mutagenesis (LLR, nats, {strands} strand{'s' if strands == 'both' else ''})"
             fig = plots.lm_ism_figure(r.llr, r.sequence, title=title, start=1 + (t.genome_start or 0))
-            plots.save(fig, tmp / "figures" / f"{k + 1}_{_safe(t.name)}.png")
+            plots.save(fig, tmp / "figures" / f"{k + 1}_{safe_name(t.name)}.png")
         with atomic_output(tmp / "ism.json") as handle:
             handle.write(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out}: saturation mutagenesis of {len(targets)} regions, {positions} positions "

@@ -54,16 +54,20 @@ def _load_classifier(path: str, device: str):
     return SequenceClassifier.from_pretrained(path, map_location=resolve_device(device)).eval()
 
 
-def _padded(arrays, length: int):
+def padded(arrays, length: int, shape: tuple = (4,), fill: float = 0.0):
+    """Per-sequence arrays of different lengths as one (N, length, *shape) float32 array, ``fill``
+    past each one's length (and for a None entry)."""
     import numpy as np
 
-    out = np.zeros((len(arrays), length, 4), dtype=np.float32)
+    out = np.full((len(arrays), length, *shape), fill, dtype=np.float32)
     for i, a in enumerate(arrays):
-        out[i, :len(a)] = a
+        if a is not None:
+            out[i, :len(a)] = a
     return out
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A sequence name as a file name: letters, digits, ``-_.`` kept, the rest ``_``, 60 at most."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
@@ -144,11 +148,11 @@ def attributions(
         arrays = {
             "names": np.array(names, dtype=str), "lengths": lengths, "classes": np.array(classes, dtype=str),
             "targets": np.array(result.targets, dtype=str), "probabilities": result.probabilities,
-            "onehot": _padded(result.onehot, lmax), "hypothetical": _padded(result.hypothetical, lmax),
-            "contributions": _padded(result.contributions, lmax),
+            "onehot": padded(result.onehot, lmax), "hypothetical": padded(result.hypothetical, lmax),
+            "contributions": padded(result.contributions, lmax),
         }
         if result.ism is not None:
-            arrays["ism"] = _padded(result.ism, lmax)
+            arrays["ism"] = padded(result.ism, lmax)
         np.savez_compressed(tmp / NPZ, **arrays)
         with atomic_output(tmp / "summary.tsv") as handle:
             columns = ["name", "length"] + (["label"] if labels is not None else [])
@@ -166,7 +170,7 @@ def attributions(
             title = f"{names[i]}: {method} for class {result.targets[i]} (p={result.probabilities[i, classes.index(result.targets[i])]:.3f})"
             fig = plots.attribution_figure(result.contributions[i], ism=None if result.ism is None else result.ism[i],
                                            sequence=sequences[i], title=title, start=1)
-            plots.save(fig, tmp / "logos" / f"{i + 1}_{_safe(names[i])}.png")
+            plots.save(fig, tmp / "logos" / f"{i + 1}_{safe_name(names[i])}.png")
         with atomic_output(tmp / "attributions.json") as handle:
             handle.write(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out}: {method} attributions of {len(names)} sequences ({seconds:.1f} s)", file=sys.stderr)
@@ -288,4 +292,4 @@ def motifs(
     return summary
 
 
-__all__ = ["attributions", "motifs", "read_attributions"]
+__all__ = ["attributions", "motifs", "padded", "read_attributions", "safe_name"]
