@@ -231,7 +231,7 @@ def ism(
             plots.save(fig, tmp / "figures" / f"{k + 1}_{safe_name(t.name)}.png")
         with atomic_output(tmp / "ism.json") as handle:
             handle.write(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out}: saturation mutagenesis of {len(targets)} regions, {positions} positions "
+    print(f"wrote {out}: saturation mutagenesis of {len(targets)} region{'s' if len(targets) != 1 else ''}, {positions} positions "
           f"({seconds:.1f} s, {summary['positions_per_second']} positions/s)", file=sys.stderr)
     return summary
 
