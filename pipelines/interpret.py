@@ -204,7 +204,8 @@ def ism(
             contigs=np.array([t.contig or "" for t in targets], dtype=str),
             starts=np.array([t.genome_start or 0 for t in targets], dtype=np.int64),
             lengths=lengths, sequences=np.array([r.sequence for r in results], dtype=str),
-            llr=padded([r.llr for r in results], lmax, fill=np.nan), llr_forward=padded([r.llr_forward for r in results], lmax, fill=np.nan),
+            llr=padded([r.llr for r in results], lmax, fill=np.nan),
+            llr_forward=padded([r.llr_forward for r in results], lmax, fill=np.nan),
             llr_reverse=padded([r.llr_reverse for r in results], lmax, fill=np.nan),
             importance=padded([r.importance for r in results], lmax, (), fill=np.nan))
         with atomic_output(tmp / "summary.tsv") as handle:
@@ -231,7 +232,8 @@ def ism(
             plots.save(fig, tmp / "figures" / f"{k + 1}_{safe_name(t.name)}.png")
         with atomic_output(tmp / "ism.json") as handle:
             handle.write(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out}: saturation mutagenesis of {len(targets)} region{'s' if len(targets) != 1 else ''}, {positions} positions "
+    regions = f"{len(targets)} region{'s' if len(targets) != 1 else ''}"
+    print(f"wrote {out}: saturation mutagenesis of {regions}, {positions} positions "
           f"({seconds:.1f} s, {summary['positions_per_second']} positions/s)", file=sys.stderr)
     return summary
 
