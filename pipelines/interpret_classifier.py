@@ -17,8 +17,9 @@ and the motifs they share, as files.
 ``motifs`` reads such a folder (or its ``attributions.npz``), runs TF-MoDISco
 (:func:`~genoseq.tasks.interpret.motifs.discover_motifs`), matches the motifs with TOMTOM against
 ``--motifs known.meme`` when given, and writes ``motifs.tsv`` (name, sign, seqlets, consensus,
-width, best match with p- and q-value), ``motifs.meme`` (the motifs' trimmed PPMs),
-``logos/<motif>.png`` and ``report.md``.
+width, best match with p- and q-value), ``seqlets.tsv`` (where each motif's informative span
+lies in each sequence it was found in: motif, sequence, 0-based start, end, strand),
+``motifs.meme`` (the motifs' trimmed PPMs), ``logos/<motif>.png`` and ``report.md``.
 
 Each output folder is written beside its final name and moved into place when complete, so a
 failed run leaves nothing that looks finished. torch is imported inside the functions.
@@ -210,6 +211,8 @@ def motifs(
     final_min_cluster_size: int = 20,
     n_leiden_runs: int = 10,
     trim_threshold: float = 0.3,
+    trim_to_window_size: int = 30,
+    initial_flank_to_add: int = 10,
 ) -> dict:
     """Recurring patterns of many sequences' attributions (TF-MoDISco), matched to known motifs.
 
@@ -226,6 +229,8 @@ def motifs(
         final_min_cluster_size: Smallest pattern kept (seqlets).
         n_leiden_runs: Leiden clustering restarts.
         trim_threshold: Share of the maximum summed |CWM| that bounds a motif's informative span.
+        trim_to_window_size: Width of the most informative window each pattern is trimmed to.
+        initial_flank_to_add: Bases added on each side of it.
 
     Returns:
         A summary: sequences used, motifs found, output folder.
@@ -255,7 +260,8 @@ def motifs(
     found = discover_motifs(onehot, arrays["hypothetical"][rows, :length],
                             sliding_window_size=sliding_window_size, flank_size=flank_size,
                             min_metacluster_size=min_metacluster_size, final_min_cluster_size=final_min_cluster_size,
-                            n_leiden_runs=n_leiden_runs, trim_threshold=trim_threshold)
+                            n_leiden_runs=n_leiden_runs, trim_threshold=trim_threshold,
+                            trim_to_window_size=trim_to_window_size, initial_flank_to_add=initial_flank_to_add)
     if known:
         match_motifs(found, known, n_best=n_matches)
     summary = {"attributions": str(attributions), "known_motifs": motifs, "target": target, "n_sequences": len(rows),
@@ -272,6 +278,12 @@ def motifs(
                 handle.write("\t".join([m.name, m.sign, str(m.n_seqlets), m.consensus, str(len(m.consensus)),
                                         best.target if best else "", f"{best.p_value:.3g}" if best else "",
                                         f"{best.q_value:.3g}" if best else "", best.strand if best else ""]) + "\n")
+        names = arrays["names"][rows] if "names" in arrays else np.array([f"seq{i}" for i in rows])
+        with atomic_output(tmp / "seqlets.tsv") as handle:
+            handle.write("motif\tsequence\tstart\tend\tstrand\n")
+            for m in found:
+                for i, a, b, strand in m.sites(length):
+                    handle.write(f"{m.name}\t{names[i]}\t{a}\t{b}\t{strand}\n")
         write_meme(tmp / "motifs.meme", {m.name: m.trimmed_ppm for m in found})
         lines = [f"# Motifs of {len(rows)} sequences' attributions", "",
                  f"TF-MoDISco (window {sliding_window_size}, flank {flank_size}); "

@@ -186,11 +186,12 @@ def test_cli_bad_input_exits_2_and_writes_nothing(clf_dir, regions, tmp_path):
     assert not out.exists()
 
 
-def planted(n: int = 200, length: int = 200, seed: int = 0):
-    """Random sequences each holding AGGAGG, with attributions high on it: one-hot and hypothetical."""
+def planted(n: int = 200, length: int = 200, seed: int = 0, at: tuple[int, int] | None = None):
+    """Random sequences each holding AGGAGG (starting anywhere, or in [at[0], at[1])), with
+    attributions high on it: one-hot and hypothetical."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, 4, (n, length))
-    where = rng.integers(5, length - 11, n)
+    where = rng.integers(*(at or (5, length - 11)), n)
     for i in range(n):
         ids[i, where[i]:where[i] + 6] = [0, 2, 2, 0, 2, 2]
     onehot = np.eye(4, dtype=np.float32)[ids]
@@ -221,6 +222,29 @@ def test_cli_motifs_recovers_a_planted_motif_and_matches_it(tmp_path):
     assert int(top["n_seqlets"]) >= 20
     assert (out / "logos" / f"{top['name']}.png").is_file() and "AGGAGG" in (out / "report.md").read_text().upper()
     assert "SD" not in [r["best_match"] for r in rows[1:] if r["p_value"] and float(r["p_value"]) < 1e-4]
+    sites = [r for r in csv.DictReader(open(out / "seqlets.tsv"), delimiter="\t") if r["motif"] == top["name"]]
+    assert len(sites) == int(top["n_seqlets"])
+    planted_at = {f"s{i}": int(np.nonzero(hyp[i].max(1) > 1.0)[0][0]) for i in range(n)}
+    hits = [abs(int(r["start"]) - planted_at[r["sequence"]]) <= 2 and int(r["end"]) - int(r["start"]) <= 10
+            for r in sites]
+    assert np.mean(hits) > 0.9  # the sites are the planted AGGAGGs
+
+
+@pytest.mark.parametrize("at", [(0, 4), (190, 195)], ids=["first bases", "last bases"])
+def test_motifs_at_the_ends_of_the_sequences_are_found(at):
+    # Like a Shine-Dalgarno site a few bases before the start codon that ends an upstream region:
+    # modisco alone finds nothing here (no room for a seqlet's window and flanks).
+    onehot, hyp = planted(n=150, at=at)
+    found = M.discover_motifs(onehot, hyp, min_metacluster_size=50, n_leiden_runs=2)
+    assert found and found[0].sign == "positive" and "AGGAGG" in found[0].consensus.upper()
+    top = found[0]
+    assert top.n_seqlets >= 75  # of 150 planted
+    assert np.allclose(top.ppm.sum(1), 1.0)  # counted over the real bases only
+    # seqlets are in input coordinates and cover the planted site
+    starts = np.array([s for _, s, _, _ in top.seqlets])
+    ends = np.array([e for _, _, e, _ in top.seqlets])
+    assert (starts <= at[1]).mean() > 0.9 and (ends >= at[0] + 6).mean() > 0.9
+    assert not M.discover_motifs(onehot, hyp, min_metacluster_size=50, n_leiden_runs=2, edge_padding=0)
 
 
 def test_read_meme_refuses_other_files(tmp_path):

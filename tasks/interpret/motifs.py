@@ -17,6 +17,18 @@
 Defaults suit short regulatory motifs in bacterial or other compact genomes (6-12 bp) as well as
 longer ones: a 15 bp seqlet window with 5 bp flanks; modisco's own defaults (21 / 10) were set
 for 1 kb ChIP-seq peaks.
+
+Motifs near the ends of the sequences: modisco calls a seqlet only where its window and flanks
+fit inside the sequence, suppresses the neighbourhood of a peak it could not call, and drops
+seqlets that fall off an end as a pattern grows by alignment; so a motif at a fixed place near
+one end (a Shine-Dalgarno site a few bases before the start codon that ends an upstream region,
+a TATA box before a TSS) vanished from the search with no error. :func:`discover_motifs`
+therefore pads every sequence on both sides with ``edge_padding`` bases of N (one-hot 0.25
+each, zero contribution). Windows of padding score exactly 0 and would narrow modisco's
+Laplacian null of window scores (lowering the seqlet threshold until noise clusters into
+patterns), so the null is fitted on the windows that lie wholly inside the sequences, exactly
+the null modisco fits without padding. Seqlet coordinates are reported in the input sequences,
+and a motif's PPM counts, at each position, only the seqlets that cover a real base there.
 """
 
 from __future__ import annotations
@@ -53,7 +65,9 @@ class Motif:
     ppm: np.ndarray  # (w, 4) base frequencies of the aligned seqlets
     cwm: np.ndarray  # (w, 4) mean contributions
     hypothetical: np.ndarray  # (w, 4) mean hypothetical contributions
-    seqlets: list[tuple[int, int, int, bool]]  # (sequence index, start, end, reverse complement)
+    # (sequence index, start, end, reverse complement) in the input sequences; near an end a
+    # seqlet's flanks may run past it (start < 0 or end > length: the padding of discover_motifs)
+    seqlets: list[tuple[int, int, int, bool]]
     trimmed: tuple[int, int] = (0, 0)  # [start, end) of the informative span (trim_threshold)
     matches: list[MotifMatch] = field(default_factory=list)
 
@@ -64,6 +78,18 @@ class Motif:
     @property
     def trimmed_ppm(self) -> np.ndarray:
         return self.ppm[self.trimmed[0]:self.trimmed[1]]
+
+    def sites(self, length: int) -> list[tuple[int, int, int, str]]:
+        """Where the motif's informative span (``trimmed``) lies in each seqlet's sequence:
+        (sequence index, start, end, strand), 0-based half-open, clipped to [0, ``length``)."""
+        t0, t1 = self.trimmed
+        out = []
+        for i, start, end, rc in self.seqlets:
+            a, b = (end - t1, end - t0) if rc else (start + t0, start + t1)
+            a, b = max(a, 0), min(b, length)
+            if a < b:
+                out.append((i, a, b, "-" if rc else "+"))
+        return out
 
     @property
     def consensus(self) -> str:
@@ -94,6 +120,17 @@ def _stack(arrays: Sequence[np.ndarray] | np.ndarray, what: str) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _real_ppm(onehot: np.ndarray, seqlets, width: int) -> np.ndarray:
+    """(width, 4) base frequencies of the seqlets (padded coordinates) over the real bases of
+    ``onehot`` (zero rows where padded); uniform where no seqlet covers a real base."""
+    counts = np.zeros((width, 4), dtype=np.float64)
+    for s in seqlets:
+        window = onehot[s.example_idx, s.start:s.end]
+        counts += window[::-1, ::-1] if s.is_revcomp else window
+    total = counts.sum(1, keepdims=True)
+    return np.where(total > 0, counts / np.maximum(total, 1e-12), 0.25).astype(np.float32)
+
+
 def discover_motifs(
     onehot: Sequence[np.ndarray] | np.ndarray,
     hypothetical: Sequence[np.ndarray] | np.ndarray,
@@ -106,6 +143,9 @@ def discover_motifs(
     target_seqlet_fdr: float = 0.2,
     n_leiden_runs: int = 10,
     trim_threshold: float = 0.3,
+    trim_to_window_size: int = 30,
+    initial_flank_to_add: int = 10,
+    edge_padding: int | None = None,
     verbose: bool = False,
 ) -> list[Motif]:
     """TF-MoDISco patterns of many equal-length sequences' attributions.
@@ -124,10 +164,19 @@ def discover_motifs(
         n_leiden_runs: Leiden clustering restarts (modisco's default is 50; 10 is as stable on
             a few hundred sequences and five times faster).
         trim_threshold: Share of the maximum summed |CWM| that bounds a motif's informative span.
+        trim_to_window_size: modisco trims each pattern to its most informative window of this
+            width (modisco's default)...
+        initial_flank_to_add: ...and adds this many bases on each side.
+        edge_padding: Zero bases added on each side of every sequence so motifs at the ends are
+            found; default ``max(flank_size, trim_to_window_size + 2 * initial_flank_to_add)``.
+            0 reproduces modisco run on the sequences as they are.
 
     Returns:
         Positive patterns first, then negative ones, each in modisco's order (largest first).
     """
+    from unittest import mock
+
+    from modiscolite import extract_seqlets
     from modiscolite.tfmodisco import TFMoDISco
 
     x = _stack(onehot, "onehot")
@@ -139,20 +188,36 @@ def discover_motifs(
     if x.shape[1] < sliding_window_size + 2 * flank_size:
         raise InputError(f"sequences of {x.shape[1]} bases are shorter than a seqlet window "
                          f"({sliding_window_size} + 2 x {flank_size} flank)", field="onehot", kind="too_short")
-    pos, neg = TFMoDISco(
-        one_hot=x, hypothetical_contribs=h, sliding_window_size=sliding_window_size, flank_size=flank_size,
-        max_seqlets_per_metacluster=max_seqlets, min_metacluster_size=min_metacluster_size,
-        final_min_cluster_size=final_min_cluster_size, target_seqlet_fdr=target_seqlet_fdr,
-        n_leiden_runs=n_leiden_runs, verbose=verbose,
-    )
+    pad = max(flank_size, trim_to_window_size + 2 * initial_flank_to_add) if edge_padding is None else edge_padding
+    if pad < 0:
+        raise InputError(f"edge_padding must be >= 0, got {pad}", field="edge_padding", kind="range")
+    edges = ((0, 0), (pad, pad), (0, 0))
+    real = np.pad(x, edges)  # zero rows off the ends: counts of real bases only
+    h = np.pad(h, edges)
+    n_inside = x.shape[1] - sliding_window_size + 1  # windows wholly inside a sequence
+    x = np.pad(x, edges, constant_values=0.25)  # N: no information, so modisco never trims onto it
+    laplacian_null = extract_seqlets._laplacian_null
+
+    def null_inside(track, window_size, num_to_samp, random_seed=1234):
+        return laplacian_null(track[:, pad:pad + n_inside], window_size, num_to_samp, random_seed)
+
+    with mock.patch.object(extract_seqlets, "_laplacian_null", null_inside):
+        pos, neg = TFMoDISco(
+            one_hot=x, hypothetical_contribs=h, sliding_window_size=sliding_window_size, flank_size=flank_size,
+            max_seqlets_per_metacluster=max_seqlets, min_metacluster_size=min_metacluster_size,
+            final_min_cluster_size=final_min_cluster_size, target_seqlet_fdr=target_seqlet_fdr,
+            n_leiden_runs=n_leiden_runs, trim_to_window_size=trim_to_window_size,
+            initial_flank_to_add=initial_flank_to_add, verbose=verbose,
+        )
     motifs = []
     for sign, patterns in (("positive", pos), ("negative", neg)):
         for k, pattern in enumerate(patterns or []):
             cwm = np.asarray(pattern.contrib_scores, dtype=np.float32)
             motifs.append(Motif(
-                name=f"{sign[:3]}_{k}", sign=sign, ppm=np.asarray(pattern.sequence, dtype=np.float32), cwm=cwm,
+                name=f"{sign[:3]}_{k}", sign=sign, ppm=_real_ppm(real, pattern.seqlets, len(cwm)), cwm=cwm,
                 hypothetical=np.asarray(pattern.hypothetical_contribs, dtype=np.float32),
-                seqlets=[(int(s.example_idx), int(s.start), int(s.end), bool(s.is_revcomp)) for s in pattern.seqlets],
+                seqlets=[(int(s.example_idx), int(s.start) - pad, int(s.end) - pad, bool(s.is_revcomp))
+                         for s in pattern.seqlets],
                 trimmed=trim_span(cwm, trim_threshold),
             ))
     return motifs
