@@ -63,7 +63,9 @@ def main() -> int:
     ap.add_argument("--min_seqlets", type=int, default=20)
     ap.add_argument("--work", default="/tmp/bench_interpret_classifier")
     ap.add_argument("--figures", default=None)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/2026-12-02c-cpu2/interpret_classifier.json"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the classifier and attributions already in --work (rerun the motif search only)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/2026-12-02e-cpu2/interpret_classifier.json"))
     args = ap.parse_args()
 
     from genoseq.pipelines.classify import fit
@@ -76,6 +78,7 @@ def main() -> int:
     clf_dir = args.classifier
     if clf_dir is None:
         clf_dir = str(work / "classifier")
+    if args.classifier is None and not (args.reuse and (Path(clf_dir) / "config.json").exists()):
         t = time.perf_counter()
         fit(args.model, args.regions, clf_dir, frozen=True, device="cpu", progress="none")
         timings["fit_probe_s"] = round(time.perf_counter() - t, 1)
@@ -88,10 +91,15 @@ def main() -> int:
     table.write_text("name\tsequence\tlabel\n" + "".join(f"up{i}\t{r['sequence']}\t{r['label']}\n"
                                                           for i, r in enumerate(rows)))
     t = time.perf_counter()
-    summary = attributions(clf_dir, str(table), str(work / "attributions"), class_name=args.upstream_class,
-                           method=args.method, n_shuffles=args.n_shuffles, n_steps=args.n_steps, logos=1,
-                           device="cpu", progress="none")
-    timings["attributions_s"] = round(time.perf_counter() - t, 1)
+    if args.reuse and (work / "attributions" / "attributions.json").exists():
+        summary = json.loads((work / "attributions" / "attributions.json").read_text())
+        if Path(args.out).exists():  # the timings of the run that made them
+            timings = {k: v for k, v in json.loads(Path(args.out).read_text())["timings"].items() if k != "motifs_s"}
+    else:
+        summary = attributions(clf_dir, str(table), str(work / "attributions"), class_name=args.upstream_class,
+                               method=args.method, n_shuffles=args.n_shuffles, n_steps=args.n_steps, logos=1,
+                               device="cpu", progress="none")
+        timings["attributions_s"] = round(time.perf_counter() - t, 1)
     arrays = read_attributions(work / "attributions")
     lengths = arrays["lengths"]
     per_base = np.abs(arrays["contributions"].sum(-1))
@@ -112,6 +120,14 @@ def main() -> int:
     positive = [m for m in found["motifs"] if m["sign"] == "positive"]
     sd = [m for m in positive if m["best_match"] == "SD"]
     best = min(sd, key=lambda m: m["p_value"]) if sd else None
+    if best:  # where its sites lie: bases from a site's centre to the start codon (which follows the region)
+        with open(work / "motifs" / "seqlets.tsv") as handle:
+            sites = [r for r in csv.DictReader(handle, delimiter="\t") if r["motif"] == best["name"]]
+        offsets = np.array([(int(r["start"]) + int(r["end"])) / 2 for r in sites]) - np.array(
+            [lengths[int(r["sequence"][2:])] for r in sites])
+        best = {**best, "site_centre_to_start_codon": {"median": float(np.median(offsets)),
+                                                       "iqr": [float(np.percentile(offsets, 25)),
+                                                               float(np.percentile(offsets, 75))]}}
     checks = {
         "sd_enrichment": {"number": round(enrichment, 3), "threshold": f">= {args.min_enrichment}",
                           "pass": enrichment >= args.min_enrichment,
