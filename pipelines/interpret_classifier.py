@@ -16,7 +16,8 @@ and the motifs they share, as files.
 
 ``motifs`` reads such a folder (or its ``attributions.npz``), runs TF-MoDISco
 (:func:`~genoseq.tasks.interpret.motifs.discover_motifs`), matches the motifs with TOMTOM against
-``--motifs known.meme`` when given, and writes ``motifs.tsv`` (name, sign, seqlets, consensus,
+``--motifs known.meme`` and/or ``--jaspar COLLECTION[:TAX_GROUP,...]`` (the JASPAR database
+pyjaspar ships) when given, and writes ``motifs.tsv`` (name, sign, seqlets, consensus,
 width, best match with p- and q-value), ``seqlets.tsv`` (where each motif's informative span
 lies in each sequence it was found in: motif, sequence, 0-based start, end, strand),
 ``motifs.meme`` (the motifs' trimmed PPMs), ``logos/<motif>.png`` and ``report.md``.
@@ -203,6 +204,8 @@ def motifs(
     attributions: str,
     out: str,
     motifs: str | None = None,
+    jaspar: str | None = None,
+    jaspar_release: str | None = None,
     target: str | None = None,
     n_matches: int = 3,
     sliding_window_size: int = 15,
@@ -221,6 +224,9 @@ def motifs(
             ``attributions.npz``); its sequences must share one length.
         out: Output folder (replaced when the run succeeds).
         motifs: Known motifs, a MEME file, to match by TOMTOM.
+        jaspar: Known motifs from the JASPAR database pyjaspar ships (offline), as
+            ``COLLECTION[:TAX_GROUP,...]``, e.g. ``CORE:vertebrates``; with ``motifs``, both.
+        jaspar_release: JASPAR release (default: the newest pyjaspar holds).
         target: Use only the sequences whose explained class is this one.
         n_matches: Matches reported per motif in the report.
         sliding_window_size: Seqlet window width.
@@ -239,9 +245,15 @@ def motifs(
 
     from genoseq.runtime import atomic_directory, atomic_output
     from genoseq.tasks.interpret import plots
-    from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs, read_meme, write_meme
+    from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs, read_jaspar, read_meme, write_meme
 
-    known = read_meme(motifs) if motifs else None  # a bad motif file fails before the long search
+    # bad known motifs fail before the long search
+    known = read_meme(motifs) if motifs else {}
+    if jaspar:
+        collection, _, groups = jaspar.partition(":")
+        known.update(read_jaspar(collection.strip() or "CORE", [g.strip() for g in groups.split(",") if g.strip()],
+                                 jaspar_release))
+    sources = [s for s in (motifs, jaspar and f"JASPAR {jaspar}") if s]
     arrays = read_attributions(attributions)
     rows = np.arange(len(arrays["lengths"]))
     if target is not None:
@@ -264,7 +276,8 @@ def motifs(
                             trim_to_window_size=trim_to_window_size, initial_flank_to_add=initial_flank_to_add)
     if known:
         match_motifs(found, known, n_best=n_matches)
-    summary = {"attributions": str(attributions), "known_motifs": motifs, "target": target, "n_sequences": len(rows),
+    summary = {"attributions": str(attributions), "known_motifs": " + ".join(sources) or None,
+               "n_known_motifs": len(known), "target": target, "n_sequences": len(rows),
                "length": length, "n_motifs": len(found),
                "motifs": [{"name": m.name, "sign": m.sign, "n_seqlets": m.n_seqlets, "consensus": m.consensus,
                            "best_match": m.matches[0].target if m.matches else None,
@@ -287,7 +300,8 @@ def motifs(
         write_meme(tmp / "motifs.meme", {m.name: m.trimmed_ppm for m in found})
         lines = [f"# Motifs of {len(rows)} sequences' attributions", "",
                  f"TF-MoDISco (window {sliding_window_size}, flank {flank_size}); "
-                 + (f"TOMTOM against {motifs}." if motifs else "no known motifs given."), ""]
+                 + (f"TOMTOM against {' + '.join(sources)} ({len(known)} motifs)." if known
+                    else "no known motifs given."), ""]
         for m in found:
             s, e = m.trimmed
             plots.save(plots.motif_logo(m.ppm[s:e], m.cwm[s:e], title=f"{m.name}: {m.n_seqlets} seqlets"),

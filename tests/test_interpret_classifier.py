@@ -201,12 +201,18 @@ def planted(n: int = 200, length: int = 200, seed: int = 0, at: tuple[int, int] 
     return onehot, hyp
 
 
-def test_cli_motifs_recovers_a_planted_motif_and_matches_it(tmp_path):
-    onehot, hyp = planted()
+def save_planted(folder, **kwargs):
+    onehot, hyp = planted(**kwargs)
     n, length = onehot.shape[:2]
-    np.savez(tmp_path / "attributions.npz", onehot=onehot, hypothetical=hyp, contributions=hyp * onehot,
+    np.savez(folder / "attributions.npz", onehot=onehot, hypothetical=hyp, contributions=hyp * onehot,
              lengths=np.full(n, length), names=np.array([f"s{i}" for i in range(n)]),
              targets=np.array(["upstream"] * n))
+    return onehot, hyp
+
+
+def test_cli_motifs_recovers_a_planted_motif_and_matches_it(tmp_path):
+    onehot, hyp = save_planted(tmp_path)
+    n = len(onehot)
     rng = np.random.default_rng(5)
     sd = np.array([[.85, 0, .15, 0], [0, 0, 1, 0], [0, 0, 1, 0], [.85, 0, .15, 0], [0, 0, 1, 0], [0, 0, 1, 0]])
     known = {"SD": sd, **{f"decoy{i}": rng.dirichlet(np.full(4, 0.5), 8) for i in range(29)}}
@@ -245,6 +251,36 @@ def test_motifs_at_the_ends_of_the_sequences_are_found(at):
     ends = np.array([e for _, _, e, _ in top.seqlets])
     assert (starts <= at[1]).mean() > 0.9 and (ends >= at[0] + 6).mean() > 0.9
     assert not M.discover_motifs(onehot, hyp, min_metacluster_size=50, n_leiden_runs=2, edge_padding=0)
+
+
+def test_cli_motifs_matches_against_the_shipped_jaspar(tmp_path):
+    save_planted(tmp_path)
+    out = tmp_path / "motifs"
+    assert main(["interpret", "motifs", "--attributions", str(tmp_path), "--jaspar", "CORE:martians",
+                 "--out", str(out)]) == 2
+    assert not out.exists()
+    assert main(["interpret", "motifs", "--attributions", str(tmp_path), "--jaspar", "CORE:fungi",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "motifs.json").read_text())
+    assert summary["n_known_motifs"] == len(M.read_jaspar("CORE", "fungi")) > 100
+    top = summary["motifs"][0]
+    assert "AGGAGG" in top["consensus"].upper() and top["best_match"].startswith("MA")
+    assert "JASPAR CORE:fungi" in (out / "report.md").read_text()
+
+
+def test_attributions_motifs_from_python():
+    onehot, hyp = planted()
+    result = A.Attributions(method="ig", baseline="shuffle", score="logit", classes=["other", "upstream"],
+                            targets=["upstream"] * len(onehot), probabilities=np.full((len(onehot), 2), 0.5),
+                            onehot=list(onehot), hypothetical=list(hyp), contributions=list(hyp * onehot))
+    sd = np.array([[.85, 0, .15, 0], [0, 0, 1, 0], [0, 0, 1, 0], [.85, 0, .15, 0], [0, 0, 1, 0], [0, 0, 1, 0]])
+    rng = np.random.default_rng(1)
+    known = {"SD": sd, **{f"decoy{i}": rng.dirichlet(np.full(4, 0.5), 8) for i in range(29)}}
+    found = result.motifs(known, n_best=2, n_leiden_runs=2)
+    assert found[0].matches[0].target == "SD" and len(found[0].matches) == 2
+    with pytest.raises(InputError, match="one length"):
+        A.Attributions(**{**result.__dict__, "onehot": [onehot[0], onehot[1][:150]],
+                          "hypothetical": [hyp[0], hyp[1][:150]]}).motifs()
 
 
 def test_read_meme_refuses_other_files(tmp_path):

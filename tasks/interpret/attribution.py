@@ -83,6 +83,15 @@ class Attributions:
         """The contribution of the base present at each position, (L,) per sequence."""
         return [c.sum(-1) for c in self.contributions]
 
+    def motifs(self, known: "dict[str, np.ndarray] | None" = None, *, n_best: int = 3, **options):
+        """TF-MoDISco motifs of these (equal-length) sequences' attributions, matched by TOMTOM to
+        ``known`` (name -> (w, 4) PPM, e.g. from ``read_meme`` or ``read_jaspar``) when given;
+        ``options`` go to :func:`~genoseq.tasks.interpret.motifs.discover_motifs`."""
+        from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs
+
+        found = discover_motifs(self.onehot, self.hypothetical, **options)
+        return match_motifs(found, known, n_best=n_best) if known else found
+
 
 # ---------------------------------------------------------------------- inputs
 def one_hot(ids: np.ndarray) -> np.ndarray:

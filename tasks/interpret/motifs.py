@@ -8,6 +8,8 @@
   ones lower it.
 * :func:`read_meme` reads a MEME motif file (memelite's reader) and refuses anything that is not
   one with an :class:`~genoseq.InputError`.
+* :func:`read_jaspar` takes known motifs from the JASPAR database that pyjaspar ships (no
+  network): a collection, optionally limited to taxonomic groups.
 * :func:`match_motifs` compares each motif with the known ones by TOMTOM (memelite, both
   strands): the p-value of the best alignment, and a q-value over the known motifs
   (Benjamini-Hochberg). The query is the motif's PPM trimmed to the positions whose summed
@@ -260,6 +262,40 @@ def read_meme(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def read_jaspar(collection: str = "CORE", tax_group: Sequence[str] | str | None = None,
+                release: str | None = None) -> dict[str, np.ndarray]:
+    """Motifs of the JASPAR database shipped with pyjaspar: "<matrix id> <name>" -> (w, 4)
+    probabilities over A, C, G, T (counts normalised). ``release`` defaults to the newest the
+    package holds. InputError for an unknown release or a selection with no motif."""
+    try:
+        from pyjaspar import jaspardb
+    except ImportError:
+        raise InputError("JASPAR motifs need pyjaspar: pip install 'genoseq[jaspar]'", field="jaspar",
+                         kind="missing_package") from None
+    db = jaspardb()
+    if release is not None:
+        if release not in db.get_releases():
+            raise InputError(f"unknown JASPAR release {release!r} (this pyjaspar holds "
+                             f"{', '.join(db.get_releases())})", field="jaspar_release", kind="unknown")
+        db = jaspardb(release=release)
+    groups = [tax_group] if isinstance(tax_group, str) else (list(tax_group) if tax_group else None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyjaspar warns on an empty selection; the error below says more
+        found = db.fetch_motifs(collection=collection, tax_group=groups)
+    if not found:
+        raise InputError(f"no JASPAR {db.release} motif in collection {collection!r}"
+                         + (f" for tax group {', '.join(groups)}" if groups else "")
+                         + " (collections: CORE, UNVALIDATED, ...; tax groups: vertebrates, plants, insects, "
+                           "nematodes, fungi, urochordates, ...)", field="jaspar", kind="empty")
+    out = {}
+    for motif in found:
+        m = np.array([motif.counts[b] for b in ALPHABET], dtype=np.float64).T
+        out[f"{motif.matrix_id} {motif.name}"] = m / m.sum(1, keepdims=True)
+    return out
+
+
 def write_meme(path: str | Path, motifs: dict[str, np.ndarray]) -> None:
     """A MEME (version 4) file of (w, 4) probability matrices, written atomically."""
     from genoseq.runtime import atomic_output
@@ -310,4 +346,5 @@ def match_motifs(motifs: Sequence[Motif], known: dict[str, np.ndarray], *, n_bes
     return list(motifs)
 
 
-__all__ = ["Motif", "MotifMatch", "discover_motifs", "match_motifs", "read_meme", "trim_span", "write_meme"]
+__all__ = ["Motif", "MotifMatch", "discover_motifs", "match_motifs", "read_jaspar", "read_meme", "trim_span",
+           "write_meme"]
