@@ -221,7 +221,7 @@ def motifs(
 
     Args:
         attributions: Folder written by ``genoseq interpret attributions`` (or its
-            ``attributions.npz``); its sequences must share one length.
+            ``attributions.npz``); its sequences may differ in length.
         out: Output folder (replaced when the run succeeds).
         motifs: Known motifs, a MEME file, to match by TOMTOM.
         jaspar: Known motifs from the JASPAR database pyjaspar ships (offline), as
@@ -264,12 +264,9 @@ def motifs(
                              field="target", kind="unknown_class")
         rows = rows[targets == target]
     lengths = arrays["lengths"][rows]
-    if len(set(lengths.tolist())) > 1:
-        raise InputError(f"TF-MoDISco needs sequences of one length; these have {len(set(lengths.tolist()))} "
-                         "lengths", field="attributions", kind="lengths")
-    length = int(lengths[0])
-    onehot = arrays["onehot"][rows, :length]
-    found = discover_motifs(onehot, arrays["hypothetical"][rows, :length],
+    onehot = [arrays["onehot"][r, :n] for r, n in zip(rows, lengths)]
+    hypothetical = [arrays["hypothetical"][r, :n] for r, n in zip(rows, lengths)]
+    found = discover_motifs(onehot, hypothetical,
                             sliding_window_size=sliding_window_size, flank_size=flank_size,
                             min_metacluster_size=min_metacluster_size, final_min_cluster_size=final_min_cluster_size,
                             n_leiden_runs=n_leiden_runs, trim_threshold=trim_threshold,
@@ -278,7 +275,7 @@ def motifs(
         match_motifs(found, known, n_best=n_matches)
     summary = {"attributions": str(attributions), "known_motifs": " + ".join(sources) or None,
                "n_known_motifs": len(known), "target": target, "n_sequences": len(rows),
-               "length": length, "n_motifs": len(found),
+               "lengths": [int(lengths.min()), int(lengths.max())], "n_motifs": len(found),
                "motifs": [{"name": m.name, "sign": m.sign, "n_seqlets": m.n_seqlets, "consensus": m.consensus,
                            "best_match": m.matches[0].target if m.matches else None,
                            "p_value": m.matches[0].p_value if m.matches else None,
@@ -295,7 +292,7 @@ def motifs(
         with atomic_output(tmp / "seqlets.tsv") as handle:
             handle.write("motif\tsequence\tstart\tend\tstrand\n")
             for m in found:
-                for i, a, b, strand in m.sites(length):
+                for i, a, b, strand in m.sites(lengths):
                     handle.write(f"{m.name}\t{names[i]}\t{a}\t{b}\t{strand}\n")
         write_meme(tmp / "motifs.meme", {m.name: m.trimmed_ppm for m in found})
         lines = [f"# Motifs of {len(rows)} sequences' attributions", "",

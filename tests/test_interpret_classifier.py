@@ -278,9 +278,22 @@ def test_attributions_motifs_from_python():
     known = {"SD": sd, **{f"decoy{i}": rng.dirichlet(np.full(4, 0.5), 8) for i in range(29)}}
     found = result.motifs(known, n_best=2, n_leiden_runs=2)
     assert found[0].matches[0].target == "SD" and len(found[0].matches) == 2
-    with pytest.raises(InputError, match="one length"):
-        A.Attributions(**{**result.__dict__, "onehot": [onehot[0], onehot[1][:150]],
-                          "hypothetical": [hyp[0], hyp[1][:150]]}).motifs()
+    with pytest.raises(InputError, match="shorter than the seqlet window"):
+        A.Attributions(**{**result.__dict__, "onehot": [onehot[0], onehot[1][:10]],
+                          "hypothetical": [hyp[0], hyp[1][:10]]}).motifs()
+
+
+def test_motifs_of_sequences_of_several_lengths():
+    onehot, hyp = planted(n=200, length=250, at=(5, 140))
+    lengths = np.random.default_rng(3).integers(150, 251, len(onehot))
+    found = M.discover_motifs([o[:n] for o, n in zip(onehot, lengths)], [h[:n] for h, n in zip(hyp, lengths)],
+                              n_leiden_runs=2)
+    top = found[0]
+    assert top.sign == "positive" and "AGGAGG" in top.consensus.upper() and top.n_seqlets >= 100
+    sites = top.sites(lengths)
+    assert all(0 <= a < b <= lengths[i] for i, a, b, _ in sites)
+    planted_at = np.array([np.nonzero(h.max(1) > 1.0)[0][0] for h in hyp])
+    assert np.mean([abs(a - planted_at[i]) <= 2 for i, a, _, _ in sites]) > 0.9
 
 
 def test_read_meme_refuses_other_files(tmp_path):

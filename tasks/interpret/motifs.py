@@ -81,14 +81,15 @@ class Motif:
     def trimmed_ppm(self) -> np.ndarray:
         return self.ppm[self.trimmed[0]:self.trimmed[1]]
 
-    def sites(self, length: int) -> list[tuple[int, int, int, str]]:
+    def sites(self, lengths: "int | Sequence[int]") -> list[tuple[int, int, int, str]]:
         """Where the motif's informative span (``trimmed``) lies in each seqlet's sequence:
-        (sequence index, start, end, strand), 0-based half-open, clipped to [0, ``length``)."""
+        (sequence index, start, end, strand), 0-based half-open, clipped to the sequence
+        (``lengths``: one for all, or one per sequence)."""
         t0, t1 = self.trimmed
         out = []
         for i, start, end, rc in self.seqlets:
             a, b = (end - t1, end - t0) if rc else (start + t0, start + t1)
-            a, b = max(a, 0), min(b, length)
+            a, b = max(a, 0), min(b, lengths if isinstance(lengths, (int, np.integer)) else int(lengths[i]))
             if a < b:
                 out.append((i, a, b, "-" if rc else "+"))
         return out
@@ -108,18 +109,14 @@ def trim_span(cwm: np.ndarray, trim_threshold: float = 0.3) -> tuple[int, int]:
     return int(keep.min()), int(keep.max()) + 1
 
 
-def _stack(arrays: Sequence[np.ndarray] | np.ndarray, what: str) -> np.ndarray:
-    if isinstance(arrays, np.ndarray) and arrays.ndim == 3:
-        out = arrays
-    else:
-        lengths = {len(a) for a in arrays}
-        if len(lengths) > 1:
-            raise InputError(f"{what}: TF-MoDISco needs sequences of one length, got lengths "
-                             f"{sorted(lengths)[:5]}", field=what, kind="lengths")
-        out = np.stack(list(arrays)) if len(arrays) else np.zeros((0, 0, 4))
-    if out.ndim != 3 or out.shape[-1] != 4:
-        raise InputError(f"{what}: expected (sequences, length, 4), got shape {out.shape}", field=what, kind="shape")
-    return out.astype(np.float32)
+def _ragged(arrays: Sequence[np.ndarray] | np.ndarray, what: str) -> list[np.ndarray]:
+    """One (L_i, 4) float32 array per sequence, from an (N, L, 4) array or a list."""
+    out = [np.asarray(a, dtype=np.float32) for a in arrays]
+    for a in out:
+        if a.ndim != 2 or a.shape[-1] != 4:
+            raise InputError(f"{what}: expected (length, 4) arrays per sequence, got shape {a.shape}",
+                             field=what, kind="shape")
+    return out
 
 
 def _real_ppm(onehot: np.ndarray, seqlets, width: int) -> np.ndarray:
@@ -150,12 +147,12 @@ def discover_motifs(
     edge_padding: int | None = None,
     verbose: bool = False,
 ) -> list[Motif]:
-    """TF-MoDISco patterns of many equal-length sequences' attributions.
+    """TF-MoDISco patterns of many sequences' attributions (of one length or of several).
 
     Args:
-        onehot: (N, L, 4) one-hot sequences (or a list of (L, 4) arrays).
-        hypothetical: (N, L, 4) hypothetical contributions; the actual contributions are
-            ``hypothetical * onehot``.
+        onehot: (N, L, 4) one-hot sequences, or a list of (L_i, 4) arrays.
+        hypothetical: Hypothetical contributions shaped as ``onehot``; the actual contributions
+            are ``hypothetical * onehot``.
         sliding_window_size: Width of the windows scored for seqlets.
         flank_size: Bases added on each side of a seqlet.
         max_seqlets: At most this many seqlets per sign are clustered.
@@ -181,27 +178,37 @@ def discover_motifs(
     from modiscolite import extract_seqlets
     from modiscolite.tfmodisco import TFMoDISco
 
-    x = _stack(onehot, "onehot")
-    h = _stack(hypothetical, "hypothetical")
-    if x.shape != h.shape:
-        raise InputError(f"onehot {x.shape} and hypothetical {h.shape} differ", field="hypothetical", kind="shape")
-    if len(x) == 0:
+    xs, hs = _ragged(onehot, "onehot"), _ragged(hypothetical, "hypothetical")
+    if len(xs) == 0:
         raise InputError("no sequences to search for motifs", field="onehot", kind="empty")
-    if x.shape[1] < sliding_window_size + 2 * flank_size:
-        raise InputError(f"sequences of {x.shape[1]} bases are shorter than a seqlet window "
-                         f"({sliding_window_size} + 2 x {flank_size} flank)", field="onehot", kind="too_short")
+    if len(xs) != len(hs) or any(a.shape != b.shape for a, b in zip(xs, hs)):
+        raise InputError("onehot and hypothetical differ in number or shape of sequences", field="hypothetical",
+                         kind="shape")
+    lengths = np.array([len(a) for a in xs])
+    if lengths.min() < sliding_window_size:
+        raise InputError(f"a sequence of {lengths.min()} bases is shorter than the seqlet window "
+                         f"({sliding_window_size})", field="onehot", kind="too_short")
     pad = max(flank_size, trim_to_window_size + 2 * initial_flank_to_add) if edge_padding is None else edge_padding
     if pad < 0:
         raise InputError(f"edge_padding must be >= 0, got {pad}", field="edge_padding", kind="range")
-    edges = ((0, 0), (pad, pad), (0, 0))
-    real = np.pad(x, edges)  # zero rows off the ends: counts of real bases only
-    h = np.pad(h, edges)
-    n_inside = x.shape[1] - sliding_window_size + 1  # windows wholly inside a sequence
-    x = np.pad(x, edges, constant_values=0.25)  # N: no information, so modisco never trims onto it
+    # Every sequence between `pad` bases of N on the left and N up to the longest plus `pad` on
+    # the right; `real` keeps zero rows there, to count real bases only.
+    width = int(lengths.max()) + 2 * pad
+    real = np.zeros((len(xs), width, 4), dtype=np.float32)
+    h = np.zeros_like(real)
+    for i, (a, b) in enumerate(zip(xs, hs)):
+        real[i, pad:pad + len(a)] = a
+        h[i, pad:pad + len(b)] = b
+    x = np.full_like(real, 0.25)  # N outside the sequences: no information, so modisco never trims onto it
+    for i, a in enumerate(xs):
+        x[i, pad:pad + len(a)] = a
+    # windows wholly inside their sequence: the windows a search without padding would score
+    starts = np.arange(width - sliding_window_size + 1)
+    inside = (starts >= pad) & (starts[None, :] + sliding_window_size <= pad + lengths[:, None])
     laplacian_null = extract_seqlets._laplacian_null
 
     def null_inside(track, window_size, num_to_samp, random_seed=1234):
-        return laplacian_null(track[:, pad:pad + n_inside], window_size, num_to_samp, random_seed)
+        return laplacian_null(track[inside], window_size, num_to_samp, random_seed)
 
     with mock.patch.object(extract_seqlets, "_laplacian_null", null_inside):
         pos, neg = TFMoDISco(
