@@ -22,6 +22,7 @@ import argparse
 import csv
 import gzip
 import json
+import os
 import platform
 import shutil
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def known_motifs() -> dict[str, np.ndarray]:
@@ -52,7 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "runs/recipe/model"), help="language model for the probe")
     ap.add_argument("--classifier", default=None, help="a classifier folder (skip fitting)")
-    ap.add_argument("--regions", default="/work/shared/data/ecoli_regions.tsv.gz")
+    ap.add_argument("--regions", default=str(DATA / "ecoli_regions.tsv.gz"))
     ap.add_argument("--upstream_class", default="upstream")
     ap.add_argument("--n", type=int, default=200, help="upstream sequences to explain")
     ap.add_argument("--method", default="ig")

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def targets(seq: str) -> tuple[float, float]:
@@ -52,8 +53,8 @@ def write_table(src: str, dst: Path, limit: int | None) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "runs/recipe/model"))
-    ap.add_argument("--train", default="/work/shared/data/ecoli_regions.tsv.gz")
-    ap.add_argument("--test", default="/work/shared/data/saureus_regions.tsv.gz")
+    ap.add_argument("--train", default=str(DATA / "ecoli_regions.tsv.gz"))
+    ap.add_argument("--test", default=str(DATA / "saureus_regions.tsv.gz"))
     ap.add_argument("--max_train", type=int, default=None, help="use only the first rows of --train")
     ap.add_argument("--min_pearson", type=float, default=0.95)
     ap.add_argument("--work", default="/tmp/bench_regression")

@@ -42,6 +42,7 @@ class MarkovModel:
             raise ValueError("k must be >= 0")
         self.k, self.alpha = k, alpha
         self.counts = np.zeros(4 ** (k + 1), dtype=np.int64)
+        self._table: np.ndarray | None = None  # log2 P(next | context) per (k+1)-mer, made on first use
 
     def fit(self, sequences: Iterable[np.ndarray], both_strands: bool = True) -> "MarkovModel":
         """Add counts from token-id arrays (``Tokenizer.encode`` output)."""
@@ -50,14 +51,16 @@ class MarkovModel:
             for s in strands:
                 codes, ok = _kmer_codes(s, self.k)
                 self.counts += np.bincount(codes[ok], minlength=self.counts.size)
+        self._table = None
         return self
 
     def log2_probs(self, ids: np.ndarray) -> np.ndarray:
         """log2 P(x_t | previous k) for every position t >= k whose (k+1)-mer has no N."""
-        table = self.counts.reshape(-1, 4).astype(np.float64) + self.alpha
-        table = np.log2(table / table.sum(axis=1, keepdims=True)).reshape(-1)
+        if self._table is None:
+            table = self.counts.reshape(-1, 4).astype(np.float64) + self.alpha
+            self._table = np.log2(table / table.sum(axis=1, keepdims=True)).reshape(-1)
         codes, ok = _kmer_codes(ids, self.k)
-        return table[codes[ok]]
+        return self._table[codes[ok]]
 
     def bits_per_base(self, sequences: Iterable[np.ndarray]) -> float:
         total, count = 0.0, 0
