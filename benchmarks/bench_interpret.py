@@ -19,6 +19,13 @@ vep`` does (radius 128).
    windows batched as ``--batch_size`` rows) on ``--scratch_positions`` of its positions,
    extrapolated; the two must agree (max |difference| reported). Pass at a speed-up >= 5.
 
+Each check is also reported for two references computed from the same data, so a value reads
+against what k-mer statistics alone give: an order-``--markov_k`` Markov chain fitted on both
+strands of the genome (its ISM is the same LLR, both strands), and, for the codon checks, a
+codon-usage table that knows the reading frame (counted from the ``coding`` regions not
+evaluated; a substitution's LLR is log f(mutant codon) - log f(codon)). The coding report also
+gives the AUROC of -LLR separating missense from synonymous substitutions (stops left out).
+
 Prints JSON and writes it to ``--out``; ``--figures DIR`` also writes the ISM figure of one
 upstream region and the dependency map of its last 120 bases.
 """
@@ -38,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 STOPS = {"TAA", "TAG", "TGA"}
 _COMP = str.maketrans("ACGTN", "TGCAN")
 
@@ -68,10 +76,13 @@ def locate(rows, genome: str, label: str, n: int, flank: int, extra_after: int, 
 
 
 def codon_checks(results) -> dict:
+    from Bio.Data.CodonTable import unambiguous_dna_by_id
     from sklearn.metrics import roc_auc_score
 
+    amino_acid = unambiguous_dna_by_id[11].forward_table  # bacterial code; stops are not in it
     by_pos = [[], [], []]
     stop_scores, labels = [], []
+    effect_scores, missense = [], []
     for r in results:
         seq, llr = r.sequence, r.llr
         for i in range(len(seq) - len(seq) % 3):
@@ -79,7 +90,8 @@ def codon_checks(results) -> dict:
                 continue
             frame = i % 3
             subs = [b for b in range(4) if "ACGT"[b] != seq[i]]
-            by_pos[frame].append(np.abs(llr[i, subs]).mean())
+            if np.isfinite(llr[i, subs]).all():
+                by_pos[frame].append(np.abs(llr[i, subs]).mean())
             codon = seq[i - frame:i - frame + 3]
             if codon in STOPS or "N" in codon:
                 continue
@@ -87,13 +99,74 @@ def codon_checks(results) -> dict:
                 mutant = codon[:frame] + "ACGT"[b] + codon[frame + 1:]
                 labels.append(mutant in STOPS)
                 stop_scores.append(-float(llr[i, b]))
+                if mutant not in STOPS:
+                    missense.append(amino_acid[mutant] != amino_acid[codon])
+                    effect_scores.append(-float(llr[i, b]))
     means = [float(np.mean(p)) for p in by_pos]
+    scores, labels, missense = np.array(stop_scores), np.array(labels), np.array(missense)
+    effect_scores = np.array(effect_scores)
     return {"mean_abs_llr_by_codon_position": [round(m, 4) for m in means],
             "codon_ratio": round((means[0] + means[1]) / 2 / means[2], 3),
-            "stop_auroc": round(float(roc_auc_score(labels, stop_scores)), 4),
-            "stop_substitutions": int(np.sum(labels)), "other_substitutions": int(len(labels) - np.sum(labels)),
-            "stop_mean_llr": round(-float(np.mean(np.array(stop_scores)[np.array(labels)])), 4),
-            "other_mean_llr": round(-float(np.mean(np.array(stop_scores)[~np.array(labels)])), 4)}
+            "stop_auroc": round(float(roc_auc_score(labels, scores)), 4),
+            "stop_substitutions": int(labels.sum()), "other_substitutions": int(len(labels) - labels.sum()),
+            "stop_mean_llr": round(-float(scores[labels].mean()), 4),
+            "other_mean_llr": round(-float(scores[~labels].mean()), 4),
+            "missense_vs_synonymous_auroc": round(float(roc_auc_score(missense, effect_scores)), 4),
+            "missense_mean_llr": round(-float(effect_scores[missense].mean()), 4),
+            "synonymous_mean_llr": round(-float(effect_scores[~missense].mean()), 4)}
+
+
+def markov_ism(markov, items) -> list:
+    """What an order-k Markov chain gives as :func:`saturation_mutagenesis` of the same regions:
+    the vep LLR (nats, both strands averaged) of every substitution; a substitution changes the
+    k + 1 predictions from its own base on, on each strand."""
+    from genoseq.tasks.interpret.ism import Mutagenesis
+    from genoseq.tokenizer import A, Tokenizer
+
+    tok, k = Tokenizer(), markov.k
+    out = []
+    for seq, lo, hi in items:
+        ids = tok.encode(seq)
+        strands = np.zeros((2, hi - lo, 4))
+        for i in range(lo, hi):
+            ref = ids[i - k:i + k + 1]
+            if len(ref) < 2 * k + 1 or not A <= ids[i] < A + 4:
+                strands[:, i - lo] = np.nan
+                continue
+            for col in range(4):
+                if A + col == ids[i]:
+                    continue
+                alt = ref.copy()
+                alt[k] = A + col
+                for s, (r, a) in enumerate(((ref, alt), (tok.reverse_complement(ref), tok.reverse_complement(alt)))):
+                    strands[s, i - lo, col] = (markov.log2_probs(a).sum() - markov.log2_probs(r).sum()) * np.log(2)
+        out.append(Mutagenesis(sequence=seq[lo:hi], llr=strands.mean(0), llr_forward=strands[0],
+                               llr_reverse=strands[1], radius=k, strands="both"))
+    return out
+
+
+def codon_usage_ism(training: list[str], items) -> list:
+    """The LLR of every substitution of in-frame coding regions under a codon-usage table that
+    knows the frame: log f(mutant codon) - log f(codon), f counted from ``training`` (+0.5)."""
+    from collections import Counter
+    from itertools import product
+
+    from genoseq.tasks.interpret.ism import Mutagenesis
+
+    counts = Counter(s[i:i + 3] for s in training for i in range(0, len(s) - 2, 3))
+    log_f = {"".join(c): np.log(counts["".join(c)] + 0.5) for c in product("ACGT", repeat=3)}
+    out = []
+    for seq, lo, hi in items:
+        region = seq[lo:hi]
+        llr = np.full((len(region), 4), np.nan)
+        for i in range(len(region) - len(region) % 3):
+            frame = i % 3
+            codon = region[i - frame:i - frame + 3]
+            if codon in log_f:
+                llr[i] = [log_f[codon[:frame] + b + codon[frame + 1:]] - log_f[codon] for b in "ACGT"]
+        out.append(Mutagenesis(sequence=region, llr=llr, llr_forward=llr, llr_reverse=None, radius=0,
+                               strands="forward"))
+    return out
 
 
 def sd_checks(results) -> dict:
@@ -170,11 +243,66 @@ def figures(lm, upstream, upstream_res, fig_dir: Path) -> list[str]:
     return [str(fig_dir / "lm_ism_upstream.png"), str(fig_dir / "lm_dependencies_upstream.png")]
 
 
+def checks_figure(report: dict, path: Path) -> str:
+    """Two panels a person reads at a glance: mean |LLR| by codon position (the model beside its
+    references) and the mean importance of the 30 bases before the start codon, SD window shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    refs = report["references"]
+    markov_key = next(k for k in refs if k.startswith("markov"))
+    coding = {"language model": report["coding"], f"Markov {markov_key[len('markov_'):]}": refs[markov_key]["coding"],
+              "codon usage (knows the frame)": refs["codon_usage"]}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
+    for k, (name, c) in enumerate(coding.items()):
+        left.bar(np.arange(3) + (k - 1) * 0.27, c["mean_abs_llr_by_codon_position"], width=0.27,
+                 label=f"{name}: ratio {c['codon_ratio']:.2f}")
+    left.set_xticks(range(3), ["1st", "2nd", "3rd"])
+    left.set_xlabel("codon position")
+    left.set_ylabel("mean |LLR| (nats)")
+    left.set_title(f"coding regions (n={report['coding']['n']})", fontsize=10, loc="left")
+    left.set_ylim(0, 1.45 * max(max(c["mean_abs_llr_by_codon_position"]) for c in coding.values()))
+    left.legend(fontsize=7, loc="upper left")
+    x = np.arange(-30, 0)
+    for name, up in (("language model", report["upstream"]), (f"Markov {markov_key[len('markov_'):]}",
+                                                              refs[markov_key]["upstream"])):
+        right.plot(x, up["mean_importance_minus_30_to_minus_1"], marker=".",
+                   label=f"{name}: SD enrichment {up['sd_enrichment']:.2f}")
+    right.axvspan(-15.5, -3.5, color="0.9", zorder=0, label="Shine-Dalgarno window (-15..-4)")
+    right.set_xlabel("position before the start codon")
+    right.set_ylabel("mean importance (nats)")
+    right.set_title(f"upstream regions (n={report['upstream']['n']})", fontsize=10, loc="left")
+    right.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def references(markov_k: int, genome: str, rows, coding, upstream) -> dict:
+    """The checks for a Markov chain fitted on the genome and for a frame-aware codon-usage table
+    counted from the coding regions not evaluated."""
+    from genoseq.markov import MarkovModel
+    from genoseq.tokenizer import Tokenizer
+
+    t = time.perf_counter()
+    markov = MarkovModel(markov_k).fit([Tokenizer().encode(genome)])
+    evaluated = {seq[lo:hi] for seq, lo, hi in coding}
+    training = [s.upper() for s, label in rows if label == "coding" and s.upper() not in evaluated]
+    return {f"markov_k{markov_k}": {"coding": codon_checks(markov_ism(markov, coding)),
+                                    "upstream": sd_checks(markov_ism(markov, upstream))},
+            "codon_usage": {"training_regions": len(training), **codon_checks(codon_usage_ism(training, coding))},
+            "seconds": round(time.perf_counter() - t, 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "runs/recipe/model"))
     ap.add_argument("--genome", default=str(ROOT / "data/ecoli_k12_mg1655.fa"))
-    ap.add_argument("--regions", default="/work/shared/data/ecoli_regions.tsv.gz")
+    ap.add_argument("--regions", default=str(DATA / "ecoli_regions.tsv.gz"))
     ap.add_argument("--n_coding", type=int, default=40)
     ap.add_argument("--n_upstream", type=int, default=40)
     ap.add_argument("--flank", type=int, default=None, help="context each side (default: the model's window)")
@@ -186,12 +314,19 @@ def main() -> int:
     ap.add_argument("--min_stop_auroc", type=float, default=0.75)
     ap.add_argument("--min_sd_enrichment", type=float, default=1.5)
     ap.add_argument("--min_speedup", type=float, default=5.0)
+    ap.add_argument("--markov_k", type=int, default=5, help="order of the Markov reference (5: 6-mer counts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures", default=None)
     ap.add_argument("--figures_only", action="store_true", help="only the figures (ISM of 10 upstream regions)")
+    ap.add_argument("--replot", default=None, metavar="JSON",
+                    help="draw FIGURES/lm_checks.png from a report this script wrote, and stop")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
+    if args.replot:
+        print(json.dumps({"figures": [checks_figure(json.loads(Path(args.replot).read_text()),
+                                                    Path(args.figures or ".") / "lm_checks.png")]}))
+        return 0
     import torch
 
     from genoseq.fasta import iter_fasta
@@ -260,18 +395,24 @@ def main() -> int:
         "difference_from": "each from-scratch window ends radius bases after its position, an ISM window radius "
                            "bases after its block of 16: the first bases of context differ",
     }
+    report["references"] = references(args.markov_k, genome, rows, coding, upstream)
+    markov, codon = report["references"][f"markov_k{args.markov_k}"], report["references"]["codon_usage"]
+
+    def check(value, threshold, **reference):
+        return {"value": value, "threshold": threshold, "pass": value >= threshold, **reference}
+
     report["checks"] = {
-        "codon_ratio": {"value": report["coding"]["codon_ratio"], "threshold": args.min_codon_ratio,
-                        "pass": report["coding"]["codon_ratio"] >= args.min_codon_ratio},
-        "stop_auroc": {"value": report["coding"]["stop_auroc"], "threshold": args.min_stop_auroc,
-                       "pass": report["coding"]["stop_auroc"] >= args.min_stop_auroc},
-        "sd_enrichment": {"value": report["upstream"]["sd_enrichment"], "threshold": args.min_sd_enrichment,
-                          "pass": report["upstream"]["sd_enrichment"] >= args.min_sd_enrichment},
-        "speedup": {"value": report["speed"]["speedup"], "threshold": args.min_speedup,
-                    "pass": report["speed"]["speedup"] >= args.min_speedup},
+        "codon_ratio": check(report["coding"]["codon_ratio"], args.min_codon_ratio,
+                             markov=markov["coding"]["codon_ratio"], codon_usage=codon["codon_ratio"]),
+        "stop_auroc": check(report["coding"]["stop_auroc"], args.min_stop_auroc,
+                            markov=markov["coding"]["stop_auroc"], codon_usage=codon["stop_auroc"]),
+        "sd_enrichment": check(report["upstream"]["sd_enrichment"], args.min_sd_enrichment,
+                               markov=markov["upstream"]["sd_enrichment"]),
+        "speedup": check(report["speed"]["speedup"], args.min_speedup),
     }
     if args.figures:
         report["figures"] = figures(lm, upstream, upstream_res, Path(args.figures))
+        report["figures"].append(checks_figure(report, Path(args.figures) / "lm_checks.png"))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
