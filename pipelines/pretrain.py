@@ -187,9 +187,11 @@ def _trainer(trainer: TrainerConfig, run_dir: Path, has_val: bool, logger: str, 
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     callbacks = [
-        # last.ckpt only, refreshed every val_check_interval steps: the state --resume continues
+        # last.ckpt only, refreshed every val_check_interval steps: the state --resume continues.
+        # Always that one file: with the version counter, a run folder copied or moved and then
+        # resumed wrote last-v1.ckpt beside it, and the next --resume went back to the old last.ckpt.
         ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                        every_n_train_steps=trainer.val_check_interval),
+                        every_n_train_steps=trainer.val_check_interval, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
     ]
     return make_trainer(trainer, job="pretrain", root_dir=run_dir, logger=logger, progress=progress, callbacks=callbacks,

@@ -50,6 +50,20 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(p, q), name
 
 
+def test_a_moved_run_resumes_from_its_newest_checkpoint(tmp_path):
+    """A run folder copied elsewhere and resumed twice keeps one last.ckpt, always the newest state."""
+    import shutil
+
+    pretrain(out=str(tmp_path / "scratch"), trainer=_trainer(7), **TINY)
+    shutil.copytree(tmp_path / "scratch", tmp_path / "moved")
+    for steps in (14, 21):
+        pretrain(out=str(tmp_path / "moved"), trainer=_trainer(steps), resume=True, **TINY)
+        assert sorted(p.name for p in (tmp_path / "moved" / "checkpoints").iterdir()) == ["last.ckpt"]
+        state = torch.load(tmp_path / "moved" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert state["global_step"] == steps
+    assert json.loads((tmp_path / "moved" / "metrics.json").read_text())["steps"] == 21
+
+
 def test_refuses_to_clobber_and_to_resume_nothing(tmp_path):
     pretrain(out=str(tmp_path / "run"), trainer=_trainer(2), **TINY)
     with pytest.raises(FileExistsError, match="--resume"):
