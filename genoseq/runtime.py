@@ -153,6 +153,10 @@ _LIGHTNING_NOISE = (
     r".*Experiment logs directory .* exists and is not empty.*",
     r".*`Trainer\(limit_val_batches=.*\)` was configured.*",
     r".*smaller than the logging interval.*",
+    # --resume: every DataModule restores its own position (datamodules.sampling), and a run keeps
+    # only last.ckpt, so neither the "dataloader is not resumable" nor the moved-folder note applies
+    r".*your dataloader is not resumable.*",
+    r".*The dirpath has changed from.*",
 )
 
 
