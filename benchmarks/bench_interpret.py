@@ -134,12 +134,10 @@ def markov_ism(markov, items) -> list:
                 strands[:, i - lo] = np.nan
                 continue
             for col in range(4):
-                if A + col == ids[i]:
-                    continue
-                alt = ref.copy()
-                alt[k] = A + col
-                for s, (r, a) in enumerate(((ref, alt), (tok.reverse_complement(ref), tok.reverse_complement(alt)))):
-                    strands[s, i - lo, col] = (markov.log2_probs(a).sum() - markov.log2_probs(r).sum()) * np.log(2)
+                if A + col != ids[i]:
+                    alt = ref.copy()
+                    alt[k] = A + col
+                    strands[:, i - lo, col] = markov.strand_llrs(ref, alt)
         out.append(Mutagenesis(sequence=seq[lo:hi], llr=strands.mean(0), llr_forward=strands[0],
                                llr_reverse=strands[1], radius=k, strands="both"))
     return out
@@ -253,7 +251,8 @@ def checks_figure(report: dict, path: Path) -> str:
 
     refs = report["references"]
     markov_key = next(k for k in refs if k.startswith("markov"))
-    coding = {"language model": report["coding"], f"Markov {markov_key[len('markov_'):]}": refs[markov_key]["coding"],
+    markov_name = f"Markov {markov_key[len('markov_'):]}"
+    coding = {"language model": report["coding"], markov_name: refs[markov_key]["coding"],
               "codon usage (knows the frame)": refs["codon_usage"]}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
     for k, (name, c) in enumerate(coding.items()):
@@ -266,8 +265,7 @@ def checks_figure(report: dict, path: Path) -> str:
     left.set_ylim(0, 1.45 * max(max(c["mean_abs_llr_by_codon_position"]) for c in coding.values()))
     left.legend(fontsize=7, loc="upper left")
     x = np.arange(-30, 0)
-    for name, up in (("language model", report["upstream"]), (f"Markov {markov_key[len('markov_'):]}",
-                                                              refs[markov_key]["upstream"])):
+    for name, up in (("language model", report["upstream"]), (markov_name, refs[markov_key]["upstream"])):
         right.plot(x, up["mean_importance_minus_30_to_minus_1"], marker=".",
                    label=f"{name}: SD enrichment {up['sd_enrichment']:.2f}")
     right.axvspan(-15.5, -3.5, color="0.9", zorder=0, label="Shine-Dalgarno window (-15..-4)")

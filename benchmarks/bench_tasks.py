@@ -76,7 +76,6 @@ def markov_llrs(markov, genome, variants, window_length: int) -> np.ndarray:
     from genoseq.tokenizer import Tokenizer
 
     tok = Tokenizer()
-    ln2 = np.log(2.0)
     out = np.full(len(variants), np.nan)
     for n, (chrom, pos, ref, alt, _) in enumerate(variants):
         start, end = window_bounds(genome.contigs[chrom], pos - 1, len(ref), window_length)
@@ -84,11 +83,7 @@ def markov_llrs(markov, genome, variants, window_length: int) -> np.ndarray:
         i = pos - 1 - start
         if tok.decode(window[i : i + len(ref)]) != ref.upper():
             continue
-        alt_window = np.concatenate([window[:i], tok.encode(alt), window[i + len(ref):]])
-        per_strand = []
-        for w_ref, w_alt in ((window, alt_window), (tok.reverse_complement(window), tok.reverse_complement(alt_window))):
-            per_strand.append((markov.log2_probs(w_alt).sum() - markov.log2_probs(w_ref).sum()) * ln2)
-        out[n] = float(np.mean(per_strand))
+        out[n] = markov.llr(window, np.concatenate([window[:i], tok.encode(alt), window[i + len(ref):]]))
     return out
 
 

@@ -62,6 +62,17 @@ class MarkovModel:
         codes, ok = _kmer_codes(ids, self.k)
         return self._table[codes[ok]]
 
+    def strand_llrs(self, ref: np.ndarray, alt: np.ndarray) -> tuple[float, float]:
+        """log P(alt) - log P(ref) in nats on the forward and on the reverse-complement strand
+        (two windows of equal length)."""
+        strands = ((ref, alt), (_TOKENIZER.reverse_complement(ref), _TOKENIZER.reverse_complement(alt)))
+        fwd, rev = (float(self.log2_probs(a).sum() - self.log2_probs(r).sum()) * math.log(2) for r, a in strands)
+        return fwd, rev
+
+    def llr(self, ref: np.ndarray, alt: np.ndarray) -> float:
+        """The variant LLR of ``genoseq vep`` under this chain: the mean of :meth:`strand_llrs`."""
+        return float(np.mean(self.strand_llrs(ref, alt)))
+
     def bits_per_base(self, sequences: Iterable[np.ndarray]) -> float:
         total, count = 0.0, 0
         for ids in sequences:

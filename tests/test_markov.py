@@ -38,3 +38,17 @@ def test_order6_beats_order0_on_held_out_ecoli(ecoli_fasta):
     assert 1.98 < bpb0 < 2.01  # E. coli is close to 50% GC, about 2 bits per base
     assert bpb6 < bpb0 - 0.02
     assert np.isfinite(bpb6)
+
+
+def test_llr_is_the_two_strand_mean_of_the_log_likelihood_change(lambda_fasta):
+    seq = str(pyfaidx.Fasta(str(lambda_fasta))[0][:3000]).upper()
+    model = MarkovModel(k=3).fit([tok.encode(seq)])
+    ref = tok.encode(seq[1000:1021])
+    alt = ref.copy()
+    alt[10] = tok.encode("A" if seq[1010] != "A" else "C")[0]
+    by_hand = []
+    for r, a in ((ref, alt), (tok.reverse_complement(ref), tok.reverse_complement(alt))):
+        by_hand.append(sum(math.log(2) * (x - y) for x, y in zip(model.log2_probs(a), model.log2_probs(r))))
+    assert all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(model.strand_llrs(ref, alt), by_hand))
+    assert math.isclose(model.llr(ref, alt), (by_hand[0] + by_hand[1]) / 2, rel_tol=1e-12)
+    assert model.llr(ref, ref) == 0.0
