@@ -94,13 +94,16 @@ class PlanSampler(DistributedSampler):
         return self._cached[1]
 
     def __iter__(self):
+        # A generator: the plan is read, and a resume position used up, at the first item, not
+        # when the iterator is made (a DataLoader with workers makes one it never reads from).
         items = self._items()
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
             items = items[self.resume_at[1] * self.batch_size :]
             self.resume_at = None
         if isinstance(items, np.ndarray):
-            return (tuple(row) for row in items.tolist())
-        return iter(items)
+            yield from (tuple(row) for row in items.tolist())
+        else:
+            yield from items
 
     def __len__(self) -> int:
         return len(self._items())
@@ -115,4 +118,7 @@ def plan_sampler(
     sampler = PlanSampler(planner, rank=rank, world_size=world, drop_tail=train, batch_size=batch_size)
     if train and getattr(module, "_resume_position", None) is not None:
         sampler.resume_at, module._resume_position = module._resume_position, None
+        # Resuming mid-epoch, Lightning makes the DataLoader's iterator (whose workers start
+        # fetching at once) before it sets the epoch: start in the resumed epoch already.
+        sampler.set_epoch(sampler.resume_at[0])
     return sampler
