@@ -1,7 +1,7 @@
 """Lightning DataModules: genome windows and packed sequences for language modelling, labelled
 sequences for classification.
 
-All three follow one pattern that makes them deterministic and safe with workers and DDP:
+Every one follows one pattern that makes them deterministic and safe with workers and DDP:
 
 * The **sampler** runs in the main process and decides everything random for an epoch -
   which windows or examples, in which order, on which strand - from ``seed`` and the epoch
@@ -19,9 +19,11 @@ second distributed sampler: it shards itself, using the trainer's global rank an
 (or ``torch.distributed`` when it is initialised outside Lightning).
 
 Modules: ``sampling`` (the sampler, rank and resume position), ``regions`` (train /
-validation regions, N counts), ``windows``, ``labelled`` and ``packed`` (one DataModule each).
+validation regions, N counts), ``windows``, ``curriculum`` (windows in length buckets, mixed
+short to long), ``labelled`` and ``packed`` (one DataModule each).
 """
 
+from .curriculum import CURRICULA, CurriculumWindowDataModule, CurriculumWindowDataset, bucket_weights
 from .labelled import LabelledSequenceDataModule, LabelledSequenceDataset, stratified_split
 from .packed import PackedSequenceDataModule, pack_rows
 from .regions import Region, count_n, split_regions
@@ -35,6 +37,10 @@ __all__ = [
     "PlanSampler",
     "GenomeWindowDataset",
     "GenomeWindowDataModule",
+    "CURRICULA",
+    "bucket_weights",
+    "CurriculumWindowDataset",
+    "CurriculumWindowDataModule",
     "LabelledSequenceDataset",
     "LabelledSequenceDataModule",
     "PackedSequenceDataModule",

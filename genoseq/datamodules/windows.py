@@ -30,14 +30,14 @@ class _WindowPlanner:
         n_runs: dict[int, np.ndarray],
         *,
         window_length: int,
-        stride: int,
-        sampling: str,
-        windows_per_epoch: int | None,
         max_n: int,
-        shuffle: bool,
-        rc_augment: bool,
-        seed: int,
-        stream: int,
+        stride: int | None = None,
+        sampling: str = "random",
+        windows_per_epoch: int | None = None,
+        shuffle: bool = False,
+        rc_augment: bool = False,
+        seed: int = 0,
+        stream: int = 0,
         max_windows: int | None = None,
     ) -> None:
         self.window_length, self.sampling = window_length, sampling
@@ -49,7 +49,7 @@ class _WindowPlanner:
         self.region_cid = np.array([cid for cid, _ in regions], dtype=np.int64)
         self.region_start = np.array([r.start for _, r in regions], dtype=np.int64)
         self.region_starts = np.array([max(len(r) - window_length + 1, 0) for _, r in regions], dtype=np.int64)
-        self.sliding = self._sliding_windows(stride, max_windows) if sampling == "sliding" else None
+        self.sliding = self._sliding_windows(stride or window_length, max_windows) if sampling == "sliding" else None
 
     def _filter_n(self, cids: np.ndarray, starts: np.ndarray) -> np.ndarray:
         keep = np.ones(len(starts), dtype=bool)
@@ -77,9 +77,10 @@ class _WindowPlanner:
     def __len__(self) -> int:
         return len(self.sliding) if self.sliding is not None else int(self.windows_per_epoch or 0)
 
-    def _random_windows(self, rng: np.random.Generator) -> np.ndarray:
+    def random_windows(self, rng: np.random.Generator, wanted: int) -> np.ndarray:
+        """``wanted`` rows of (contig id, start) at uniformly random positions of the regions,
+        skipping windows with more than ``max_n`` N bases."""
         total = int(self.region_starts.sum())
-        wanted = int(self.windows_per_epoch)
         found: list[np.ndarray] = []
         have = 0
         for _ in range(100):
@@ -94,7 +95,7 @@ class _WindowPlanner:
             if have >= wanted:
                 return np.concatenate(found)[:wanted]
         raise InputError(
-            f"could not sample {wanted} windows with at most {self.max_n} N bases each; "
+            f"could not sample {wanted} windows of {self.window_length} bases with at most {self.max_n} N bases each; "
             "raise max_n_fraction or check the genome"
         )
 
@@ -103,7 +104,7 @@ class _WindowPlanner:
         if self.sliding is not None:
             windows = self.sliding[rng.permutation(len(self.sliding))] if self.shuffle else self.sliding
         else:
-            windows = self._random_windows(rng)
+            windows = self.random_windows(rng, int(self.windows_per_epoch))
         if self.rc_augment:
             strand = rng.integers(0, 2, size=len(windows), dtype=np.int64)
         else:
