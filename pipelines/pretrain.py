@@ -1,6 +1,7 @@
 """``genoseq pretrain``: train a DNA language model on genomes.
 
-Reads FASTA files or HDF5 token stores through :class:`genoseq.datamodules.GenomeWindowDataModule`,
+Reads FASTA files or HDF5 token stores through :class:`genoseq.datamodules.GenomeWindowDataModule`
+(or, with ``window.buckets``, the length curriculum :class:`~genoseq.datamodules.CurriculumWindowDataModule`),
 trains :class:`genoseq.models.GenoSeqLM` with Lightning, and writes a run folder::
 
     RUN_DIR/
@@ -52,6 +53,21 @@ class WindowConfig:
         val_contigs: Contigs held out whole for validation.
         max_val_windows: Cap on validation windows (evenly spaced over the held-out data).
         num_workers: DataLoader worker processes.
+        buckets: Window lengths of a sequence-length curriculum, e.g. ``[512, 1024, 2048, 4096]``.
+            Set, every batch holds windows of one bucket's length at random positions, and
+            ``length``, ``batch_size``, ``sampling`` and ``stride`` do not apply; an epoch holds
+            as many tokens as ``windows_per_epoch`` windows of the longest bucket, and the
+            released model's window length is the longest bucket.
+        tokens_per_batch: Tokens in every batch with ``buckets`` (per device), as
+            ``tokens_per_batch // length`` windows; a multiple of every bucket. Default:
+            ``batch_size`` windows of the longest bucket.
+        curriculum: With ``buckets``: ``short_to_long`` (training starts on the shortest
+            bucket, each longer one is unlocked in turn over ``curriculum_steps`` while the
+            shorter ones stay in the mix, then all are equally likely) or ``uniform`` (all
+            equally likely from the start).
+        curriculum_steps: Training steps over which ``short_to_long`` unlocks the buckets
+            (default: ``trainer.max_steps``).
+        val_length: Validation window length with ``buckets`` (default: the longest bucket).
     """
 
     length: int = 1024
@@ -66,6 +82,30 @@ class WindowConfig:
     val_contigs: list[str] | None = None
     max_val_windows: int | None = 256
     num_workers: int = 0
+    buckets: list[int] | None = None
+    tokens_per_batch: int | None = None
+    curriculum: str = "short_to_long"
+    curriculum_steps: int | None = None
+    val_length: int | None = None
+
+    @property
+    def train_length(self) -> int:
+        """The longest training window: the longest bucket, else ``length``."""
+        return max(self.buckets) if self.buckets else self.length
+
+    @property
+    def batch_tokens(self) -> int:
+        """Tokens in one training batch (per device)."""
+        if self.buckets:
+            return self.tokens_per_batch or self.batch_size * self.train_length
+        return self.batch_size * self.length
+
+    def describe(self) -> str:
+        """The batches in words, for the start-of-run line."""
+        if self.buckets:
+            lengths = "/".join(str(b) for b in sorted(self.buckets))
+            return f"{self.batch_tokens} tokens in windows of {lengths} bases ({self.curriculum})"
+        return f"{self.batch_size} x {self.length} bases"
 
 
 def pretrain(
@@ -122,8 +162,13 @@ def pretrain(
     train_sources = _paths(data) or [genoseq.default_genome()]
     val_sources = _paths(val_data)
     L.seed_everything(seed, workers=True, verbose=False)
-    datamodule = _datamodule(window, train_sources, val_sources, seed, convert_gzip)
-    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.length)
+    if window.buckets and seq_len_warmup:
+        from genoseq.errors import InputError
+
+        raise InputError("seq_len_warmup and window.buckets both schedule the training length; use one of them",
+                         field="seq_len_warmup")
+    datamodule = _datamodule(window, train_sources, val_sources, seed, convert_gzip, trainer.max_steps)
+    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.train_length)
     with atomic_output(run_dir / "config.yaml") as fh:
         _write_yaml(fh, {
             "data": train_sources, "out": str(run_dir), "val_data": val_sources or None,
@@ -137,7 +182,7 @@ def pretrain(
 
         n_params = sum(p.numel() for p in lm.parameters())
         print(f"genoseq pretrain: {model.pattern} x{model.n_repeats}, d_model {model.d_model}, {format_count(n_params)} parameters; "
-              f"{trainer.max_steps} steps of {window.batch_size} x {window.length} bases -> {run_dir}", flush=True)
+              f"{trainer.max_steps} steps of {window.describe()} -> {run_dir}", flush=True)
     train_seconds, train_bpb, final_val = _fit(fit, lm, datamodule, last_ckpt if resume else None, has_val)
     if not fit.is_global_zero:
         return {}
@@ -160,9 +205,31 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path:
     return last_ckpt
 
 
-def _datamodule(window: WindowConfig, train_sources: list[str], val_sources: list[str], seed: int, convert_gzip: bool):
-    from genoseq.datamodules import GenomeWindowDataModule
+def _datamodule(window: WindowConfig, train_sources: list[str], val_sources: list[str], seed: int, convert_gzip: bool,
+                max_steps: int):
+    """The training data: the length curriculum with ``window.buckets``, else fixed-length windows."""
+    from genoseq.datamodules import CurriculumWindowDataModule, GenomeWindowDataModule
 
+    if window.buckets:
+        return CurriculumWindowDataModule(
+            sources=train_sources + val_sources,
+            val_sources=val_sources or None,
+            buckets=window.buckets,
+            tokens_per_batch=window.batch_tokens,
+            curriculum=window.curriculum,
+            curriculum_steps=window.curriculum_steps or (max_steps if max_steps > 0 else None),
+            batches_per_epoch=max(1, window.windows_per_epoch * window.train_length // window.batch_tokens),
+            max_n_fraction=window.max_n_fraction,
+            rc_augment=window.rc_augment,
+            val_length=window.val_length,
+            val_contigs=window.val_contigs,
+            val_fraction=0.0 if val_sources else window.val_fraction,
+            val_block_length=window.val_block_length,
+            max_val_windows=window.max_val_windows,
+            num_workers=window.num_workers,
+            seed=seed,
+            convert_gzip=convert_gzip,
+        )
     return GenomeWindowDataModule(
         sources=train_sources + val_sources,
         val_sources=val_sources or None,
@@ -226,7 +293,7 @@ def _write_results(run_dir: Path, fit, lm, window: WindowConfig, trainer: Traine
     metrics = {
         "genoseq_version": genoseq.__version__,
         "steps": int(fit.global_step),
-        "train_tokens": int(fit.global_step) * window.batch_size * window.length
+        "train_tokens": int(fit.global_step) * window.batch_tokens
         * trainer.accumulate_grad_batches * max(1, fit.world_size),
         "train_seconds": round(train_seconds, 1),
         "final_val_bits_per_base": final_val,

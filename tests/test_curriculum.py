@@ -180,3 +180,9 @@ def test_bad_options_are_input_errors_naming_option_and_numbers(lambda_slice, la
     with pytest.raises(InputError, match="no window of 512 bases"):
         module(lambda_slice, val_fraction=0.02, val_block_length=10_000).setup()
 
+
+def test_pretrain_refuses_two_length_schedules(tmp_path):
+    from genoseq.pipelines.pretrain import pretrain
+
+    with pytest.raises(InputError, match="seq_len_warmup and window.buckets"):
+        pretrain(out=str(tmp_path / "run"), window={"buckets": [128, 256]}, seq_len_warmup=[(0, 64), (10, 128)])

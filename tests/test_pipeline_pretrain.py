@@ -50,6 +50,23 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(p, q), name
 
 
+def test_curriculum_resume_continues_exactly(tmp_path):
+    """With length buckets, 14 steps then --resume to 20 (mid-epoch and mid-curriculum: 8 batches
+    an epoch, 16 curriculum steps) gives the same weights as 20 steps straight; every step counts
+    tokens_per_batch tokens and the released model records the longest bucket as its window length."""
+    curriculum = {**TINY, "window": {**TINY["window"], "buckets": [32, 64, 128], "tokens_per_batch": 256,
+                                     "windows_per_epoch": 16, "curriculum_steps": 16}}
+    straight = pretrain(out=str(tmp_path / "straight"), trainer=_trainer(20), **curriculum)
+    pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(14), **curriculum)
+    pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(20), resume=True, **curriculum)
+    a = GenoSeqLM.from_pretrained(tmp_path / "straight" / "model")
+    b = GenoSeqLM.from_pretrained(tmp_path / "resumed" / "model")
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+    assert straight["train_tokens"] == 20 * 256
+    assert a.training_config.window_length == 128
+
+
 def test_a_moved_run_resumes_from_its_newest_checkpoint(tmp_path, recwarn):
     """A run folder copied elsewhere and resumed twice keeps one last.ckpt, always the newest state,
     without Lightning's warnings that do not apply (the DataModules restore their own position)."""
