@@ -28,3 +28,24 @@ def accumulation_dtype(tensor: torch.Tensor) -> torch.dtype:
 def check_shape(name: str, tensor: torch.Tensor | None, shape: tuple[int, ...]) -> None:
     if tensor is not None and tuple(tensor.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
+def final_conv_state(
+    x: torch.Tensor, initial_state: torch.Tensor | None, seg: torch.Tensor | None, width: int
+) -> torch.Tensor:
+    """The last K-1 inputs (B, D, K-1) of the last packed sequence, zeros before it starts.
+
+    ``seg`` are segment ids from :func:`segment_ids` (or None). Plain differentiable PyTorch:
+    it only gathers and masks K-1 inputs, so every backend shares it.
+    """
+    batch, L, dim = x.shape
+    if initial_state is None:
+        history = x.new_zeros(batch, width - 1, dim)
+    else:
+        history = initial_state.to(x.dtype).transpose(1, 2)
+    window = torch.cat([history, x[:, max(0, L - (width - 1)) :]], dim=1)
+    last = window[:, window.shape[1] - (width - 1) :]  # inputs at positions L-K+1 .. L-1
+    if seg is not None:
+        positions = torch.arange(L - (width - 1), L, device=x.device).clamp_min(0)  # history: segment of position 0
+        last = last * (seg[:, positions] == seg[:, -1:])[..., None]
+    return last.transpose(1, 2).contiguous()

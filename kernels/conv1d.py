@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import resolve_backend
-from ._utils import accumulation_dtype, check_shape, segment_ids
+from ._utils import accumulation_dtype, check_shape, final_conv_state, segment_ids
 
 __all__ = ["causal_conv1d", "causal_conv1d_step", "causal_conv1d_reference"]
 
@@ -86,27 +86,6 @@ def causal_conv1d_reference(
     return y, final_state
 
 
-def final_conv_state(
-    x: torch.Tensor, initial_state: torch.Tensor | None, seg: torch.Tensor | None, width: int
-) -> torch.Tensor:
-    """The last K-1 inputs (B, D, K-1) of the last packed sequence, zeros before it starts.
-
-    ``seg`` are segment ids from :func:`segment_ids` (or None). Plain differentiable PyTorch:
-    it only gathers and masks K-1 inputs, so every backend shares it.
-    """
-    batch, L, dim = x.shape
-    if initial_state is None:
-        history = x.new_zeros(batch, width - 1, dim)
-    else:
-        history = initial_state.to(x.dtype).transpose(1, 2)
-    window = torch.cat([history, x[:, max(0, L - (width - 1)) :]], dim=1)
-    last = window[:, window.shape[1] - (width - 1) :]  # inputs at positions L-K+1 .. L-1
-    if seg is not None:
-        positions = torch.arange(L - (width - 1), L, device=x.device).clamp_min(0)  # history: segment of position 0
-        last = last * (seg[:, positions] == seg[:, -1:])[..., None]
-    return last.transpose(1, 2).contiguous()
-
-
 def causal_conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -126,7 +105,7 @@ def causal_conv1d(
     _check_conv_args(x, weight, bias, activation, seq_idx, initial_state)
     args = (x, weight, bias, activation, seq_idx, initial_state, return_final_state)
     if resolve_backend(backend, x, weight, bias, initial_state) == "triton":
-        from .conv1d_triton import causal_conv1d_triton
+        from .conv1d_triton import causal_conv1d_triton  # Triton is optional: imported once chosen
 
         y, final_state = causal_conv1d_triton(*args)
     else:

@@ -14,8 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import segment_ids
-from .conv1d import final_conv_state
+from ._utils import final_conv_state, segment_ids
 
 
 @triton.jit
