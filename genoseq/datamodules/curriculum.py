@@ -91,7 +91,7 @@ class _CurriculumPlanner:
         cumulative = np.cumsum(weights, axis=1)
         draw = rng.random(self.batches_per_epoch) * cumulative[:, -1]
         bucket = (draw[:, None] < cumulative).argmax(axis=1)
-        batches: list[np.ndarray] = [np.zeros((0, 4), np.int64)] * self.batches_per_epoch
+        batches: dict[int, np.ndarray] = {}
         for k, planner in enumerate(self.bucket_planners):
             chosen = np.flatnonzero(bucket == k)
             if len(chosen) == 0:
@@ -104,9 +104,9 @@ class _CurriculumPlanner:
             else:
                 strand = np.zeros(len(windows), dtype=np.int64)
             rows = np.column_stack([windows, strand, np.full(len(windows), length, dtype=np.int64)])
-            for j, b in enumerate(chosen):
+            for j, b in enumerate(chosen.tolist()):
                 batches[b] = rows[j * size : (j + 1) * size]
-        return batches
+        return [batches[b] for b in range(self.batches_per_epoch)]
 
 
 class _ValidationPlanner:
