@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import Block, make_norm
 from .config import ModelConfig
@@ -45,7 +46,9 @@ class Backbone(nn.Module):
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg, kind) for kind in cfg.layer_types)
+        self.layers = nn.ModuleList(
+            Block(cfg, kind, cfg.attention_window_of(i)) for i, kind in enumerate(cfg.layer_types)
+        )
         self.norm_f = make_norm(cfg)
         self.reset_parameters()
 
@@ -76,12 +79,16 @@ class Backbone(nn.Module):
         cache: InferenceCache | None = None,
         output_hidden_states: bool = False,
         num_layers: int | None = None,
+        cp=None,
     ):
         """Final normed hidden states (B, L, D).
 
         With ``output_hidden_states`` also returns the residual stream after the embedding
         and after each block (``n_layers + 1`` tensors). ``num_layers`` runs only the first
         ``num_layers`` blocks and returns the residual stream there, unnormalised.
+        ``cp`` (a :class:`~genoseq.models.parallel.ContextParallel`): ``input_ids`` is this rank's
+        slice of the sequence, and so is the output. Blocks named by ``cfg.checkpointing`` are
+        recomputed in the backward pass whenever gradients are on (no cache).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
@@ -91,8 +98,14 @@ class Backbone(nn.Module):
         x = self.drop(self.embedding(input_ids))
         hidden = [x] if output_hidden_states else None
         layers = self.layers if num_layers is None else self.layers[:num_layers]
+        if cp is not None and (seq_idx is not None or cache is not None):
+            raise ValueError("context parallelism runs whole unpacked windows: no seq_idx, no inference cache")
+        recompute = cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(layers):
-            x = layer(x, seq_idx=seq_idx, cache=None if cache is None else cache.layers[i], offset=offset)
+            if recompute and self.cfg.checkpointed(i):
+                x = checkpoint(layer, x, seq_idx, None, 0, cp, use_reentrant=False)
+            else:
+                x = layer(x, seq_idx=seq_idx, cache=None if cache is None else cache.layers[i], offset=offset, cp=cp)
             if hidden is not None:
                 hidden.append(x)
         if cache is not None:

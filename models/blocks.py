@@ -36,25 +36,12 @@ import torch.nn.functional as F
 
 from genoseq.kernels import causal_conv1d, causal_conv1d_step, segment_ids, ssd_scan, ssd_step
 
+from .attention import Attention
 from .config import ModelConfig
+from .tensor_utils import positions_in_segment, select_rows, to_acc
 
 
-# ----------------------------------------------------------------------------- helpers
-def _acc(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in its accumulation dtype: float32 for half types, float64 stays float64."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def positions_in_segment(seg: torch.Tensor) -> torch.Tensor:
-    """Position of each token inside its packed sequence, from non-decreasing segment numbers."""
-    L = seg.shape[1]
-    idx = torch.arange(L, device=seg.device).expand_as(seg)
-    is_start = torch.ones_like(seg, dtype=torch.bool)
-    is_start[:, 1:] = seg[:, 1:] != seg[:, :-1]
-    start = torch.cummax(torch.where(is_start, idx, torch.zeros_like(idx)), dim=1).values
-    return idx - start
-
-
+# ----------------------------------------------------------------------------- norms and MLP
 class RMSNorm(nn.Module):
     """Root-mean-square norm, computed in float32, returned in the input dtype."""
 
@@ -64,9 +51,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = _acc(x)
+        xf = to_acc(x)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * _acc(self.weight)).to(x.dtype)
+        return (xf * to_acc(self.weight)).to(x.dtype)
 
 
 class LayerNorm(nn.Module):
@@ -79,7 +66,7 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(_acc(x), x.shape[-1:], _acc(self.weight), _acc(self.bias), self.eps).to(x.dtype)
+        return F.layer_norm(to_acc(x), x.shape[-1:], to_acc(self.weight), to_acc(self.bias), self.eps).to(x.dtype)
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -96,10 +83,10 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        g = _acc(y) * F.silu(_acc(z))
+        g = to_acc(y) * F.silu(to_acc(z))
         g = g.unflatten(-1, (-1, self.group_size))
         g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (g.flatten(-2) * _acc(self.weight)).to(z.dtype)
+        return (g.flatten(-2) * to_acc(self.weight)).to(z.dtype)
 
 
 class MLP(nn.Module):
@@ -133,96 +120,6 @@ def _reset_conv(weight: nn.Parameter, bias: nn.Parameter) -> None:
     nn.init.uniform_(bias, -bound, bound)
 
 
-# ----------------------------------------------------------------------------- attention
-def _rows(t: torch.Tensor | None, rows: torch.Tensor, dim: int = 0) -> torch.Tensor | None:
-    return None if t is None else t.index_select(dim, rows.to(t.device))
-
-
-@dataclass
-class AttentionCache:
-    max_len: int
-    k: torch.Tensor | None = None  # (B, H_kv, max_len, d)
-    v: torch.Tensor | None = None
-
-    def select(self, rows: torch.Tensor) -> "AttentionCache":
-        """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one."""
-        return AttentionCache(self.max_len, _rows(self.k, rows), _rows(self.v, rows))
-
-
-def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[:d/2], x[d/2:]) of ``x`` (B, H, L, d) by ``positions`` (L,) or (B, L)."""
-    angles = _acc(positions)[..., None] * inv_freq  # (..., L, d/2)
-    if angles.dim() == 3:  # per-row positions: broadcast over heads
-        angles = angles[:, None]
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = _acc(x).chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
-
-
-class Attention(nn.Module):
-    """Causal multi-head attention with rotary embeddings and optional grouped-query heads."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
-        self.head_dim = cfg.d_model // cfg.n_heads
-        self.dropout = cfg.dropout
-        self.qkv = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=False)
-        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        inv_freq = cfg.rope_base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def new_cache(self, max_len: int | None) -> AttentionCache:
-        if max_len is None:
-            raise ValueError("an attention layer's cache needs max_len (the longest sequence it will hold)")
-        return AttentionCache(max_len)
-
-    def forward(self, x, seq_idx=None, cache: AttentionCache | None = None, offset: int = 0):
-        B, L, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1
-        )
-        q, k, v = (t.view(B, L, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
-
-        mask, is_causal = None, True
-        if seq_idx is not None:
-            if cache is not None:
-                raise ValueError("packed sequences (seq_idx) cannot be combined with an inference cache")
-            seg = segment_ids(seq_idx)
-            positions = positions_in_segment(seg)
-            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-            mask = (seg[:, None, :, None] == seg[:, None, None, :]) & causal  # (B, 1, L, L)
-            is_causal = False
-        else:
-            positions = torch.arange(offset, offset + L, device=x.device)
-        q = apply_rotary(q, positions, self.inv_freq)
-        k = apply_rotary(k, positions, self.inv_freq)
-
-        if cache is not None:
-            if offset + L > cache.max_len:
-                raise ValueError(f"attention cache holds {cache.max_len} positions; got {offset + L}")
-            if cache.k is None:
-                cache.k = k.new_zeros(B, self.n_kv_heads, cache.max_len, self.head_dim)
-                cache.v = v.new_zeros(B, self.n_kv_heads, cache.max_len, self.head_dim)
-            cache.k[:, :, offset : offset + L] = k
-            cache.v[:, :, offset : offset + L] = v
-            k, v = cache.k[:, :, : offset + L], cache.v[:, :, : offset + L]
-            if offset > 0:  # queries at offset.. see every cached key up to their own position
-                is_causal = False
-                if L > 1:
-                    key_pos = torch.arange(offset + L, device=x.device)
-                    mask = key_pos[None, :] <= torch.arange(offset, offset + L, device=x.device)[:, None]
-
-        if self.n_kv_heads != self.n_heads:
-            repeat = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal and L > 1,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
-        return self.out_proj(y.transpose(1, 2).reshape(B, L, -1))
-
-
 # ----------------------------------------------------------------------------- Mamba2
 @dataclass
 class MambaCache:
@@ -231,7 +128,7 @@ class MambaCache:
 
     def select(self, rows: torch.Tensor) -> "MambaCache":
         """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one."""
-        return MambaCache(_rows(self.conv_state, rows), _rows(self.ssm_state, rows))
+        return MambaCache(select_rows(self.conv_state, rows), select_rows(self.ssm_state, rows))
 
 
 class Mamba2(nn.Module):
@@ -275,11 +172,13 @@ class Mamba2(nn.Module):
 
     def _ssm_inputs(self, xBC: torch.Tensor, dt: torch.Tensor):
         x, B, C = xBC.split([self.d_inner, self.n_groups * self.d_state, self.n_groups * self.d_state], dim=-1)
-        dt = F.softplus(_acc(dt) + _acc(self.dt_bias))
-        A = -torch.exp(_acc(self.A_log))
+        dt = F.softplus(to_acc(dt) + to_acc(self.dt_bias))
+        A = -torch.exp(to_acc(self.A_log))
         return x, B, C, dt, A
 
-    def forward(self, u, seq_idx=None, cache: MambaCache | None = None, offset: int = 0):
+    def forward(self, u, seq_idx=None, cache: MambaCache | None = None, offset: int = 0, cp=None):
+        if cp is not None:
+            return self._forward_context_parallel(u, cp)
         if cache is not None and u.shape[1] == 1:
             return self.step(u[:, 0], cache)[:, None]
         if cache is not None and seq_idx is not None:
@@ -304,6 +203,34 @@ class Mamba2(nn.Module):
         if cache is not None:
             cache.ssm_state = final_state
         return self.out_proj(self.norm(y.reshape(batch, L, self.d_inner), z))
+
+    def _forward_context_parallel(self, u, cp):
+        """``forward`` of a sequence slice per rank: this rank's heads over the whole sequence, with
+        B and C gathered whole (one group) or this rank's groups of them (see :mod:`genoseq.models.parallel`)."""
+        batch = u.shape[0]
+        z, xBC, dt = self._split(self.in_proj(u))
+        bc = [self.n_groups * self.d_state] * 2
+        x, BC = xBC.split([self.d_inner, sum(bc)], dim=-1)
+        x, dt = cp.seq_to_channels(x, [self.d_inner]), cp.seq_to_channels(dt, [self.n_heads])
+        BC, groups = cp.gather_seq(BC), self.n_groups
+        (w_x, w_bc), (b_x, b_bc) = (t.split([self.d_inner, sum(bc)]) for t in (self.conv_weight, self.conv_bias))
+        if groups > 1:  # n_groups divisible by the ranks (checked before training): this rank's groups
+            BC, w_bc, b_bc = cp.channel_slice(BC, bc, dim=2), cp.channel_slice(w_bc, bc), cp.channel_slice(b_bc, bc)
+            groups //= cp.size
+        own = [self.d_inner]
+        xBC = causal_conv1d(torch.cat([x, BC], dim=-1), torch.cat([cp.channel_slice(w_x, own), w_bc]),
+                            torch.cat([cp.channel_slice(b_x, own), b_bc]), activation="silu")
+        L, heads = xBC.shape[1], self.n_heads // cp.size
+        x, B, C = xBC.split([self.d_inner // cp.size, groups * self.d_state, groups * self.d_state], dim=-1)
+        dt = F.softplus(to_acc(dt) + to_acc(cp.channel_slice(self.dt_bias, [self.n_heads])))
+        A = -torch.exp(to_acc(cp.channel_slice(self.A_log, [self.n_heads])))
+        y, _ = ssd_scan(
+            x.reshape(batch, L, heads, self.headdim), dt, A, B.reshape(batch, L, groups, self.d_state),
+            C.reshape(batch, L, groups, self.d_state), chunk_size=self.cfg.chunk_size,
+            D=cp.channel_slice(self.D, [self.n_heads]),
+        )
+        y = cp.channels_to_seq(y.reshape(batch, L, -1))
+        return self.out_proj(self.norm(y, z))
 
     def step(self, u_t: torch.Tensor, cache: MambaCache) -> torch.Tensor:
         """One token ``u_t`` (B, d_model) -> (B, d_model), advancing the cached states."""
@@ -349,8 +276,8 @@ class ImplicitFilter(nn.Module):
 
     The MLP has ``layers`` sine-activated hidden layers. Features of a position are ``t``,
     ``cos(2 pi f s)`` and ``-sin(2 pi f s)`` for ``(emb_dim - 1) / 2`` frequencies ``f``, and the
-    decay rates are spread over the channels so that the window falls to 1e-2 between 0.3 and 1.5
-    filter lengths. Two styles (``ModelConfig.hyena_filter_style``):
+    decay rates are spread over the channels so that the window falls to 1e-2 between 0.3 and
+    ``reach`` (default 1.5) filter lengths. Two styles (``ModelConfig.hyena_filter_style``):
 
     * ``"genoseq"``: ``t = s = i / filter_len`` for tap ``i``. Nothing depends on the sequence
       length, so the filter is defined at any length and a tap is the same for every length:
@@ -361,7 +288,7 @@ class ImplicitFilter(nn.Module):
     """
 
     def __init__(self, channels: int, emb_dim: int, hidden: int, filter_len: int, *, style: str = "genoseq",
-                 layers: int = 2, sine_freq: float = 1.0, shift: float = 0.0) -> None:
+                 layers: int = 2, sine_freq: float = 1.0, shift: float = 0.0, reach: float = 1.5) -> None:
         super().__init__()
         self.channels, self.filter_len, self.style, self.shift = channels, filter_len, style, shift
         n_freq = (emb_dim - 1) // 2
@@ -370,8 +297,8 @@ class ImplicitFilter(nn.Module):
         if style == "hyenadna":  # slow to fast decay, computed as HyenaDNA does
             rates = torch.linspace(target / 1.5, target / 0.3, channels).abs()
             self.register_buffer("features", hyenadna_features(filter_len, emb_dim))
-        else:  # fast to slow
-            rates = torch.linspace(-target / 0.3, -target / 1.5, channels)
+        else:  # fast to slow: the slowest channel's window reaches 1e-2 at `reach` filter lengths
+            rates = torch.linspace(-target / 0.3, -target / reach, channels)
         self.register_buffer("rates", rates, persistent=False)
         mlp: list[nn.Module] = [nn.Linear(emb_dim, hidden), Sin(hidden, sine_freq)]
         for _ in range(layers - 1):
@@ -410,8 +337,8 @@ def fft_causal_conv(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """``y[b, t, d] = sum_{s <= t} k[t - s, d] v[b, s, d]`` by FFT with 2L zero padding, in float32."""
     L = v.shape[1]
     n = 2 * L
-    v_f = torch.fft.rfft(_acc(v), n=n, dim=1)
-    k_f = torch.fft.rfft(_acc(k[:L]), n=n, dim=0)
+    v_f = torch.fft.rfft(to_acc(v), n=n, dim=1)
+    k_f = torch.fft.rfft(to_acc(k[:L]), n=n, dim=0)
     return torch.fft.irfft(v_f * k_f, n=n, dim=1)[:, :L]
 
 
@@ -424,8 +351,8 @@ def packed_causal_conv(v: torch.Tensor, k: torch.Tensor, seq_idx: torch.Tensor) 
     first = torch.cumsum(row_segments, 0) - row_segments  # global number of each row's first segment
     gid = seg + first[:, None]
     n_seg, longest = int(row_segments.sum()), int(pos.max()) + 1
-    unpacked = _acc(v).new_zeros(n_seg, longest, D)
-    unpacked[gid, pos] = _acc(v)
+    unpacked = to_acc(v).new_zeros(n_seg, longest, D)
+    unpacked[gid, pos] = to_acc(v)
     return fft_causal_conv(unpacked, k)[gid, pos]
 
 
@@ -442,8 +369,8 @@ class HyenaCache:
 
     def select(self, rows: torch.Tensor) -> "HyenaCache":
         """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one (filters shared)."""
-        return HyenaCache(self.max_len, _rows(self.conv_state, rows), _rows(self.inputs, rows, dim=1), self.filters,
-                          _rows(self.carry, rows, dim=1), self.carry_upto)
+        return HyenaCache(self.max_len, select_rows(self.conv_state, rows), select_rows(self.inputs, rows, dim=1), self.filters,
+                          select_rows(self.carry, rows, dim=1), self.carry_upto)
 
 
 class Hyena(nn.Module):
@@ -468,7 +395,7 @@ class Hyena(nn.Module):
         self.filter = ImplicitFilter(
             (self.order - 1) * cfg.d_model, cfg.hyena_filter_emb, cfg.hyena_filter_dim, cfg.hyena_filter_len,
             style=cfg.hyena_filter_style, layers=cfg.hyena_filter_layers, sine_freq=cfg.hyena_sine_freq,
-            shift=cfg.hyena_modulation_shift,
+            shift=cfg.hyena_modulation_shift, reach=cfg.hyena_filter_reach,
         )
         self.filter_bias = nn.Parameter(torch.empty(self.order - 1, cfg.d_model))
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
@@ -489,7 +416,9 @@ class Hyena(nn.Module):
         """The long filters as (order-1, length, D), float32."""
         return self.filter(length, device).view(length, self.order - 1, self.d_model).transpose(0, 1)
 
-    def forward(self, u, seq_idx=None, cache: HyenaCache | None = None, offset: int = 0):
+    def forward(self, u, seq_idx=None, cache: HyenaCache | None = None, offset: int = 0, cp=None):
+        if cp is not None:
+            return self._forward_context_parallel(u, cp)
         if cache is not None and u.shape[1] == 1:
             return self.step(u[:, 0], cache, offset)[:, None]
         if cache is not None and seq_idx is not None:
@@ -535,16 +464,30 @@ class Hyena(nn.Module):
                 conv = packed_causal_conv(v, k[i], seq_idx)
             else:
                 conv = fft_causal_conv(v, k[i])
-            v = (conv + _acc(v) * self.filter_bias[i]).to(v.dtype)
+            v = (conv + to_acc(v) * self.filter_bias[i]).to(v.dtype)
         if cache is not None:
             cache.carry_upto = L if prefill else -1  # a carry covers the inputs up to where it was made
         return self.out_proj(v * gates[0])
+
+    def _forward_context_parallel(self, u, cp):
+        """``forward`` of a sequence slice per rank: this rank's channels over the whole sequence
+        (see :mod:`genoseq.models.parallel`)."""
+        streams = [self.d_model] * (self.order + 1)
+        p = cp.seq_to_channels(self.in_proj(u), streams)
+        p = causal_conv1d(p, cp.channel_slice(self.conv_weight, streams), cp.channel_slice(self.conv_bias, streams))
+        *gates, v = p.split(self.d_model // cp.size, dim=-1)
+        k = cp.channel_slice(self.filters(p.shape[1], u.device), [self.d_model], dim=2)
+        bias = cp.channel_slice(self.filter_bias, [self.d_model], dim=1)
+        for i in range(self.order - 1):
+            v = self.dropout(v * gates[self.order - 1 - i])
+            v = (fft_causal_conv(v, k[i]) + to_acc(v) * bias[i]).to(v.dtype)
+        return self.out_proj(cp.channels_to_seq(v * gates[0]))
 
     def _init_cache(self, cache: HyenaCache, batch: int, like: torch.Tensor) -> None:
         if cache.inputs is None:
             streams = (self.order + 1) * self.d_model
             cache.conv_state = like.new_zeros(batch, streams, self.cfg.hyena_short_conv - 1)
-            cache.inputs = _acc(like).new_zeros(self.order - 1, batch, cache.max_len, self.d_model)
+            cache.inputs = to_acc(like).new_zeros(self.order - 1, batch, cache.max_len, self.d_model)
             cache.filters = self.filters(cache.max_len, like.device).flip(1)
 
     def step(self, u_t: torch.Tensor, cache: HyenaCache, offset: int) -> torch.Tensor:
@@ -561,7 +504,7 @@ class Hyena(nn.Module):
             v = v * gates[self.order - 1 - i]
             cache.inputs[i, :, offset] = v
             conv = torch.einsum("btd,td->bd", cache.inputs[i, :, : offset + 1], taps[i].to(cache.inputs.dtype))
-            v = (conv + _acc(v) * self.filter_bias[i]).to(v.dtype)
+            v = (conv + to_acc(v) * self.filter_bias[i]).to(v.dtype)
         return self.out_proj(v * gates[0])
 
 
@@ -572,11 +515,11 @@ MIXERS = {"hyena": Hyena, "mamba2": Mamba2, "attention": Attention}
 class Block(nn.Module):
     """Pre-norm residual block: ``x + mixer(norm(x))``, then ``x + mlp(norm(x))`` where there is one."""
 
-    def __init__(self, cfg: ModelConfig, kind: str) -> None:
+    def __init__(self, cfg: ModelConfig, kind: str, attention_window: int | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.norm = make_norm(cfg)
-        self.mixer = MIXERS[kind](cfg)
+        self.mixer = Attention(cfg, attention_window) if kind == "attention" else MIXERS[kind](cfg)
         has_mlp = kind != "mamba2" or cfg.mamba_mlp
         self.mlp_norm = make_norm(cfg) if has_mlp else None
         self.mlp = MLP(cfg) if has_mlp else None
@@ -585,8 +528,8 @@ class Block(nn.Module):
     def new_cache(self, max_len: int | None):
         return self.mixer.new_cache(max_len)
 
-    def forward(self, x, seq_idx=None, cache=None, offset: int = 0):
-        x = x + self.drop(self.mixer(self.norm(x), seq_idx=seq_idx, cache=cache, offset=offset))
+    def forward(self, x, seq_idx=None, cache=None, offset: int = 0, cp=None):
+        x = x + self.drop(self.mixer(self.norm(x), seq_idx=seq_idx, cache=cache, offset=offset, cp=cp))
         if self.mlp is not None:
             x = x + self.drop(self.mlp(self.mlp_norm(x)))
         return x

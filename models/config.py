@@ -56,6 +56,12 @@ class ModelConfig:
     n_heads: int = 8
     n_kv_heads: int | None = None  # None: same as n_heads; fewer: grouped-query attention
     rope_base: float = 10_000.0
+    # Sliding-window attention: each position attends to the last `attention_window` positions
+    # (itself included) in every attention layer except those listed in `global_attention_layers`
+    # (layer indices, 0 = the first block), which attend to the whole sequence. None: all full.
+    # Full attention in a few layers and local attention elsewhere is the MASFormer recipe.
+    attention_window: int | None = None
+    global_attention_layers: list[int] | None = None
     # ---- Mamba2 (SSD)
     d_state: int = 64
     headdim: int = 32
@@ -75,6 +81,10 @@ class ModelConfig:
     # are measured in units of this scale, and the decay window reaches 1e-2 between 0.3 and
     # 1.5 scale lengths depending on the channel.
     hyena_filter_len: int = 1024
+    # Reach of the slowest-decaying channel of the "genoseq" filters, in filter lengths: its
+    # window falls to 1e-2 there (the fastest channel's at 0.3 filter lengths). Raise it to let
+    # filters reach past the training window without coarsening their positional features.
+    hyena_filter_reach: float = 1.5
     # How filter positions are featurised and windowed:
     # "genoseq": position t / hyena_filter_len, decay rates fixed, the filter defined at any length;
     # "hyenadna": HyenaDNA's parametrisation for filters of hyena_filter_len taps (its l_max):
@@ -85,6 +95,11 @@ class ModelConfig:
     hyena_filter_layers: int = 2  # sine-activated layers of the filter MLP (HyenaDNA: 3)
     hyena_sine_freq: float = 1.0  # initial frequency of the filter's sine activations (HyenaDNA: 10)
     hyena_modulation_shift: float = 0.0  # the window is exp(-rate t) + shift (HyenaDNA: 0.05)
+    # ---- memory
+    # Activation checkpointing: keep only each block's input while training and recompute the
+    # block in the backward pass (memory per layer O(L * d_model) instead of all activations).
+    # True: every block; a list: those layer indices.
+    checkpointing: bool | list[int] = False
 
     def __post_init__(self) -> None:
         self.pattern = str(self.pattern).upper()
@@ -115,12 +130,41 @@ class ModelConfig:
             _check(self.hyena_filter_style in ("genoseq", "hyenadna"),
                    f"hyena_filter_style must be 'genoseq' or 'hyenadna', got {self.hyena_filter_style!r}")
             _check(self.hyena_filter_layers >= 1, "hyena_filter_layers must be >= 1")
+            _check(self.hyena_filter_reach >= 0.3, f"hyena_filter_reach must be >= 0.3 filter lengths, got {self.hyena_filter_reach}")
+            _check(self.hyena_filter_style == "genoseq" or self.hyena_filter_reach == 1.5,
+                   "hyena_filter_reach applies to hyena_filter_style 'genoseq' only (HyenaDNA's filters end at hyena_filter_len)")
+        self._check_layer_options()
+
+    def _check_layer_options(self) -> None:
+        n = self.n_layers
+        if self.attention_window is not None:
+            self.attention_window = int(self.attention_window)
+            _check(self.attention_window >= 1, f"attention_window must be >= 1, got {self.attention_window}")
+        if self.global_attention_layers is not None:
+            self.global_attention_layers = sorted(int(i) for i in self.global_attention_layers)
+            wrong = [i for i in self.global_attention_layers if not (0 <= i < n and self.layer_types[i] == "attention")]
+            attention = [i for i, kind in enumerate(self.layer_types) if kind == "attention"]
+            _check(not wrong, f"global_attention_layers {wrong} are not attention layers; the attention layers of "
+                              f"pattern {self.pattern!r} x{self.n_repeats} are {attention}")
+            _check(self.attention_window is not None, "global_attention_layers needs attention_window (the other layers' window)")
+        if not isinstance(self.checkpointing, bool):
+            self.checkpointing = sorted(int(i) for i in self.checkpointing)
+            wrong = [i for i in self.checkpointing if not 0 <= i < n]
+            _check(not wrong, f"checkpointing names layers {wrong}, but the model has layers 0..{n - 1}")
 
     # ---- derived sizes
     @property
     def layer_types(self) -> list[str]:
         """One block type name ("hyena", "mamba2", "attention") per layer, bottom to top."""
         return [BLOCK_TYPES[c] for c in self.pattern * self.n_repeats]
+
+    def attention_window_of(self, layer: int) -> int | None:
+        """The sliding window of attention layer ``layer`` (None: full attention)."""
+        return None if layer in (self.global_attention_layers or ()) else self.attention_window
+
+    def checkpointed(self, layer: int) -> bool:
+        """Whether block ``layer`` is recomputed in the backward pass (``checkpointing``)."""
+        return self.checkpointing if isinstance(self.checkpointing, bool) else layer in self.checkpointing
 
     @property
     def n_layers(self) -> int:

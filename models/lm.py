@@ -79,6 +79,10 @@ class GenoSeqLM(L.LightningModule):
         else:
             nn.init.normal_(self.lm_head.weight, std=0.02)
         self._last_step_time: float | None = None
+        # Ranks that split each training window along its length (`genoseq pretrain
+        # --trainer.context_parallel N`); the group is made in `setup`, once torch.distributed is up.
+        self.context_parallel_size = 1
+        self._cp = None
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -117,8 +121,21 @@ class GenoSeqLM(L.LightningModule):
         return self.backbone(input_ids, seq_idx=seq_idx, num_layers=layer % (n + 1))
 
     # ------------------------------------------------------------------ loss
+    def setup(self, stage: str) -> None:
+        if self.context_parallel_size > 1 and self._cp is None:
+            from .parallel import ContextParallel
+
+            self._cp = ContextParallel.create(self.context_parallel_size)
+
     def lm_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean next-token loss (nats) over counted targets, and the number of them."""
+        """Mean next-token loss (nats) over counted targets, and the number of them.
+
+        Under context parallelism every rank of a group gets the whole batch, runs its slice of
+        each window, and returns its share of the windows' mean loss (the shares add up to it)
+        and the count over the whole windows.
+        """
+        if self._cp is not None:
+            return self._context_parallel_loss(batch, self._cp)
         ids = batch["input_ids"]
         mask, seq_idx = batch.get("attention_mask"), batch.get("seq_idx")
         logits = self(ids, seq_idx=seq_idx)[:, :-1]
@@ -134,20 +151,40 @@ class GenoSeqLM(L.LightningModule):
         nll = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[counted], reduction="sum")
         return nll / n.clamp(min=1), n
 
+    def _context_parallel_loss(self, batch: dict, cp) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        if batch.get("seq_idx") is not None:
+            raise ValueError("context parallelism trains on whole windows, not packed sequences")
+        targets = F.pad(ids[:, 1:], (0, 1))  # the last position has no target (PAD: not counted)
+        counted = self.tokenizer.is_base(targets)
+        if mask is not None:
+            mask = mask.bool()
+            counted &= mask & F.pad(mask[:, 1:], (0, 1))
+        targets, counted = cp.shard(targets), cp.shard(counted)
+        logits = self.lm_head(self.backbone(cp.shard(ids), cp=cp))[counted]
+        n = cp.all_reduce(counted.sum())
+        nll = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[counted], reduction="sum")
+        return nll / n.clamp(min=1), n
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         batch = self.augment(batch)
         loss, n = self.lm_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(n))
-        self.log("train/bits_per_base", loss / LN2, batch_size=int(n))
+        logged = loss if self._cp is None else self._cp.all_reduce(loss)
+        self.log("train/loss", logged, prog_bar=True, batch_size=int(n))
+        self.log("train/bits_per_base", logged / LN2, batch_size=int(n))
         now = time.perf_counter()
         if self._last_step_time is not None:
             self.log("train/tokens_per_s", batch["input_ids"].numel() / (now - self._last_step_time))
         self._last_step_time = now
-        return loss
+        # DDP averages gradients over every rank; the ranks of a context-parallel group hold
+        # shares of one window's loss, whose gradients must add up, hence the factor.
+        return loss if self._cp is None else loss * self._cp.size
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, n = self.lm_loss(batch)
+        if self._cp is not None:
+            loss = self._cp.all_reduce(loss)
         # Token-weighted over the epoch: each batch's mean weighs by its number of targets.
         self.log("val/loss", loss, prog_bar=True, batch_size=int(n), sync_dist=True)
         self.log("val/bits_per_base", loss / LN2, batch_size=int(n), sync_dist=True)
@@ -160,6 +197,8 @@ class GenoSeqLM(L.LightningModule):
             batch = reshape_to_length(batch, length)
         if self.training_config.rc_augment:
             flip = torch.rand(batch["input_ids"].shape[0], device=batch["input_ids"].device) < 0.5
+            if self._cp is not None:  # one window, one strand: every rank of the group flips alike
+                flip = self._cp.broadcast(flip.to(torch.uint8)).bool()
             batch = reverse_complement_batch(batch, self.tokenizer, flip)
         return batch
 

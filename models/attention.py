@@ -1,0 +1,171 @@
+"""Causal attention: rotary positions, grouped-query heads, full or sliding-window, in O(L) memory.
+
+Three paths, chosen per call:
+
+* full causal attention over one sequence per row: PyTorch's ``scaled_dot_product_attention``
+  with ``is_causal`` (flash attention on CUDA and on the CPU: no L x L matrix is formed);
+* a sliding window (``attention_window``) or packed rows (``seq_idx``): :func:`blockwise_attention`,
+  queries in blocks of ``QUERY_BLOCK`` that each attend only to the keys they may see, so memory
+  and compute grow with ``L * (window + block)``, never ``L**2``. With gradients on, every block is
+  checkpointed: the backward pass recomputes one block's scores at a time;
+* an inference cache: keys and values of earlier calls are kept (``AttentionCache``) and new
+  queries attend to them (a sliding window masks the older ones).
+
+A window of ``w`` lets position ``t`` see positions ``t - w + 1 .. t`` (itself included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from genoseq.kernels import segment_ids
+
+from .config import ModelConfig
+from .tensor_utils import positions_in_segment, select_rows, to_acc
+
+QUERY_BLOCK = 512  # queries per block of the blockwise path
+
+
+@dataclass
+class AttentionCache:
+    max_len: int
+    k: torch.Tensor | None = None  # (B, H_kv, max_len, d)
+    v: torch.Tensor | None = None
+
+    def select(self, rows: torch.Tensor) -> "AttentionCache":
+        """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one."""
+        return AttentionCache(self.max_len, select_rows(self.k, rows), select_rows(self.v, rows))
+
+
+def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[:d/2], x[d/2:]) of ``x`` (B, H, L, d) by ``positions`` (L,) or (B, L)."""
+    angles = to_acc(positions)[..., None] * inv_freq  # (..., L, d/2)
+    if angles.dim() == 3:  # per-row positions: broadcast over heads
+        angles = angles[:, None]
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = to_acc(x).chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+def visible(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(Lq, Lk) bool: which keys each query may attend to (causal, within ``window`` if set)."""
+    mask = key_pos[None, :] <= query_pos[:, None]
+    if window is not None:
+        mask &= key_pos[None, :] > query_pos[:, None] - window
+    return mask
+
+
+def _masked_sdpa(q, k, v, mask, dropout_p: float):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int | None = None,
+                        seg: torch.Tensor | None = None, dropout_p: float = 0.0,
+                        block: int = QUERY_BLOCK) -> torch.Tensor:
+    """Causal attention of ``q``, ``k``, ``v`` (B, H, L, d) computed ``block`` queries at a time.
+
+    Each block of queries sees the keys from the earliest one any of its queries may attend to
+    (``window`` back, or its packed sequence's start given by ``seg`` (B, L) segment numbers)
+    up to its last query. Exactly softmax attention; memory ``O(block * (window + block))`` per
+    block, and with gradients on each block is recomputed in the backward pass.
+    """
+    L = q.shape[2]
+    pos = torch.arange(L, device=q.device)
+    seg_start = None if seg is None else pos - positions_in_segment(seg)  # (B, L)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    outputs = []
+    for s in range(0, L, block):
+        e = min(s + block, L)
+        lo = 0 if window is None else max(0, s - window + 1)
+        if seg_start is not None:
+            lo = max(lo, int(seg_start[:, s].min()))
+        mask = visible(pos[s:e], pos[lo:e], window)
+        if seg is not None:
+            mask = mask & (seg[:, s:e, None] == seg[:, None, lo:e])[:, None]  # (B, 1, Lq, Lk)
+        args = (q[:, :, s:e], k[:, :, lo:e], v[:, :, lo:e], mask, dropout_p)
+        outputs.append(checkpoint(_masked_sdpa, *args, use_reentrant=False) if grad else _masked_sdpa(*args))
+    return torch.cat(outputs, dim=2)
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with rotary embeddings, optional grouped-query heads and an
+    optional sliding window (``window`` positions, the query's own included)."""
+
+    def __init__(self, cfg: ModelConfig, window: int | None = None) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
+        self.head_dim = cfg.d_model // cfg.n_heads
+        self.dropout = cfg.dropout
+        self.window = window
+        self.qkv = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=False)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        inv_freq = cfg.rope_base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def new_cache(self, max_len: int | None) -> AttentionCache:
+        if max_len is None:
+            raise ValueError("an attention layer's cache needs max_len (the longest sequence it will hold)")
+        return AttentionCache(max_len)
+
+    def forward(self, x, seq_idx=None, cache: AttentionCache | None = None, offset: int = 0, cp=None):
+        B, L, _ = x.shape
+        qkv = self.qkv(x)
+        n_q, n_kv = self.n_heads, self.n_kv_heads
+        if cp is not None:  # sequence-sharded -> this rank's heads over the whole sequence
+            qkv = cp.seq_to_channels(qkv, [n * self.head_dim for n in (n_q, n_kv, n_kv)])
+            n_q, n_kv, L = n_q // cp.size, n_kv // cp.size, qkv.shape[1]
+        q, k, v = qkv.split([n_q * self.head_dim, n_kv * self.head_dim, n_kv * self.head_dim], dim=-1)
+        q, k, v = (t.view(B, L, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
+
+        seg = None
+        if seq_idx is not None:
+            if cache is not None:
+                raise ValueError("packed sequences (seq_idx) cannot be combined with an inference cache")
+            seg = segment_ids(seq_idx)
+            positions = positions_in_segment(seg)
+        else:
+            positions = torch.arange(offset, offset + L, device=x.device)
+        q = apply_rotary(q, positions, self.inv_freq)
+        k = apply_rotary(k, positions, self.inv_freq)
+
+        if cache is not None:
+            k, v, mask, causal = self._extend_cache(cache, k, v, offset)
+        if n_kv != n_q:
+            k, v = k.repeat_interleave(n_q // n_kv, dim=1), v.repeat_interleave(n_q // n_kv, dim=1)
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
+        elif seg is not None or (self.window is not None and self.window < L):
+            y = blockwise_attention(q, k, v, window=self.window, seg=seg, dropout_p=dropout_p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=L > 1, dropout_p=dropout_p)
+        y = y.transpose(1, 2).reshape(B, L, -1)
+        if cp is not None:
+            y = cp.channels_to_seq(y)
+        return self.out_proj(y)
+
+    def _extend_cache(self, cache: AttentionCache, k, v, offset: int):
+        """Write the new keys and values at ``offset``; the keys, values, mask and ``is_causal`` to attend with."""
+        B, L = k.shape[0], k.shape[2]
+        if offset + L > cache.max_len:
+            raise ValueError(f"attention cache holds {cache.max_len} positions; got {offset + L}")
+        if cache.k is None:
+            cache.k = k.new_zeros(B, self.n_kv_heads, cache.max_len, self.head_dim)
+            cache.v = v.new_zeros(B, self.n_kv_heads, cache.max_len, self.head_dim)
+        cache.k[:, :, offset : offset + L] = k
+        cache.v[:, :, offset : offset + L] = v
+        k, v = cache.k[:, :, : offset + L], cache.v[:, :, : offset + L]
+        within_window = self.window is None or self.window >= offset + L
+        if offset == 0 and within_window:
+            return k, v, None, L > 1
+        if L == 1 and within_window:  # one query after the cache: it sees every cached key
+            return k, v, None, False
+        # queries at offset.. see the cached keys up to their own position (and within the window)
+        mask = visible(torch.arange(offset, offset + L, device=k.device), torch.arange(offset + L, device=k.device),
+                       self.window)
+        return k, v, mask, False

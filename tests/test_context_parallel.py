@@ -1,0 +1,113 @@
+"""Context parallelism over 2 CPU processes (gloo): the loss and every gradient of one window
+split along its length equal the single-process step, in float64."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from genoseq.genome import open_genome
+from genoseq.models.config import ModelConfig
+from genoseq.models.lm import GenoSeqLM
+from genoseq.models.parallel import ContextParallel, context_parallel_problems
+
+WORLD = 2
+CONFIGS = {
+    # pattern, extra options: every mixer, grouped-query attention, Mamba2 groups, checkpointing
+    "hyena-mamba-attention": dict(pattern="HMA"),
+    "gqa-groups-checkpointed": dict(pattern="MAH", n_kv_heads=2, n_groups=2, checkpointing=True),
+    "sliding-window": dict(pattern="AHA", attention_window=24, global_attention_layers=[2]),
+}
+
+
+def tiny_lm(options: dict) -> GenoSeqLM:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**dict(d_model=32, n_heads=4, headdim=16, d_state=16, chunk_size=16, hyena_filter_len=64,
+                                hyena_filter_dim=16), **options})
+    return GenoSeqLM(cfg).double()
+
+
+def lambda_batch(batch: int = 2, length: int = 96) -> torch.Tensor:
+    genome = open_genome(os.path.join(os.path.dirname(__file__), "..", "genoseq", "data", "lambda_phage.fa"))
+    name = next(iter(genome.contigs))
+    rows = [genome.fetch(name, 1000 + 5000 * i, 1000 + 5000 * i + length) for i in range(batch)]
+    return torch.from_numpy(np.stack(rows).astype(np.int64))
+
+
+def gradients(lm: GenoSeqLM) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in lm.named_parameters() if p.grad is not None}
+
+
+def _rank_main(rank: int, port: int, ids: torch.Tensor, out: str) -> None:
+    """One rank: every config's step on its slice of the windows, gradients averaged as DDP does."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        results = {}
+        for name, options in CONFIGS.items():
+            lm = tiny_lm(options)
+            lm.train()
+            lm.context_parallel_size = WORLD
+            lm.setup("fit")
+            loss, n = lm.lm_loss({"input_ids": ids})
+            (loss * WORLD).backward()  # what training_step returns
+            for p in lm.parameters():  # what DDP does: the average over the ranks
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= WORLD
+            results[name] = {"loss": lm._cp.all_reduce(loss), "n": n, "grads": gradients(lm)}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_rank_steps(tmp_path_factory) -> tuple[torch.Tensor, dict]:
+    ids = lambda_batch()
+    out = str(tmp_path_factory.mktemp("context_parallel") / "rank0.pt")
+    mp.start_processes(_rank_main, args=(_free_port(), ids, out), nprocs=WORLD, start_method="spawn")
+    return ids, torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_context_parallel_step_equals_single_process(two_rank_steps, name):
+    ids, results = two_rank_steps
+    got = results[name]
+    lm = tiny_lm(CONFIGS[name])
+    lm.train()
+    loss, n = lm.lm_loss({"input_ids": ids})
+    loss.backward()
+    want = gradients(lm)
+    assert int(got["n"]) == int(n)
+    torch.testing.assert_close(got["loss"], loss.detach(), rtol=0, atol=1e-9)
+    assert set(got["grads"]) == set(want)
+    for key, grad in want.items():
+        torch.testing.assert_close(got["grads"][key], grad, rtol=1e-6, atol=1e-9, msg=lambda m: f"{key}: {m}")
+
+
+def test_problems_name_the_option_and_the_numbers():
+    cfg = ModelConfig(d_model=96, pattern="HMA", n_heads=3, headdim=32, n_groups=3)
+    problems = context_parallel_problems(cfg, 2, lengths=[1000, 1001])
+    text = "\n".join(problems)
+    assert "window length 1001 is not divisible by context_parallel=2" in text
+    assert "Mamba2's 6 heads" not in text  # 2 * 96 / 32 = 6 heads divide
+    assert "n_groups=3" in text and "n_heads=3" in text
+    assert not context_parallel_problems(ModelConfig(d_model=64, pattern="HMA", n_heads=4, headdim=32), 2, [1024])
+
+
+def test_create_needs_a_process_group():
+    with pytest.raises(RuntimeError, match="process group"):
+        ContextParallel.create(2)

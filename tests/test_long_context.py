@@ -1,0 +1,123 @@
+"""Long-context model options: sliding-window and blockwise attention, activation checkpointing,
+Hyena filter reach, and their checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genoseq.models.attention import blockwise_attention, visible
+from genoseq.models.backbone import Backbone
+from genoseq.models.blocks import ImplicitFilter
+from genoseq.models.config import ModelConfig
+from genoseq.models.tensor_utils import positions_in_segment
+from genoseq.kernels import segment_ids
+
+torch.set_num_threads(1)
+
+
+def tiny(pattern: str, **kw) -> ModelConfig:
+    base = dict(d_model=32, pattern=pattern, n_heads=4, headdim=16, d_state=16, chunk_size=16,
+                hyena_filter_len=64, hyena_filter_dim=16)
+    return ModelConfig(**{**base, **kw})
+
+
+def qkv(L: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, 3, L, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+
+
+def dense(q, k, v, mask):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("window", [None, 1, 7, 40])
+def test_blockwise_attention_equals_dense_masked_attention(window):
+    L = 70
+    q, k, v = qkv(L)
+    pos = torch.arange(L)
+    want = dense(q, k, v, visible(pos, pos, window))
+    got = blockwise_attention(q, k, v, window=window, block=16)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads_want = torch.autograd.grad(want, (q, k, v), g)
+    grads_got = torch.autograd.grad(got, (q, k, v), g)
+    for a, b in zip(grads_got, grads_want):
+        torch.testing.assert_close(a, b)
+
+
+def test_blockwise_attention_of_packed_rows_stays_inside_each_sequence():
+    L = 50
+    q, k, v = qkv(L, seed=1)
+    seq_idx = torch.tensor([[0] * 20 + [1] * 25 + [2] * 5, [4] * 3 + [5] * 47])
+    seg = segment_ids(seq_idx)
+    pos = torch.arange(L)
+    mask = visible(pos, pos, 9)[None] & (seg[:, :, None] == seg[:, None, :])
+    want = dense(q, k, v, mask[:, None])
+    torch.testing.assert_close(blockwise_attention(q, k, v, window=9, seg=seg, block=8), want)
+    assert positions_in_segment(seg)[0, 20] == 0
+
+
+def test_sliding_window_layer_sees_only_its_window_and_streams_exactly():
+    torch.manual_seed(0)
+    model = Backbone(tiny("A", attention_window=5)).double().eval()
+    ids = torch.randint(5, 9, (1, 30))
+    out = model(ids)
+    changed = ids.clone()
+    changed[0, 10] = 5 if ids[0, 10] != 5 else 6
+    moved = (model(changed) - out).abs().amax(-1)[0]
+    # one attention layer: position 10 reaches positions 10..14 and no further
+    assert (moved[10:15] > 0).all() and (moved[15:] == 0).all() and (moved[:10] == 0).all()
+    cache = model.new_cache(max_len=30)
+    steps = torch.cat([model(ids[:, :12], cache=cache)] + [model(ids[:, t : t + 1], cache=cache) for t in range(12, 30)], 1)
+    torch.testing.assert_close(steps, out)
+
+
+def test_global_attention_layers_keep_full_attention():
+    model = Backbone(tiny("AHA", attention_window=4, global_attention_layers=[2]))
+    assert [getattr(b.mixer, "window", "-") for b in model.layers] == [4, "-", None]
+
+
+@pytest.mark.parametrize("pattern", ["HMA", "AHM"])
+def test_checkpointing_gives_the_same_loss_and_gradients(pattern):
+    ids = torch.randint(5, 9, (2, 48))
+
+    def step(checkpointing):
+        torch.manual_seed(0)
+        model = Backbone(tiny(pattern, checkpointing=checkpointing)).double().train()
+        loss = model(ids).square().mean()
+        loss.backward()
+        return loss, {n: p.grad for n, p in model.named_parameters()}
+
+    loss, grads = step(False)
+    for option in (True, [0, 2]):
+        loss_ckpt, grads_ckpt = step(option)
+        torch.testing.assert_close(loss_ckpt, loss)
+        for name, grad in grads.items():
+            torch.testing.assert_close(grads_ckpt[name], grad, msg=lambda m: f"{name}: {m}")
+
+
+def test_hyena_filter_reach_moves_the_slowest_decay_only():
+    short = ImplicitFilter(8, 5, 16, 100, reach=1.5)
+    long = ImplicitFilter(8, 5, 16, 100, reach=30.0)
+    assert short.rates[0] == long.rates[0]  # the fastest channel reaches 0.3 filter lengths either way
+    # the slowest channel's window exp(-rate t) falls to 1e-2 at `reach` filter lengths (t = 1 per length)
+    assert torch.exp(-long.rates[-1] * 30.0).item() == pytest.approx(1e-2)
+    assert torch.exp(-short.rates[-1] * 1.5).item() == pytest.approx(1e-2)
+
+
+def test_long_context_options_are_checked():
+    with pytest.raises(ValueError, match=r"global_attention_layers \[1\] are not attention layers.*\[0, 2\]"):
+        tiny("AHA", attention_window=8, global_attention_layers=[1])
+    with pytest.raises(ValueError, match="needs attention_window"):
+        tiny("AHA", global_attention_layers=[0])
+    with pytest.raises(ValueError, match=r"checkpointing names layers \[5\], but the model has layers 0..2"):
+        tiny("HMA", checkpointing=[0, 5])
+    with pytest.raises(ValueError, match="attention_window must be >= 1"):
+        tiny("A", attention_window=0)
+    with pytest.raises(ValueError, match="hyena_filter_reach"):
+        tiny("H", hyena_filter_reach=0.1)
+    with pytest.raises(ValueError, match="applies to hyena_filter_style 'genoseq'"):
+        tiny("H", hyena_filter_style="hyenadna", hyena_filter_reach=3.0)
+    assert ModelConfig.from_dict(tiny("HMA", checkpointing=[2, 0]).to_dict()).checkpointing == [0, 2]
