@@ -30,7 +30,6 @@ backbone's model config, the scoring window), ``tokenizer.json``, ``model.safete
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -43,7 +42,7 @@ from genoseq.tokenizer import A, Tokenizer
 
 from .config import ModelConfig
 from .lm import GenoSeqLM
-from .optim import decay_groups
+from .optim import finetune_optimizers
 from .released import load_released, save_released
 
 MODEL_TYPE = "GenoSeqSegmenter"
@@ -208,19 +207,7 @@ class Segmenter(L.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(decay_groups(self, self.weight_decay), lr=self.lr, betas=(0.9, 0.98))
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
-        total = int(total) if math.isfinite(total) else 10_000
-        warmup = max(1, int(self.warmup_ratio * total))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return finetune_optimizers(self, self.lr, self.weight_decay, self.warmup_ratio)
 
     # ------------------------------------------------------------------ on disk
     def segmenter_config(self) -> dict:
