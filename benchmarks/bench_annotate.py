@@ -76,7 +76,7 @@ def markov_calls(models, seq_ids: np.ndarray, contig: str, window: int = 96, min
     """Per-base labels (2, L) and genes of the Markov per-class baseline on one contig."""
     from genoseq.annotation import Feature
     from genoseq.tokenizer import Tokenizer
-    from genoseq.tasks.annotation import _runs, snap_gene, unique_genes
+    from genoseq.tasks.annotation import mask_runs, snap_gene, unique_genes
 
     tok = Tokenizer()
     coding, noncoding = models
@@ -99,11 +99,11 @@ def markov_calls(models, seq_ids: np.ndarray, contig: str, window: int = 96, min
     seq = tok.decode(seq_ids).encode()
     rc = tok.decode(rc_ids).encode()
     genes = []
-    for s, e in _runs(cod_plus, 10):
+    for s, e in mask_runs(cod_plus, 10):
         got = snap_gene(seq, s, e, None)
         if got and got[1] - got[0] >= min_length:
             genes.append(Feature(contig, got[0], got[1], "+", "CDS", phase=0))
-    for s, e in _runs(cod_minus, 10):
+    for s, e in mask_runs(cod_minus, 10):
         got = snap_gene(rc, n - e, n - s, None)
         if got and got[1] - got[0] >= min_length:
             genes.append(Feature(contig, n - got[1], n - got[0], "-", "CDS", phase=0))
@@ -156,16 +156,16 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from genoseq.annotation import ClassScheme, label_bases
+    from genoseq.annotation import ClassScheme, label_bases, read_annotated_genome
     from genoseq.markov import MarkovModel
     from genoseq.models.segmenter import Segmenter
-    from genoseq.pipelines.annotate import _load_inputs, choose_holdout, evaluate_contigs, fit
+    from genoseq.pipelines.annotate import choose_holdout, evaluate_contigs, fit
     from genoseq.tasks.annotation import base_metrics, feature_metrics, features_to_labels
     from genoseq.tokenizer import Tokenizer
 
     torch.set_num_threads(2)
     started = time.perf_counter()
-    ann, genome = _load_inputs(args.gff, args.genome)
+    ann, genome = read_annotated_genome(args.gff, args.genome)
     annotated = {f.contig for f in ann.features}
     contigs = {c: n for c, n in genome.contigs.items() if c in annotated}
     held = choose_holdout(contigs, args.holdout, args.seed)
@@ -214,12 +214,12 @@ def main(argv=None) -> dict:
         coding = MarkovModel(args.markov_k).fit((genome.fetch(f.contig, f.start, f.end, f.strand) for f in cds),
                                                 both_strands=False)
         train_labels, _ = label_bases(ann.features, {c: contigs[c] for c in train_contigs}, scheme, warn=False)
-        from genoseq.tasks.annotation import _runs
+        from genoseq.tasks.annotation import mask_runs
 
         def intergenic():
             for c in train_contigs:
                 ids = genome.fetch(c, 0, contigs[c])
-                for s, e in _runs((train_labels[c] == 0).all(axis=0)):
+                for s, e in mask_runs((train_labels[c] == 0).all(axis=0)):
                     if e - s > args.markov_k + 1:
                         yield ids[s:e]
 

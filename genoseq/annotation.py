@@ -37,6 +37,7 @@ import numpy as np
 
 from genoseq.errors import InputError
 from genoseq.fasta import _check_exists, open_text
+from genoseq.runtime import require_file
 
 __all__ = [
     "Feature", "Annotation", "read_annotation", "read_gff3", "read_genbank", "read_bed_features",
@@ -144,6 +145,18 @@ def sniff_format(path: str | os.PathLike) -> str:
                 continue
             break
     raise InputError("not a GFF3, GenBank or BED file (from its first lines)", path=str(path))
+
+
+def read_annotated_genome(annotation: str | os.PathLike, genome: str | os.PathLike | None = None):
+    """An annotation and the :class:`~genoseq.genome.Genome` it describes: ``genome`` (FASTA or
+    token store), or the sequences the annotation carries when it is None."""
+    from genoseq.genome import open_genome
+
+    for path in (annotation, genome):
+        if path is not None:
+            require_file(path)
+    ann = read_annotation(annotation)
+    return ann, (open_genome(genome) if genome is not None else ann.genome())
 
 
 def read_annotation(path: str | os.PathLike) -> Annotation:

@@ -7,6 +7,8 @@ present; ``device="cpu"`` or ``"cuda:1"`` overrides it.
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -111,6 +113,44 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def require_file(path: str | os.PathLike, message: str = "No such file or directory",
+                 kind: Literal["any", "file", "folder"] = "any") -> Path:
+    """``path`` as a :class:`Path`; a ``FileNotFoundError`` naming it (``message``) when nothing
+    is there, or when it is not a regular file (``kind="file"``) or not a folder (``"folder"``)."""
+    path = Path(path)
+    found = {"any": path.exists, "file": path.is_file, "folder": path.is_dir}[kind]()
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, message, str(path))
+    return path
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """``data`` as JSON indented by two spaces with a final newline, written atomically."""
+    with atomic_output(path) as handle:
+        handle.write(json.dumps(data, indent=2) + "\n")
+
+
+def write_tsv(path: str | os.PathLike, columns: list[str], rows) -> None:
+    """A tab-separated table (a header of ``columns``, then one line per row of strings), written atomically."""
+    with atomic_output(path) as handle:
+        handle.write("\t".join(columns) + "\n")
+        handle.writelines("\t".join(row) + "\n" for row in rows)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
+    """A matplotlib figure as a PNG, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
+def safe_name(name: str) -> str:
+    """A name as a file name: letters, digits, ``-_.`` kept, the rest ``_``, 60 characters at most."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
 LoggerChoice = Literal["csv", "tensorboard"]

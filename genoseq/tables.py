@@ -6,7 +6,9 @@
 * A GenomicBenchmarks folder: ``<root>/<split>/<class>/*.txt``, one sequence per file, the
   class being the folder name.
 
-:func:`read_labelled` accepts either.
+:func:`read_labelled` accepts either. :func:`read_sequence_inputs` also takes FASTA files and
+unlabelled tables (the input of ``predict``-like commands); :func:`read_target_inputs` reads
+numeric target columns beside the sequences (regression).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genoseq.errors import InputError
-from genoseq.fasta import SEQUENCE_BYTES, _check_exists, open_text
+from genoseq.fasta import SEQUENCE_BYTES, _check_exists, is_fasta, iter_fasta, open_text
+from genoseq.runtime import require_file
 
 
 @dataclass(frozen=True)
@@ -216,13 +219,9 @@ def read_sequences(
     if (fasta is None) == (tsv is None):
         raise InputError("give exactly one input: --fasta or --tsv")
     if fasta is not None:
-        from genoseq.fasta import iter_fasta
-
         records = list(iter_fasta(fasta))
         return SequenceInputs([r.name for r in records], [r.sequence for r in records], None)
-    path = Path(tsv)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    path = require_file(tsv)
     if not is_genomic_benchmarks(path):
         delimiter = "," if path.name.removesuffix(".gz").lower().endswith(".csv") else "\t"
         with open_text(path) as handle:
@@ -232,3 +231,32 @@ def read_sequences(
     rows = read_labelled(path, split=split, sequence_column=sequence_column, label_column=label_column)
     names = [r.extra.get(name_column) or r.extra.get("id") or f"row{i + 1}" for i, r in enumerate(rows)]
     return SequenceInputs(names, [r.sequence for r in rows], [r.label for r in rows])
+
+
+def read_sequence_inputs(path: str | os.PathLike, *, split: str = "train", sequence_column: str = "sequence",
+                         label_column: str = "label") -> SequenceInputs:
+    """Names, sequences and labels (None when unlabelled) of a FASTA file (by its content), a
+    table or one ``split`` of a GenomicBenchmarks folder."""
+    path = require_file(path)
+    fasta = path.is_file() and is_fasta(path)
+    return read_sequences(fasta=path if fasta else None, tsv=None if fasta else path, split=split,
+                          sequence_column=sequence_column, label_column=label_column)
+
+
+def read_target_inputs(path: str | os.PathLike, targets: list[str], *, split: str = "train",
+                       sequence_column: str = "sequence", required: bool = True) -> tuple[SequenceInputs, "np.ndarray | None"]:
+    """Names and sequences of a table, GenomicBenchmarks folder or FASTA file, and the values
+    (N, len(targets)) of its numeric ``targets`` columns: None when the input lacks them and
+    ``required`` is false (a FASTA file never has them)."""
+    path = require_file(path)
+    if path.is_file() and is_fasta(path):
+        if required:
+            raise InputError(f"a FASTA file has no target values: give a table with the columns {', '.join(targets)}",
+                             path=str(path))
+        records = list(iter_fasta(path))
+        return SequenceInputs([r.name for r in records], [r.sequence for r in records], None), None
+    rows = read_labelled(path, split=split, sequence_column=sequence_column, label_column=None)
+    names = [r.extra.get("name") or r.extra.get("id") or f"row{i + 1}" for i, r in enumerate(rows)]
+    known = required or all(t in rows[0].extra for t in targets)
+    values = numeric_targets(rows, targets, path) if known else None
+    return SequenceInputs(names, [r.sequence for r in rows], None), values

@@ -19,7 +19,6 @@ Nothing heavy is imported at module level, so building the CLI parser stays fast
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -61,17 +60,6 @@ def choose_holdout(contigs: dict[str, int], holdout, seed: int = 0) -> list[str]
         raise InputError(f"holdout contig(s) not in the genome: {', '.join(unknown[:5])}", field="holdout",
                          kind="unknown_contig")
     return list(holdout)
-
-
-def _load_inputs(annotation: str, genome: str | None):
-    from genoseq.annotation import read_annotation
-    from genoseq.genome import open_genome
-
-    for path in (annotation, genome):
-        if path is not None and not Path(path).exists():
-            raise FileNotFoundError(2, "No such file or directory", str(path))
-    ann = read_annotation(annotation)
-    return ann, (open_genome(genome) if genome is not None else ann.genome())
 
 
 def fit(
@@ -143,15 +131,16 @@ def fit(
     # Over 80 lines for its signature and Args, which are the command's options and help.
     import torch
 
+    from genoseq.annotation import read_annotated_genome
     from genoseq.datamodules.intervals import IntervalDataModule
     from genoseq.models import GenoSeqLM
     from genoseq.models.inference import scoring_window
     from genoseq.models.segmenter import Segmenter
-    from genoseq.runtime import atomic_directory, atomic_output, resolve_device
+    from genoseq.runtime import atomic_directory, resolve_device, write_json
 
     started = time.perf_counter()
     torch.manual_seed(seed)
-    ann, gen = _load_inputs(annotation, genome)
+    ann, gen = read_annotated_genome(annotation, genome)
     lm = GenoSeqLM.from_pretrained(model)
     window, context = scoring_window(lm, window, context)
     context = min(context, window // 2 - 1)
@@ -184,8 +173,7 @@ def fit(
     seg = seg.cpu().eval()
     with atomic_directory(out) as tmp:
         seg.save_pretrained(tmp, training=summary)
-        with atomic_output(tmp / TRAINING_FILE) as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
+        write_json(tmp / TRAINING_FILE, summary)
     print(f"wrote segmenter {out} ({method}, classes {', '.join(scheme.classes)}; held out {len(held)} contigs, "
           f"best val loss {summary.get('best_val_loss')})", file=sys.stderr)
     return summary
@@ -196,33 +184,24 @@ def _finetune(seg, dm, *, epochs, patience, accelerator, precision, progress, lo
 
     import numpy as np
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping
 
-    from genoseq.pipelines.classify import _BestWeights
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.runtime import quiet_lightning
     from genoseq.tasks.annotation import class_weights
+    from genoseq.tasks.finetune import finetune
 
     counts = np.zeros(seg.num_classes, dtype=np.int64)
     for lab in dm.labels.values():
         counts += np.bincount(lab.reshape(-1), minlength=seg.num_classes)[: seg.num_classes]
     seg.class_weights = torch.tensor(class_weights(counts, weight_power) if weight_power else np.ones(len(counts)),
                                      dtype=torch.float32)
-    seg.train()
-    best = _BestWeights("val/loss", "min")
     config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=accelerator, devices=1, precision=precision,
                            log_every_n_steps=None)
-    has_val = len(dm.examples["val"]) > 0
-    callbacks = [EarlyStopping(monitor="val/loss", mode="min", patience=patience), best] if has_val else []
     with tempfile.TemporaryDirectory(prefix="genoseq-annotate-") as work_dir:
-        trainer = make_trainer(config, job="annotate fit", root_dir=work_dir, log_dir=log_dir + ".logs", csv_name="logs",
-                               progress=progress, max_epochs=epochs, enable_checkpointing=False, callbacks=callbacks)
-        with quiet_lightning():
-            trainer.fit(seg, datamodule=dm)
-    if best.state is not None:
-        seg.load_state_dict(best.state)
-    return {"best_epoch": best.best_epoch, "best_val_loss": best.best, "epochs_run": trainer.current_epoch,
-            "history": best.history, "train_windows": len(dm.examples["train"])}
+        result = finetune(seg, dm, lambda callbacks: make_trainer(
+            config, job="annotate fit", root_dir=work_dir, log_dir=log_dir + ".logs", csv_name="logs",
+            progress=progress, max_epochs=epochs, enable_checkpointing=False, callbacks=callbacks),
+            monitor="val/loss", patience=patience, validate=len(dm.examples["val"]) > 0)
+    return {**result.to_dict(), "train_windows": len(dm.examples["train"])}
 
 
 # ---------------------------------------------------------------------- predict
@@ -296,11 +275,10 @@ def predict(
 
     from genoseq.bed import write_bedgraph
     from genoseq.genome import open_genome
-    from genoseq.runtime import atomic_output, atomic_path
+    from genoseq.runtime import atomic_output, atomic_path, require_file
     from genoseq.tasks.annotation import annotate_genome
 
-    if not Path(fasta).exists():
-        raise FileNotFoundError(2, "No such file or directory", str(fasta))
+    require_file(fasta)
     seg = _load(segmenter, device)
     genome = open_genome(fasta)
     names = [c.strip() for c in contigs.split(",")] if contigs else list(genome.contigs)
@@ -371,17 +349,17 @@ def evaluate(
         The metrics: ``per_base`` from the per-base labels (``tasks.annotation.probs_to_labels``), ``per_base_from_features`` from the
         decoded features, ``features`` (gene start/stop exact matches, RNA recall).
     """
-    from genoseq.runtime import atomic_output
+    from genoseq.annotation import read_annotated_genome
+    from genoseq.runtime import write_json
 
     seg = _load(segmenter, device)
-    ann, gen = _load_inputs(annotation, genome)
+    ann, gen = read_annotated_genome(annotation, genome)
     names = [c.strip() for c in contigs.split(",")] if contigs else seg.training_info.get("holdout_contigs") or []
     if not names:
         raise InputError("no contigs to evaluate: the segmenter held none out; give --contigs", field="contigs")
     metrics = evaluate_contigs(seg, ann, gen, names, min_gene_length=min_gene_length, batch_size=batch_size,
                                progress=progress)
-    with atomic_output(out) as handle:
-        handle.write(json.dumps(metrics, indent=2) + "\n")
+    write_json(out, metrics)
     cds = metrics["per_base"].get("CDS", {})
     print(f"wrote {out}: CDS F1 {cds.get('f1')} MCC {cds.get('mcc')} over {len(names)} contigs", file=sys.stderr)
     return metrics

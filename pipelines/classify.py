@@ -29,14 +29,19 @@ feature type; regression targets from BED columns, ``--target_column score`` or 
 number >= 7), resized to ``--window_length`` around their centres when given, read on their own
 strand with ``--stranded true``, and ``--val_contigs`` holds whole contigs out for validation.
 
-Nothing heavy is imported at module level, so building the CLI parser stays fast.
+The work itself is the library's: :mod:`genoseq.tasks.classification` (the logistic probe,
+metrics), :mod:`genoseq.tasks.regression` (target scaling, the ridge / Poisson probe, metrics)
+and :mod:`genoseq.tasks.finetune` (fine-tuning with the best epoch's weights kept); inputs are
+read by :mod:`genoseq.tables`. This module reads the files, calls them and writes the folder,
+predictions, metrics and plots. Nothing heavy is imported at module level, so building the CLI
+parser stays fast.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -47,110 +52,132 @@ from genoseq.runtime import LoggerChoice
 TRAINING_FILE = "training.json"
 
 
-def _read_rows(path: str, split: str, sequence_column: str, label_column: str):
-    from genoseq.tables import read_labelled
-
-    if not Path(path).exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
-    return read_labelled(path, split=split, sequence_column=sequence_column, label_column=label_column)
-
-
 # ---------------------------------------------------------------------- fit
-def _fit_probe(lm, train_rows, val_rows, *, pooling, layer, rc_average, rc_concat, max_length, batch_size, device, c, seed, progress):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+@dataclass
+class _FitSettings:
+    """The options of one ``classify fit`` run that its fitting steps share."""
 
-    from genoseq.models.classifier import SequenceClassifier
-    from genoseq.models.embedding import Embedder
+    out: str
+    embedding: dict  # pooling, layer, rc_average, rc_concat, max_length: kept in the classifier's config
+    sequence_column: str
+    label_column: str
+    val_fraction: float
+    batch_size: int
+    lr: float
+    weight_decay: float
+    max_epochs: int
+    patience: int
+    monitor: str
+    rc_augment: bool
+    probe_c: float
+    ridge_alpha: float | None
+    accelerator: str
+    precision: str | None
+    device: str
+    seed: int
+    progress: bool | str
+    logger: str
 
-    embedder = Embedder(lm, layer=layer, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat, batch_size=batch_size,
-                        max_length=max_length, device=device)
-    x_train = embedder.embed([r.sequence for r in train_rows], progress=progress).astype("float64")
-    y_train = [r.label for r in train_rows]
-    scaler = StandardScaler().fit(x_train)
-    probe = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(scaler.transform(x_train), y_train)
-    clf = SequenceClassifier.from_probe(
-        embedder.model.cpu(), list(probe.classes_), probe.coef_, probe.intercept_, scaler.mean_, scaler.scale_,
-        pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat, max_length=max_length,
-    )
-    info = {"train_accuracy": float(probe.score(scaler.transform(x_train), y_train)), "C": c}
-    if val_rows:
-        x_val = embedder.embed([r.sequence for r in val_rows]).astype("float64")
-        info["val_accuracy"] = float(probe.score(scaler.transform(x_val), [r.label for r in val_rows]))
-    return clf, info
+    def embedder(self, lm):
+        from genoseq.models.embedding import Embedder
 
+        return Embedder(lm, batch_size=self.batch_size, device=self.device, **self.embedding)
 
-class _BestWeights:
-    """Lightning callback keeping a CPU copy of the weights of the best validation epoch."""
+    def rows(self, path: str, split: str, label_column: str | None):
+        from genoseq.tables import read_labelled
 
-    def __new__(cls, monitor: str, mode: str):
-        from lightning.pytorch.callbacks import Callback
-
-        class BestWeights(Callback):
-            def __init__(self) -> None:
-                self.monitor, self.mode = monitor, mode
-                self.best: float | None = None
-                self.best_epoch: int | None = None
-                self.state: dict | None = None
-                self.history: list[dict] = []
-
-            def on_validation_epoch_end(self, trainer, pl_module) -> None:
-                if trainer.sanity_checking:
-                    return
-                metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
-                self.history.append({"epoch": trainer.current_epoch, **metrics})
-                value = metrics.get(self.monitor)
-                if value is None:
-                    return
-                better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
-                if better:
-                    self.best, self.best_epoch = value, trainer.current_epoch
-                    self.state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
-
-        return BestWeights()
+        return read_labelled(path, split=split, sequence_column=self.sequence_column, label_column=label_column)
 
 
-def _fit_finetune(clf, datamodule, *, max_epochs, patience, monitor, accelerator, precision, progress, work_dir, log_dir,
-                  logger):
-    """Fine-tune ``clf`` (a classifier or regression model) on ``datamodule``; the best epoch's weights."""
-    from lightning.pytorch.callbacks import EarlyStopping
+def _finetune(model, datamodule, run: _FitSettings, monitor: str) -> dict:
+    """Fine-tune ``model`` with early stopping on ``monitor``; it ends on the CPU with the best
+    epoch's weights. Returns the run's report (best epoch and value, epochs, history)."""
+    import tempfile
 
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.runtime import quiet_lightning
+    from genoseq.tasks.finetune import finetune
 
-    mode = "min" if monitor == "val/loss" else "max"
-    clf.train()  # from_pretrained returns the backbone in eval mode
-    best = _BestWeights(monitor, mode)
-    config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=accelerator, devices=1, precision=precision,
-                           gradient_clip_val=0, log_every_n_steps=None)
-    trainer = make_trainer(config, job="classify fit", root_dir=work_dir, log_dir=log_dir, csv_name="logs", logger=logger,
-                           progress=progress, max_epochs=max_epochs, enable_checkpointing=False,
-                           callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=patience), best])
-    with quiet_lightning():
-        trainer.fit(clf, datamodule=datamodule)
-    if best.state is not None:
-        clf.load_state_dict(best.state)
-    info = {"best_epoch": best.best_epoch, f"best_{monitor.replace('/', '_')}": best.best,
-            "epochs_run": trainer.current_epoch, "history": best.history}
-    return clf.cpu().eval(), info
+    config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=run.accelerator, devices=1,
+                           precision=run.precision, gradient_clip_val=0, log_every_n_steps=None)
+    with tempfile.TemporaryDirectory(prefix="genoseq-classify-") as work_dir:
+        result = finetune(model, datamodule, lambda callbacks: make_trainer(
+            config, job="classify fit", root_dir=work_dir, log_dir=run.out, csv_name="logs", logger=run.logger,
+            progress=run.progress, max_epochs=run.max_epochs, enable_checkpointing=False, callbacks=callbacks),
+            monitor=monitor, patience=run.patience)
+    model.cpu().eval()
+    return result.to_dict()
 
 
-# ---------------------------------------------------------------------- regression
-REGRESSION_ALPHAS = tuple(10.0 ** k for k in range(-2, 6))  # ridge penalties tried by leave-one-out CV
+def _fit_classifier(lm, train: str, val: str | None, run: _FitSettings, *, frozen: bool) -> tuple[object, dict]:
+    """A logistic-regression probe or a fine-tuned classifier, and its training summary."""
+    if frozen:
+        from genoseq.tasks.classification import fit_logistic_probe
+
+        rows = run.rows(train, "train", run.label_column)
+        val_rows = run.rows(val, "test", run.label_column) if val else []
+        if len({r.label for r in rows}) < 2:
+            raise InputError("training data has fewer than two classes", path=str(train))
+        clf, info = fit_logistic_probe(run.embedder(lm), [r.sequence for r in rows], [r.label for r in rows],
+                                       [r.sequence for r in val_rows], [r.label for r in val_rows], c=run.probe_c,
+                                       seed=run.seed, progress=run.progress)
+        return clf, {"n_train": len(rows), "n_val": len(val_rows), **info}
+    from genoseq.datamodules import LabelledSequenceDataModule
+    from genoseq.models.classifier import SequenceClassifier
+
+    datamodule = LabelledSequenceDataModule(
+        train, val=val, val_fraction=run.val_fraction, sequence_column=run.sequence_column,
+        label_column=run.label_column, max_length=run.embedding["max_length"], rc_augment=run.rc_augment,
+        batch_size=run.batch_size, seed=run.seed,
+    )
+    datamodule.setup()
+    if datamodule.num_classes < 2:
+        raise InputError("training data has fewer than two classes", path=str(train))
+    if "val" not in datamodule.datasets:
+        raise InputError("no validation rows: give --val or a val_fraction > 0 with >= 2 rows per class", path=str(train))
+    clf = SequenceClassifier(lm, datamodule.classes, lr=run.lr, weight_decay=run.weight_decay, **run.embedding)
+    info = {"n_train": len(datamodule.datasets["train"]), "n_val": len(datamodule.datasets["val"]), "lr": run.lr,
+            "max_epochs": run.max_epochs, "monitor": run.monitor}
+    return clf, {**info, **_finetune(clf, datamodule, run, run.monitor)}
 
 
-def _target_names(target_column: str | None, target_columns: list[str] | None) -> list[str]:
-    """The regression targets from ``--target_column`` xor ``--target_columns`` (distinct, non-empty)."""
-    if target_column is not None and target_columns:
-        raise InputError("give --target_column or --target_columns, not both", field="target_columns", kind="conflict")
-    names = [target_column] if target_column is not None else [str(c) for c in (target_columns or [])]
-    if not names:
-        raise InputError("--task regression needs --target_column NAME or --target_columns [A,B]", field="target_column",
-                         kind="missing_target")
-    if len(set(names)) != len(names) or any(not n.strip() for n in names):
-        raise InputError(f"target columns must be distinct and non-empty, got {names}", field="target_columns",
-                         kind="bad_target")
-    return names
+def _fit_regression(lm, train: str, val: str | None, run: _FitSettings, *, frozen: bool, targets: list[str],
+                    loss: str) -> tuple[object, dict]:
+    """A ridge / Poisson GLM probe or a fine-tuned regression model of a table's numeric
+    columns, and its training summary."""
+    from genoseq.tables import numeric_targets
+    from genoseq.tasks.regression import fit_regression_probe, regression_metrics, target_scaling
+
+    nonnegative = loss in ("poisson", "log")
+    if frozen:
+        rows = run.rows(train, "train", None)
+        values = numeric_targets(rows, targets, train, nonnegative=nonnegative)
+        val_rows = run.rows(val, "test", None) if val else []
+        val_values = numeric_targets(val_rows, targets, val, nonnegative=nonnegative) if val else None
+        model, info = fit_regression_probe(
+            run.embedder(lm), [r.sequence for r in rows], values, [r.sequence for r in val_rows], val_values,
+            targets=targets, loss=loss, alpha=run.ridge_alpha, seed=run.seed, progress=run.progress, path=str(train))
+        return model, {**info, "n_train": len(rows), "n_val": len(val_rows)}
+    from genoseq.datamodules import LabelledSequenceDataModule
+    from genoseq.models.classifier import SequenceClassifier
+
+    datamodule = LabelledSequenceDataModule(
+        train, val=val, val_fraction=run.val_fraction, sequence_column=run.sequence_column,
+        max_length=run.embedding["max_length"], rc_augment=run.rc_augment, batch_size=run.batch_size, seed=run.seed,
+        targets=targets, nonnegative=nonnegative,
+    )
+    datamodule.setup()
+    if "val" not in datamodule.datasets:
+        raise InputError("no validation rows: give --val or a val_fraction > 0", path=str(train))
+    mean, std = target_scaling(datamodule.datasets["train"].labels, targets, loss, str(train))
+    model = SequenceClassifier(lm, task="regression", targets=targets, loss=loss, target_mean=mean, target_std=std,
+                               lr=run.lr, weight_decay=run.weight_decay, **run.embedding)
+    info = _finetune(model, datamodule, run, "val/loss")
+    info.update(n_train=len(datamodule.datasets["train"]), n_val=len(datamodule.datasets["val"]), lr=run.lr,
+                max_epochs=run.max_epochs, monitor="val/loss")
+    held_out = datamodule.datasets["val"]
+    info["val_metrics"] = regression_metrics(held_out.labels, model.predict_values(held_out.ids, batch_size=run.batch_size),
+                                             targets)["per_target"]
+    return model, info
 
 
 def check_task_options(task: str, given: dict[str, object]) -> None:
@@ -163,142 +190,6 @@ def check_task_options(task: str, given: dict[str, object]) -> None:
             option = "--monitor val/acc" if name == "monitor_acc" else f"--{name}"
             raise InputError(f"{option} is an option of --task {other}, not --task {task}", field=name,
                              kind="option_for_other_task")
-
-
-def link_values(values, loss: str):
-    """Targets in the loss's link space: the values (mse, poisson: their log is the link of the
-    mean), ``log1p`` of them (log)."""
-    import numpy as np
-
-    return np.log1p(values) if loss == "log" else np.asarray(values, dtype=np.float64)
-
-
-def target_scaling(values, targets: list[str], loss: str, path: str) -> tuple[list[float], list[float]]:
-    """Per target, the link-space mean and standard deviation the head is standardised with
-    (poisson: the log of the mean rate and 1). A constant target cannot be learned: InputError."""
-    import numpy as np
-
-    values = np.asarray(values, dtype=np.float64)
-    if loss == "poisson":
-        means = values.mean(0)
-        for name, m in zip(targets, means):
-            if m <= 0:
-                raise InputError(f"target {name!r} is zero in every training row (a Poisson rate needs counts)", path=path)
-        return np.log(means).tolist(), [1.0] * len(targets)
-    link = link_values(values, loss)
-    std = link.std(0)
-    for name, sd in zip(targets, std):
-        if not sd > 0:
-            raise InputError(f"target {name!r} has the same value in every training row: nothing to learn", path=path)
-    return link.mean(0).tolist(), std.tolist()
-
-
-def _fit_regression_probe(lm, rows, values, val_rows, val_values, *, targets, loss, ridge_alpha, pooling, layer, rc_average,
-                          rc_concat, max_length, batch_size, device, seed, progress, path):
-    """Ridge (mse, log) or per-target Poisson GLM (poisson) on standardised frozen embeddings,
-    folded into the linear head of a regression :class:`SequenceClassifier`."""
-    import numpy as np
-    from sklearn.linear_model import PoissonRegressor, Ridge, RidgeCV
-    from sklearn.model_selection import KFold, cross_val_score
-    from sklearn.preprocessing import StandardScaler
-
-    from genoseq.models.classifier import SequenceClassifier
-    from genoseq.models.embedding import Embedder
-
-    embedder = Embedder(lm, layer=layer, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat, batch_size=batch_size,
-                        max_length=max_length, device=device)
-    x = embedder.embed([r.sequence for r in rows], progress=progress).astype("float64")
-    scaler = StandardScaler().fit(x)
-    xs = scaler.transform(x)
-    info: dict = {}
-    if loss == "poisson":
-        alphas = [ridge_alpha] if ridge_alpha is not None else [10.0 ** k for k in range(-4, 1)]
-        coefs, intercepts, chosen = [], [], []
-        folds = KFold(n_splits=3, shuffle=True, random_state=seed)
-        for j in range(len(targets)):
-            best = alphas[0]
-            if len(alphas) > 1:
-                scores = [cross_val_score(PoissonRegressor(alpha=a, max_iter=1000), xs, values[:, j], cv=folds).mean()
-                          for a in alphas]
-                best = alphas[int(np.argmax(scores))]
-            glm = PoissonRegressor(alpha=best, max_iter=1000).fit(xs, values[:, j])
-            coefs.append(glm.coef_)
-            intercepts.append(glm.intercept_)
-            chosen.append(best)
-        mean, std = [0.0] * len(targets), [1.0] * len(targets)  # the GLM predicts the log rate itself
-        coef, intercept = np.stack(coefs), np.asarray(intercepts)
-    else:
-        mean, std = target_scaling(values, targets, loss, path)
-        z = (link_values(values, loss) - np.asarray(mean)) / np.asarray(std)
-        if ridge_alpha is not None:
-            ridge = Ridge(alpha=ridge_alpha).fit(xs, z)
-            chosen = [ridge_alpha] * len(targets)
-        else:
-            ridge = RidgeCV(alphas=REGRESSION_ALPHAS, alpha_per_target=True).fit(xs, z)
-            chosen = np.broadcast_to(np.asarray(ridge.alpha_, dtype=np.float64), (len(targets),)).tolist()
-        coef, intercept = np.asarray(ridge.coef_).reshape(len(targets), -1), np.asarray(ridge.intercept_).reshape(-1)
-    model = SequenceClassifier.from_regression_probe(
-        embedder.model.cpu(), targets, coef, intercept, scaler.mean_, scaler.scale_, loss=loss, target_mean=mean,
-        target_std=std, pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat, max_length=max_length,
-    )
-    info["alpha"] = dict(zip(targets, map(float, chosen)))
-    info["train_metrics"] = regression_metrics(values, model.predict_values([r.sequence for r in rows]), targets)["per_target"]
-    if val_rows:
-        info["val_metrics"] = regression_metrics(val_values, model.predict_values([r.sequence for r in val_rows]),
-                                                 targets)["per_target"]
-    return model, info
-
-
-def _fit_regression(lm, *, train, val, out, frozen, targets, loss, ridge_alpha, pooling, layer, rc_average, rc_concat,
-                    max_length, val_fraction, batch_size, lr, weight_decay, max_epochs, patience, rc_augment,
-                    sequence_column, accelerator, precision, device, seed, progress, logger) -> tuple[object, dict]:
-    """The regression model and its summary (a probe or a fine-tuned head, on a table's numeric columns)."""
-    from genoseq.tables import numeric_targets
-
-    nonnegative = loss in ("poisson", "log")
-    if frozen:
-        rows = _read_rows(train, "train", sequence_column, None)
-        values = numeric_targets(rows, targets, train, nonnegative=nonnegative)
-        val_rows = _read_rows(val, "test", sequence_column, None) if val else []
-        val_values = numeric_targets(val_rows, targets, val, nonnegative=nonnegative) if val else None
-        model, info = _fit_regression_probe(
-            lm, rows, values, val_rows, val_values, targets=targets, loss=loss, ridge_alpha=ridge_alpha, pooling=pooling,
-            layer=layer, rc_average=rc_average, rc_concat=rc_concat, max_length=max_length, batch_size=batch_size,
-            device=device, seed=seed, progress=progress, path=str(train))
-        return model, {**info, "n_train": len(rows), "n_val": len(val_rows)}
-    from genoseq.datamodules import LabelledSequenceDataModule
-    from genoseq.models.classifier import SequenceClassifier
-
-    datamodule = LabelledSequenceDataModule(
-        train, val=val, val_fraction=val_fraction, sequence_column=sequence_column, max_length=max_length,
-        rc_augment=rc_augment, batch_size=batch_size, seed=seed, targets=targets, nonnegative=nonnegative,
-    )
-    datamodule.setup()
-    if "val" not in datamodule.datasets:
-        raise InputError("no validation rows: give --val or a val_fraction > 0", path=str(train))
-    mean, std = target_scaling(datamodule.datasets["train"].labels, targets, loss, str(train))
-    model = SequenceClassifier(lm, task="regression", targets=targets, loss=loss, target_mean=mean, target_std=std,
-                               pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat,
-                               max_length=max_length, lr=lr, weight_decay=weight_decay)
-    model, info = _fit_datamodule(model, datamodule, out=out, max_epochs=max_epochs, patience=patience,
-                                  accelerator=accelerator, precision=precision, progress=progress, logger=logger, lr=lr)
-    held_out = datamodule.datasets["val"]
-    info["val_metrics"] = regression_metrics(held_out.labels, model.predict_values(held_out.ids, batch_size=batch_size),
-                                             targets)["per_target"]
-    return model, info
-
-
-def _fit_datamodule(model, datamodule, *, out, max_epochs, patience, accelerator, precision, progress, logger, lr):
-    """Fine-tune a regression model on a DataModule (table or genomic intervals) with early stopping on val/loss."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="genoseq-classify-") as work_dir:
-        model, info = _fit_finetune(model, datamodule, max_epochs=max_epochs, patience=patience, monitor="val/loss",
-                                    accelerator=accelerator, precision=precision, progress=progress, work_dir=work_dir,
-                                    log_dir=out, logger=logger)
-    info.update(n_train=len(datamodule.datasets["train"]), n_val=len(datamodule.datasets["val"]), lr=lr,
-                max_epochs=max_epochs, monitor="val/loss")
-    return model, info
 
 
 def fit(
@@ -414,136 +305,85 @@ def fit(
         The training summary also written to ``<out>/training.json``.
     """
     # Over 80 lines for its signature and Args, which are the command's options and help.
+    import contextlib
     import tempfile
 
     import lightning as L
 
     from genoseq.models import GenoSeqLM
+    from genoseq.runtime import require_file
+    from genoseq.tasks.regression import target_names
 
     started = time.perf_counter()
     rc_concat = rc_concat and not rc_average  # asking for averaged strands replaces the default concatenation
     check_task_options(task, {"label_column": label_column, "probe_c": probe_c, "monitor_acc": monitor == "val/acc",
                               "target_column": target_column, "target_columns": target_columns, "loss": loss,
                               "ridge_alpha": ridge_alpha})
-    targets = _target_names(target_column, target_columns) if task == "regression" else None
-    label_column = label_column or "label"
-    probe_c = 0.01 if probe_c is None else probe_c
+    targets = target_names(target_column, target_columns) if task == "regression" else None
     L.seed_everything(seed, verbose=False)
     for path in (train, val):
-        if path is not None and not Path(path).exists():
-            raise FileNotFoundError(2, "No such file or directory", str(path))
+        if path is not None:
+            require_file(path)
     if genome is None and (window_length is not None or stranded or val_contigs):
         raise InputError("--window_length, --stranded and --val_contigs are options of training on intervals: give "
                          "--genome too", field="genome", kind="missing")
-    if genome is not None:  # intervals of a genome, read once into the tables the rest of fit reads
-        interval_dir = tempfile.TemporaryDirectory(prefix="genoseq-intervals-")
-        intervals = {"train": train, "val": val}
-        train, val, interval_counts = interval_tables(
-            genome, train, val, Path(interval_dir.name), targets=targets, window_length=window_length,
-            stranded=stranded, val_contigs=val_contigs, sequence_column=sequence_column, label_column=label_column)
-    lm = GenoSeqLM.from_pretrained(model)
-    summary: dict = {"model": str(model), "train": str(train), "val": val, "method": "probe" if frozen else "finetune",
-                     "task": task, "pooling": pooling, "layer": layer, "rc_average": rc_average, "rc_concat": rc_concat,
-                     "seed": seed}
-    if genome is not None:
-        summary.update(genome=str(genome), intervals=intervals, window_length=window_length, stranded=stranded,
-                       val_contigs=val_contigs, interval_counts=interval_counts, train=str(intervals["train"]),
-                       val=intervals["val"])
-    if targets is not None:
-        clf, info = _fit_regression(
-            lm, train=train, val=val, out=out, frozen=frozen, targets=targets, loss=loss or "mse", ridge_alpha=ridge_alpha,
-            pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat, max_length=max_length,
-            val_fraction=val_fraction, batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs,
-            patience=patience, rc_augment=rc_augment, sequence_column=sequence_column, accelerator=accelerator,
-            precision=precision, device=device, seed=seed, progress=progress, logger=logger)
-        summary.update(info, targets=targets, loss=loss or "mse")
-    elif frozen:
-        train_rows = _read_rows(train, "train", sequence_column, label_column)
-        val_rows = _read_rows(val, "test", sequence_column, label_column) if val else []
-        if len({r.label for r in train_rows}) < 2:
-            raise InputError("training data has fewer than two classes", path=str(train))
-        clf, info = _fit_probe(lm, train_rows, val_rows, pooling=pooling, layer=layer, rc_average=rc_average, rc_concat=rc_concat,
-                               max_length=max_length, batch_size=batch_size, device=device, c=probe_c,
-                               seed=seed, progress=progress)
-        summary.update(n_train=len(train_rows), n_val=len(val_rows))
-    else:
-        from genoseq.datamodules import LabelledSequenceDataModule
-        datamodule = LabelledSequenceDataModule(
-            train, val=val, val_fraction=val_fraction, sequence_column=sequence_column, label_column=label_column,
-            max_length=max_length, rc_augment=rc_augment, batch_size=batch_size, seed=seed,
-        )
-        datamodule.setup()
-        if datamodule.num_classes < 2:
-            raise InputError("training data has fewer than two classes", path=str(train))
-        if "val" not in datamodule.datasets:
-            raise InputError("no validation rows: give --val or a val_fraction > 0 with >= 2 rows per class", path=str(train))
-        from genoseq.models.classifier import SequenceClassifier
-
-        clf = SequenceClassifier(lm, datamodule.classes, pooling=pooling, layer=layer, rc_average=rc_average,
-                                 rc_concat=rc_concat, max_length=max_length, lr=lr, weight_decay=weight_decay)
-        with tempfile.TemporaryDirectory(prefix="genoseq-classify-") as work_dir:
-            clf, info = _fit_finetune(
-                clf, datamodule, max_epochs=max_epochs, patience=patience, monitor=monitor,
-                accelerator=accelerator, precision=precision, progress=progress, work_dir=work_dir,
-                log_dir=out, logger=logger,
-            )
-        summary.update(n_train=len(datamodule.datasets["train"]), n_val=len(datamodule.datasets["val"]),
-                       lr=lr, max_epochs=max_epochs, monitor=monitor)
-    if targets is None:
-        summary.update(info, classes=clf.classes)
+    run = _FitSettings(
+        out=out, embedding={"pooling": pooling, "layer": layer, "rc_average": rc_average, "rc_concat": rc_concat,
+                            "max_length": max_length},
+        sequence_column=sequence_column, label_column=label_column or "label", val_fraction=val_fraction,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs, patience=patience,
+        monitor=monitor, rc_augment=rc_augment, probe_c=0.01 if probe_c is None else probe_c, ridge_alpha=ridge_alpha,
+        accelerator=accelerator, precision=precision, device=device, seed=seed, progress=progress, logger=logger)
+    with contextlib.ExitStack() as stack:
+        tables = (train, val)
+        if genome is not None:  # intervals of a genome, read once into the tables the rest of fit reads
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="genoseq-intervals-")))
+            *tables, interval_counts = interval_tables(
+                genome, train, val, work, targets=targets, window_length=window_length, stranded=stranded,
+                val_contigs=val_contigs, sequence_column=sequence_column, label_column=run.label_column)
+        lm = GenoSeqLM.from_pretrained(model)
+        summary: dict = {"model": str(model), "train": str(train), "val": val, "method": "probe" if frozen else "finetune",
+                         "task": task, "pooling": pooling, "layer": layer, "rc_average": rc_average,
+                         "rc_concat": rc_concat, "seed": seed}
+        if genome is not None:
+            summary.update(genome=str(genome), intervals={"train": train, "val": val}, window_length=window_length,
+                           stranded=stranded, val_contigs=val_contigs, interval_counts=interval_counts)
+        if targets is not None:
+            clf, info = _fit_regression(lm, *tables, run, frozen=frozen, targets=targets, loss=loss or "mse")
+            summary.update(info, targets=targets, loss=loss or "mse")
+        else:
+            clf, info = _fit_classifier(lm, *tables, run, frozen=frozen)
+            summary.update(info, classes=clf.classes)
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    if genome is not None:
-        interval_dir.cleanup()
     return _save(clf, Path(out), summary)
 
 
 def interval_tables(genome: str, train: str, val: str | None, work: Path, *, targets: list[str] | None,
                     window_length: int | None, stranded: bool, val_contigs: list[str] | None,
                     sequence_column: str = "sequence", label_column: str = "label") -> tuple[str, str | None, dict]:
-    """The intervals of ``train`` (and ``val``) on ``genome`` as the tables ``fit`` reads: one row
-    per interval (its sequence, and its class or target values), through
-    :class:`~genoseq.datamodules.intervals.IntervalDataModule`. ``val_contigs`` moves the
-    intervals on those contigs into the validation table. Returns the table paths and counts."""
-    import numpy as np
-
-    from genoseq.datamodules.intervals import IntervalDataModule, IntervalDataset
-    from genoseq.tokenizer import Tokenizer
+    """The intervals of ``train`` (and ``val``) on ``genome`` as the tables ``fit`` reads, written
+    into ``work``: one row per interval (its sequence, and its class or target values; see
+    :func:`genoseq.tasks.intervals.interval_examples`). ``val_contigs`` moves the intervals on
+    those contigs into the validation table. Returns the table paths and counts."""
+    from genoseq.runtime import write_tsv
+    from genoseq.tasks.intervals import interval_examples
 
     if val is not None and val_contigs:
         raise InputError("give --val (a file of validation intervals) or --val_contigs, not both", field="val_contigs",
                          kind="conflict")
-    tokenizer = Tokenizer()
     counts: dict = {}
 
     def read(path: str, holdout: list[str] | None) -> dict[str, list]:
-        dm = IntervalDataModule(genome, intervals=path, target="value" if targets else "class",
-                                value_columns=targets or ("score",), window_length=window_length, stranded=stranded,
-                                val_contigs=holdout, convert_gzip=True)
-        dm.setup()
-        counts[str(path)] = {split: len(ex) for split, ex in dm.examples.items()}
-        counts[str(path)]["dropped"] = sum(dm.dropped.values())
-        rows = {}
-        for split, ex in dm.examples.items():
-            data = IntervalDataset(dm, ex)
-            found = []
-            for i in range(len(ex)):
-                item = data[(i, 0, 0)]
-                seq = tokenizer.decode(item["input_ids"].numpy().astype(np.uint8))
-                if targets:
-                    found.append([seq] + [f"{float(v):.8g}" for v in item["targets"].tolist()])
-                else:
-                    found.append([seq, dm.example_label(split, i)])
-            rows[split] = found
-        return rows
+        examples, counts[str(path)] = interval_examples(genome, path, targets=targets, window_length=window_length,
+                                                        stranded=stranded, val_contigs=holdout)
+        return examples
 
     header = [sequence_column] + (list(targets) if targets else [label_column])
 
-    def write(name: str, rows: list) -> str:
-        path = work / f"{name}.tsv"
-        with open(path, "w") as handle:
-            handle.write("\t".join(header) + "\n")
-            handle.writelines("\t".join(r) + "\n" for r in rows)
-        return str(path)
+    def write(name: str, examples: list) -> str:
+        write_tsv(work / f"{name}.tsv", header, ([sequence] + ([f"{float(v):.8g}" for v in label] if targets else [label])
+                                                 for sequence, label in examples))
+        return str(work / f"{name}.tsv")
 
     main_rows = read(train, val_contigs)
     train_path = write("train", main_rows["train"])
@@ -562,11 +402,10 @@ def interval_tables(genome: str, train: str, val: str | None, work: Path, *, tar
 
 def _save(clf, out_dir: Path, summary: dict) -> dict:
     """Write the model folder and ``training.json``; print a one-line summary."""
-    from genoseq.runtime import atomic_output
+    from genoseq.runtime import write_json
 
     clf.save_pretrained(out_dir, training=summary)
-    with atomic_output(out_dir / TRAINING_FILE) as handle:
-        handle.write(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / TRAINING_FILE, summary)
     shown = {k: summary[k] for k in ("train_accuracy", "val_accuracy", "best_val_loss", "best_val_acc", "best_epoch") if k in summary}
     if clf.is_regression:
         val = summary.get("val_metrics") or {}
@@ -586,102 +425,25 @@ def _load(classifier: str, device: str):
     return SequenceClassifier.from_pretrained(classifier).to(resolve_device(device))
 
 
-def read_inputs(path: str, split: str, sequence_column: str, label_column: str):
-    """Names, sequences and labels (None when unlabelled) from a table, GenomicBenchmarks folder or FASTA."""
-    from genoseq.fasta import is_fasta
-
-    # The one reader of "sequences, maybe labelled" lives with `genoseq embed`; it belongs in
-    # genoseq.tables (shared by both jobs) and is imported from there once it moves.
-    from genoseq.tables import read_sequences
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(p))
-    fasta = p.is_file() and is_fasta(p)
-    inputs = read_sequences(
-        fasta=p if fasta else None, tsv=None if fasta else p,
-        split=split, sequence_column=sequence_column, label_column=label_column,
-    )
-    return inputs.names, inputs.sequences, inputs.labels
-
-
-def _write_predictions(path: Path, names, labels, classes, proba) -> list[str]:
+def _write_predictions(path: Path, names, labels, classes, proba) -> None:
     import numpy as np
 
-    from genoseq.runtime import atomic_output
+    from genoseq.runtime import write_tsv
 
     predicted = [classes[i] for i in np.argmax(proba, axis=1)]
-    with atomic_output(path) as handle:
-        columns = ["name"] + (["label"] if labels is not None else []) + ["predicted"] + [f"p_{c}" for c in classes]
-        handle.write("\t".join(columns) + "\n")
-        for i, name in enumerate(names):
-            row = [name] + ([labels[i]] if labels is not None else []) + [predicted[i]]
-            row += [f"{p:.6g}" for p in proba[i]]
-            handle.write("\t".join(row) + "\n")
-    return predicted
-
-
-def read_regression_inputs(path: str, split: str, sequence_column: str, targets: list[str], required: bool):
-    """Names, sequences and true target values (N, T) from a table, GenomicBenchmarks folder or
-    FASTA file; the values are None when the input lacks the target columns and ``required`` is false."""
-    from genoseq.fasta import is_fasta, iter_fasta
-    from genoseq.tables import numeric_targets
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(p))
-    if p.is_file() and is_fasta(p):
-        if required:
-            raise InputError(f"a FASTA file has no target values: give a table with the columns {', '.join(targets)}",
-                             path=str(p))
-        records = list(iter_fasta(p))
-        return [r.name for r in records], [r.sequence for r in records], None
-    rows = _read_rows(str(p), split, sequence_column, None)
-    names = [r.extra.get("name") or r.extra.get("id") or f"row{i + 1}" for i, r in enumerate(rows)]
-    known = required or all(t in rows[0].extra for t in targets)
-    values = numeric_targets(rows, targets, p) if known else None
-    return names, [r.sequence for r in rows], values
+    known = labels is not None
+    write_tsv(path, ["name"] + (["label"] if known else []) + ["predicted"] + [f"p_{c}" for c in classes],
+              ([name] + ([labels[i]] if known else []) + [predicted[i]] + [f"{p:.6g}" for p in proba[i]]
+               for i, name in enumerate(names)))
 
 
 def _write_regression_predictions(path: Path, names, targets: list[str], values, predicted) -> None:
-    from genoseq.runtime import atomic_output
+    from genoseq.runtime import write_tsv
 
-    with atomic_output(path) as handle:
-        columns = ["name"] + (list(targets) if values is not None else []) + [f"predicted_{t}" for t in targets]
-        handle.write("\t".join(columns) + "\n")
-        for i, name in enumerate(names):
-            row = [name] + ([f"{v:.6g}" for v in values[i]] if values is not None else [])
-            row += [f"{v:.6g}" for v in predicted[i]]
-            handle.write("\t".join(row) + "\n")
-
-
-def regression_metrics(true, predicted, targets: list[str]) -> dict:
-    """Per target: n, Pearson r, Spearman rho (scipy.stats), R^2 and MSE (sklearn.metrics); a
-    correlation is null where either side is constant. Also their means over the targets."""
-    import numpy as np
-    from scipy import stats
-    from sklearn import metrics
-
-    true = np.asarray(true, dtype=np.float64).reshape(len(true), -1)
-    predicted = np.asarray(predicted, dtype=np.float64).reshape(len(predicted), -1)
-    per_target = {}
-    for j, name in enumerate(targets):
-        y, p = true[:, j], predicted[:, j]
-        varied = len(y) >= 2 and np.ptp(y) > 0 and np.ptp(p) > 0
-        per_target[name] = {
-            "n": int(len(y)),
-            "pearson": float(stats.pearsonr(y, p)[0]) if varied else None,
-            "spearman": float(stats.spearmanr(y, p)[0]) if varied else None,
-            "r2": float(metrics.r2_score(y, p)) if len(y) >= 2 else None,
-            "mse": float(metrics.mean_squared_error(y, p)),
-            "true_mean": float(y.mean()),
-            "true_std": float(y.std()),
-        }
-    summary = {}
-    for key in ("pearson", "spearman", "r2", "mse"):
-        found = [m[key] for m in per_target.values() if m[key] is not None]
-        summary[f"mean_{key}"] = float(np.mean(found)) if found else None
-    return {"n": int(len(true)), "targets": list(targets), **summary, "per_target": per_target}
+    known = values is not None
+    write_tsv(path, ["name"] + (list(targets) if known else []) + [f"predicted_{t}" for t in targets],
+              ([name] + ([f"{v:.6g}" for v in values[i]] if known else []) + [f"{v:.6g}" for v in predicted[i]]
+               for i, name in enumerate(names)))
 
 
 def scatter_file(target: str) -> str:
@@ -691,58 +453,36 @@ def scatter_file(target: str) -> str:
     return f"scatter_{re.sub(r'[^A-Za-z0-9._-]+', '_', target)}.png"
 
 
-def plot_scatter(path: Path, true, predicted, target: str, metrics: dict, title: str) -> None:
-    """Predicted against true values of one target with the y = x line (a hexbin density beyond 5,000 points)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from genoseq.runtime import atomic_path
-
-    true, predicted = np.asarray(true, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    if len(true) > 5000:
-        ax.hexbin(true, predicted, gridsize=60, bins="log", cmap="viridis", mincnt=1)
-    else:
-        ax.scatter(true, predicted, s=6, alpha=0.5, linewidths=0)
-    lo, hi = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
-    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1)
-    r = "n/a" if metrics["pearson"] is None else f"{metrics['pearson']:.3f}"
-    r2 = "n/a" if metrics["r2"] is None else f"{metrics['r2']:.3f}"
-    ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title=f"{title}\nPearson {r}, R\u00b2 {r2}, n={len(true)}")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
 def _predict_regression(clf, input: str, out: str, *, batch_size: int, split: str, sequence_column: str,
                         progress) -> dict:
-    names, sequences, values = read_regression_inputs(input, split, sequence_column, clf.targets, required=False)
-    predicted = clf.predict_values(sequences, batch_size=batch_size, progress=progress)
-    _write_regression_predictions(Path(out), names, clf.targets, values, predicted)
-    print(f"wrote {out}: {len(names)} predictions of {', '.join(clf.targets)}", file=sys.stderr)
-    return {"out": str(out), "n": len(names), "targets": list(clf.targets)}
+    from genoseq.tables import read_target_inputs
+
+    inputs, values = read_target_inputs(input, clf.targets, split=split, sequence_column=sequence_column, required=False)
+    predicted = clf.predict_values(inputs.sequences, batch_size=batch_size, progress=progress)
+    _write_regression_predictions(Path(out), inputs.names, clf.targets, values, predicted)
+    print(f"wrote {out}: {len(inputs.names)} predictions of {', '.join(clf.targets)}", file=sys.stderr)
+    return {"out": str(out), "n": len(inputs.names), "targets": list(clf.targets)}
 
 
 def _evaluate_regression(clf, classifier: str, input: str, out: str, *, batch_size: int, split: str,
                          sequence_column: str, progress) -> dict:
-    from genoseq.runtime import atomic_output
+    from genoseq.figures import scatter_figure
+    from genoseq.runtime import save_figure, write_json
+    from genoseq.tables import read_target_inputs
+    from genoseq.tasks.regression import regression_metrics
 
-    names, sequences, values = read_regression_inputs(input, split, sequence_column, clf.targets, required=True)
-    predicted = clf.predict_values(sequences, batch_size=batch_size, progress=progress)
+    inputs, values = read_target_inputs(input, clf.targets, split=split, sequence_column=sequence_column, required=True)
+    predicted = clf.predict_values(inputs.sequences, batch_size=batch_size, progress=progress)
     result = {"classifier": str(classifier), "input": str(input), "task": "regression", "method": clf.method,
               "loss": clf.loss, **regression_metrics(values, predicted, clf.targets)}
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_regression_predictions(out_dir / "predictions.tsv", names, clf.targets, values, predicted)
+    _write_regression_predictions(out_dir / "predictions.tsv", inputs.names, clf.targets, values, predicted)
     for j, target in enumerate(clf.targets):
-        plot_scatter(out_dir / scatter_file(target), values[:, j], predicted[:, j], target, result["per_target"][target],
-                     f"{Path(classifier).name} on {Path(input).name}")
-    with atomic_output(out_dir / "metrics.json") as handle:
-        handle.write(json.dumps(result, indent=2) + "\n")
+        figure = scatter_figure(values[:, j], predicted[:, j], target, result["per_target"][target],
+                                f"{Path(classifier).name} on {Path(input).name}")
+        save_figure(figure, out_dir / scatter_file(target))
+    write_json(out_dir / "metrics.json", result)
     shown = ", ".join(f"{t}: Pearson {m['pearson'] if m['pearson'] is None else round(m['pearson'], 3)}, "
                       f"R2 {m['r2'] if m['r2'] is None else round(m['r2'], 3)}" for t, m in result["per_target"].items())
     print(f"wrote {out_dir}: n={result['n']} {shown}", file=sys.stderr)
@@ -784,70 +524,13 @@ def predict(
     if clf.is_regression:
         return _predict_regression(clf, input, out, batch_size=batch_size, split=split, sequence_column=sequence_column,
                                    progress=progress)
-    names, sequences, labels = read_inputs(input, split, sequence_column, label_column)
-    proba = clf.predict_proba(sequences, batch_size=batch_size, progress=progress)
-    _write_predictions(Path(out), names, labels, clf.classes, proba)
-    print(f"wrote {out}: {len(names)} predictions over classes {', '.join(clf.classes)}", file=sys.stderr)
-    return {"out": str(out), "n": len(names), "classes": clf.classes}
+    from genoseq.tables import read_sequence_inputs
 
-
-def classification_metrics(labels: list[str], proba, classes: list[str]) -> dict:
-    """Accuracy, MCC, macro F1, one-vs-rest AUROC and the confusion matrix (sklearn.metrics)."""
-    import numpy as np
-    from sklearn import metrics
-
-    proba = np.asarray(proba, dtype=np.float64)
-    predicted = [classes[i] for i in proba.argmax(1)]
-    y = np.array([classes.index(label) for label in labels])
-    present = sorted(set(y.tolist()))
-    auroc: float | None = None
-    per_class_auroc: dict[str, float] = {}
-    for k in present:
-        if 0 < (y == k).sum() < len(y):
-            per_class_auroc[classes[k]] = float(metrics.roc_auc_score(y == k, proba[:, k]))
-    if len(present) == 2 and len(classes) == 2:
-        auroc = float(metrics.roc_auc_score(y, proba[:, 1]))
-    elif len(present) == len(classes):
-        auroc = float(metrics.roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(len(classes)))))
-    elif per_class_auroc:  # some class absent from the labels: mean over the classes present
-        auroc = float(np.mean(list(per_class_auroc.values())))
-    return {
-        "n": len(labels),
-        "classes": classes,
-        "accuracy": float(metrics.accuracy_score(labels, predicted)),
-        "mcc": float(metrics.matthews_corrcoef(labels, predicted)),
-        "macro_f1": float(metrics.f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
-        "auroc_ovr": auroc,
-        "auroc_per_class": per_class_auroc,
-        "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=classes).tolist(),
-        "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)},
-    }
-
-
-def _plot_roc(path: Path, labels: list[str], proba, classes: list[str], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import auc, roc_curve
-
-    from genoseq.runtime import atomic_path
-
-    y = np.array([classes.index(label) for label in labels])
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for k, name in enumerate(classes):
-        if not 0 < (y == k).sum() < len(y):
-            continue
-        fpr, tpr, _ = roc_curve(y == k, proba[:, k])
-        ax.plot(fpr, tpr, label=f"{name} vs rest (AUC {auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    inputs = read_sequence_inputs(input, split=split, sequence_column=sequence_column, label_column=label_column)
+    proba = clf.predict_proba(inputs.sequences, batch_size=batch_size, progress=progress)
+    _write_predictions(Path(out), inputs.names, inputs.labels, clf.classes, proba)
+    print(f"wrote {out}: {len(inputs.names)} predictions over classes {', '.join(clf.classes)}", file=sys.stderr)
+    return {"out": str(out), "n": len(inputs.names), "classes": clf.classes}
 
 
 def evaluate(
@@ -882,13 +565,16 @@ def evaluate(
     Returns:
         The metrics also written to ``metrics.json``.
     """
-    from genoseq.runtime import atomic_output
+    from genoseq.figures import roc_figure
+    from genoseq.runtime import save_figure, write_json, write_tsv
+    from genoseq.tables import read_labelled
+    from genoseq.tasks.classification import classification_metrics
 
     clf = _load(classifier, device)
     if clf.is_regression:
         return _evaluate_regression(clf, classifier, input, out, batch_size=batch_size, split=split,
                                     sequence_column=sequence_column, progress=progress)
-    rows = _read_rows(input, split, sequence_column, label_column)
+    rows = read_labelled(input, split=split, sequence_column=sequence_column, label_column=label_column)
     unknown = sorted({r.label for r in rows} - set(clf.classes))
     if unknown:
         raise InputError(f"labels not among the classifier's classes {clf.classes}: {unknown}", path=str(input))
@@ -900,17 +586,15 @@ def evaluate(
     _write_predictions(out_dir / "predictions.tsv", names, labels, clf.classes, proba)
     result = {"classifier": str(classifier), "input": str(input), "method": clf.method,
               **classification_metrics(labels, proba, clf.classes)}
-    with atomic_output(out_dir / "confusion_matrix.tsv") as handle:
-        handle.write("true\\predicted\t" + "\t".join(clf.classes) + "\n")
-        for name, row in zip(clf.classes, result["confusion_matrix"]):
-            handle.write(name + "\t" + "\t".join(str(v) for v in row) + "\n")
-    _plot_roc(out_dir / "roc.png", labels, proba, clf.classes, f"{Path(classifier).name} on {Path(input).name}")
-    with atomic_output(out_dir / "metrics.json") as handle:
-        handle.write(json.dumps(result, indent=2) + "\n")
+    write_tsv(out_dir / "confusion_matrix.tsv", ["true\\predicted"] + clf.classes,
+              ([name] + [str(v) for v in row] for name, row in zip(clf.classes, result["confusion_matrix"])))
+    save_figure(roc_figure(labels, proba, clf.classes, f"{Path(classifier).name} on {Path(input).name}"),
+                out_dir / "roc.png")
+    write_json(out_dir / "metrics.json", result)
     auroc = "n/a" if result["auroc_ovr"] is None else f"{result['auroc_ovr']:.3f}"
     print(f"wrote {out_dir}: n={result['n']} accuracy {result['accuracy']:.3f}, MCC {result['mcc']:.3f}, "
           f"macro F1 {result['macro_f1']:.3f}, AUROC {auroc}", file=sys.stderr)
     return result
 
 
-__all__ = ["classification_metrics", "evaluate", "fit", "interval_tables", "plot_scatter", "predict", "regression_metrics"]
+__all__ = ["check_task_options", "evaluate", "fit", "interval_tables", "predict", "scatter_file"]

@@ -33,12 +33,10 @@ failed run leaves nothing that looks finished. torch is imported inside the func
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from genoseq.errors import InputError
@@ -107,12 +105,12 @@ def read_targets(model, *, fasta: str | None, region: list[str] | None, input: s
             ids = np.asarray(genome.fetch(contig, left, right), dtype=np.uint8)
             targets.append(Target(text, contig, start, ids, start - left, end - left))
     else:
-        from genoseq.pipelines.classify import read_inputs
+        from genoseq.tables import read_sequence_inputs
 
         if region:
             raise InputError("--region needs --fasta (a genome to take it from)", field="region", kind="missing")
-        names, sequences, _ = read_inputs(input, split, sequence_column, label_column)
-        for k, (name, seq) in enumerate(zip(names, sequences)):
+        inputs = read_sequence_inputs(input, split=split, sequence_column=sequence_column, label_column=label_column)
+        for k, (name, seq) in enumerate(zip(inputs.names, inputs.sequences)):
             if len(seq) > max_length:
                 raise InputError(f"sequence {name!r} (#{k + 1}): {len(seq)} bases is longer than the limit of "
                                  f"{max_length} (interpret a shorter one, or raise --max_length)", field="input",
@@ -174,9 +172,9 @@ def ism(
 
     from genoseq.bed import write_bedgraph
     from genoseq.models.inference import scoring_window
-    from genoseq.pipelines.interpret_classifier import padded, safe_name
-    from genoseq.runtime import atomic_directory, atomic_output
+    from genoseq.runtime import atomic_directory, atomic_output, safe_name, save_figure, write_json
     from genoseq.tasks.interpret import plots
+    from genoseq.tasks.interpret.attribution import stack_padded
     from genoseq.tasks.interpret.ism import BASES, language_model, saturation_mutagenesis
 
     lm = language_model(model, device)
@@ -204,10 +202,10 @@ def ism(
             contigs=np.array([t.contig or "" for t in targets], dtype=str),
             starts=np.array([t.genome_start or 0 for t in targets], dtype=np.int64),
             lengths=lengths, sequences=np.array([r.sequence for r in results], dtype=str),
-            llr=padded([r.llr for r in results], lmax, fill=np.nan),
-            llr_forward=padded([r.llr_forward for r in results], lmax, fill=np.nan),
-            llr_reverse=padded([r.llr_reverse for r in results], lmax, fill=np.nan),
-            importance=padded([r.importance for r in results], lmax, (), fill=np.nan))
+            llr=stack_padded([r.llr for r in results], lmax, fill=np.nan),
+            llr_forward=stack_padded([r.llr_forward for r in results], lmax, fill=np.nan),
+            llr_reverse=stack_padded([r.llr_reverse for r in results], lmax, fill=np.nan),
+            importance=stack_padded([r.importance for r in results], lmax, (), fill=np.nan))
         with atomic_output(tmp / "summary.tsv") as handle:
             handle.write("name\tcontig\tstart\tend\tlength\tmean_importance\ttop_position\ttop_importance\t"
                          "worst_position\tworst_base\tworst_llr\n")
@@ -229,9 +227,8 @@ def ism(
         for k, (t, r) in enumerate(zip(targets[:figures], results)):
             title = f"{t.name}: saturation mutagenesis (LLR, nats, {strands} strand{'s' if strands == 'both' else ''})"
             fig = plots.lm_ism_figure(r.llr, r.sequence, title=title, start=1 + (t.genome_start or 0))
-            plots.save(fig, tmp / "figures" / f"{k + 1}_{safe_name(t.name)}.png")
-        with atomic_output(tmp / "ism.json") as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
+            save_figure(fig, tmp / "figures" / f"{k + 1}_{safe_name(t.name)}.png", dpi=110)
+        write_json(tmp / "ism.json", summary)
     regions = f"{len(targets)} region{'s' if len(targets) != 1 else ''}"
     print(f"wrote {out}: saturation mutagenesis of {regions}, {positions} positions "
           f"({seconds:.1f} s, {summary['positions_per_second']} positions/s)", file=sys.stderr)
@@ -279,7 +276,7 @@ def dependencies(
     """
     import numpy as np
 
-    from genoseq.runtime import atomic_directory, atomic_output
+    from genoseq.runtime import atomic_directory, atomic_output, save_figure, write_json
     from genoseq.tasks.interpret import plots
     from genoseq.tasks.interpret.ism import dependency_map, language_model
 
@@ -301,9 +298,8 @@ def dependencies(
         fig = plots.dependency_heatmap(result.dep, result.sequence, start=first,
                                        title=f"{t.name}: nucleotide dependencies ({strands} strand"
                                              f"{'s' if strands == 'both' else ''})")
-        plots.save(fig, tmp / "dependencies.png")
-        with atomic_output(tmp / "dependencies.json") as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
+        save_figure(fig, tmp / "dependencies.png", dpi=110)
+        write_json(tmp / "dependencies.json", summary)
     print(f"wrote {out}: dependency map of {t.name} ({len(t.ids)} bases, {seconds:.1f} s)", file=sys.stderr)
     return summary
 

@@ -56,23 +56,6 @@ def _load_classifier(path: str, device: str):
     return SequenceClassifier.from_pretrained(path, map_location=resolve_device(device)).eval()
 
 
-def padded(arrays, length: int, shape: tuple = (4,), fill: float = 0.0):
-    """Per-sequence arrays of different lengths as one (N, length, *shape) float32 array, ``fill``
-    past each one's length (and for a None entry)."""
-    import numpy as np
-
-    out = np.full((len(arrays), length, *shape), fill, dtype=np.float32)
-    for i, a in enumerate(arrays):
-        if a is not None:
-            out[i, :len(a)] = a
-    return out
-
-
-def safe_name(name: str) -> str:
-    """A sequence name as a file name: letters, digits, ``-_.`` kept, the rest ``_``, 60 at most."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
-
-
 def attributions(
     model: str,
     input: str,
@@ -123,12 +106,13 @@ def attributions(
 
     import numpy as np
 
-    from genoseq.pipelines.classify import read_inputs
-    from genoseq.runtime import atomic_directory, atomic_output
+    from genoseq.runtime import atomic_directory, atomic_output, safe_name, save_figure, write_json
+    from genoseq.tables import read_sequence_inputs
     from genoseq.tasks.interpret import plots
-    from genoseq.tasks.interpret.attribution import classifier_attributions
+    from genoseq.tasks.interpret.attribution import classifier_attributions, stack_padded
 
-    names, sequences, labels = read_inputs(input, split, sequence_column, label_column)
+    inputs = read_sequence_inputs(input, split=split, sequence_column=sequence_column, label_column=label_column)
+    names, sequences, labels = inputs.names, inputs.sequences, inputs.labels
     clf = _load_classifier(model, device)
     started = time.perf_counter()
     result = classifier_attributions(clf, sequences, method=method, class_name=class_name, score=score,
@@ -150,11 +134,11 @@ def attributions(
         arrays = {
             "names": np.array(names, dtype=str), "lengths": lengths, "classes": np.array(classes, dtype=str),
             "targets": np.array(result.targets, dtype=str), "probabilities": result.probabilities,
-            "onehot": padded(result.onehot, lmax), "hypothetical": padded(result.hypothetical, lmax),
-            "contributions": padded(result.contributions, lmax),
+            "onehot": stack_padded(result.onehot, lmax), "hypothetical": stack_padded(result.hypothetical, lmax),
+            "contributions": stack_padded(result.contributions, lmax),
         }
         if result.ism is not None:
-            arrays["ism"] = padded(result.ism, lmax)
+            arrays["ism"] = stack_padded(result.ism, lmax)
         np.savez_compressed(tmp / NPZ, **arrays)
         with atomic_output(tmp / "summary.tsv") as handle:
             columns = ["name", "length"] + (["label"] if labels is not None else [])
@@ -172,9 +156,8 @@ def attributions(
             title = f"{names[i]}: {method} for class {result.targets[i]} (p={result.probabilities[i, classes.index(result.targets[i])]:.3f})"
             fig = plots.attribution_figure(result.contributions[i], ism=None if result.ism is None else result.ism[i],
                                            sequence=sequences[i], title=title, start=1)
-            plots.save(fig, tmp / "logos" / f"{i + 1}_{safe_name(names[i])}.png")
-        with atomic_output(tmp / "attributions.json") as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
+            save_figure(fig, tmp / "logos" / f"{i + 1}_{safe_name(names[i])}.png", dpi=110)
+        write_json(tmp / "attributions.json", summary)
     print(f"wrote {out}: {method} attributions of {len(names)} sequences ({seconds:.1f} s)", file=sys.stderr)
     return summary
 
@@ -183,11 +166,12 @@ def read_attributions(path: str | Path) -> dict:
     """The arrays of ``attributions.npz`` (a folder written by ``interpret attributions`` or the file)."""
     import numpy as np
 
+    from genoseq.runtime import require_file
+
     p = Path(path)
     if p.is_dir():
         p = p / NPZ
-    if not p.is_file():
-        raise FileNotFoundError(2, "No attributions (attributions.npz)", str(p))
+    require_file(p, "No attributions (attributions.npz)")
     try:
         with np.load(p, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -243,7 +227,7 @@ def motifs(
     """
     import numpy as np
 
-    from genoseq.runtime import atomic_directory, atomic_output
+    from genoseq.runtime import atomic_directory, atomic_output, save_figure, write_json
     from genoseq.tasks.interpret import plots
     from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs, read_jaspar, read_meme, write_meme
 
@@ -301,18 +285,17 @@ def motifs(
                     else "no known motifs given."), ""]
         for m in found:
             s, e = m.trimmed
-            plots.save(plots.motif_logo(m.ppm[s:e], m.cwm[s:e], title=f"{m.name}: {m.n_seqlets} seqlets"),
-                       tmp / "logos" / f"{m.name}.png")
+            save_figure(plots.motif_logo(m.ppm[s:e], m.cwm[s:e], title=f"{m.name}: {m.n_seqlets} seqlets"),
+                        tmp / "logos" / f"{m.name}.png", dpi=110)
             lines += [f"## {m.name} ({m.sign}, {m.n_seqlets} seqlets): {m.consensus}", "",
                       f"![{m.name}](logos/{m.name}.png)", ""]
             lines += [f"- {mm.target}: p = {mm.p_value:.3g}, q = {mm.q_value:.3g}, strand {mm.strand}" for mm in m.matches]
             lines.append("")
         with atomic_output(tmp / "report.md") as handle:
             handle.write("\n".join(lines))
-        with atomic_output(tmp / "motifs.json") as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
+        write_json(tmp / "motifs.json", summary)
     print(f"wrote {out}: {len(found)} motifs from {len(rows)} sequences", file=sys.stderr)
     return summary
 
 
-__all__ = ["attributions", "motifs", "padded", "read_attributions", "safe_name"]
+__all__ = ["attributions", "motifs", "read_attributions"]

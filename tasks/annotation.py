@@ -350,7 +350,7 @@ def _longest_open(seq: bytes, start: int, end: int, frame: int) -> int:
     return best
 
 
-def _runs(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
+def mask_runs(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
     """``[start, end)`` runs of True, joining runs separated by at most ``max_gap`` False."""
     padded = np.concatenate(([False], mask, [False]))
     edges = np.flatnonzero(padded[1:] != padded[:-1]).reshape(-1, 2)
@@ -399,7 +399,7 @@ def decode_features(probs: np.ndarray, ids: np.ndarray, scheme: ClassScheme, con
             codon = np.argmax(p[:, cds], axis=1)
             pos = np.arange(length)
             frame = (pos - codon) % 3 if strand == "+" else (pos + codon) % 3
-            for s, e in _runs(p_cod > 0.5, max_gap):
+            for s, e in mask_runs(p_cod > 0.5, max_gap):
                 for gs, ge, fr in _frame_segments(frame, s, e):
                     gene = _gene(plus_seq, minus_seq, gs, ge, fr, strand, length, snap)
                     if gene is None or gene[1] - gene[0] < min_gene_length:
@@ -411,7 +411,7 @@ def decode_features(probs: np.ndarray, ids: np.ndarray, scheme: ClassScheme, con
         for k, cls in enumerate(classes):
             if cls == INTERGENIC or cls in CODON_CLASSES:
                 continue
-            for s, e in _runs(arg == k, max_gap=5):
+            for s, e in mask_runs(arg == k, max_gap=5):
                 if e - s >= min_rna_length:
                     out.append(PredictedFeature(contig, s, e, strand, cls, score=round(float(p[s:e, k].mean()), 4)))
     return sorted(unique_genes(out), key=lambda f: (f.start, f.end, f.strand))

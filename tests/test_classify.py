@@ -13,7 +13,8 @@ from sklearn import metrics
 
 from genoseq.cli import main
 from genoseq.models.classifier import SequenceClassifier
-from genoseq.pipelines.classify import classification_metrics, evaluate, fit, predict
+from genoseq.pipelines.classify import evaluate, fit, predict
+from genoseq.tasks.classification import classification_metrics
 
 CLASSES = ["coding", "downstream", "upstream"]
 

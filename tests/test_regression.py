@@ -18,7 +18,8 @@ from genoseq.cli import main
 from genoseq.errors import InputError
 from genoseq.genome import open_genome
 from genoseq.models.classifier import SequenceClassifier
-from genoseq.pipelines.classify import evaluate, fit, predict, regression_metrics
+from genoseq.pipelines.classify import evaluate, fit, predict
+from genoseq.tasks.regression import regression_metrics
 from genoseq.tokenizer import Tokenizer
 
 WINDOW = 160

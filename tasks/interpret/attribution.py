@@ -39,6 +39,9 @@ all-N sequence); ``uniform`` -- 0.25 at every base (the mean base embedding).
 
 The score explained (``score=``) is the target class's logit (default) or its log-probability;
 the target is the predicted class of each sequence or a class named by ``class_name``.
+
+:func:`stack_padded` stacks per-sequence arrays of different lengths (attributions, ISM maps)
+into one array, filled past each sequence's end.
 """
 
 from __future__ import annotations
@@ -100,6 +103,16 @@ def one_hot(ids: np.ndarray) -> np.ndarray:
     out = np.zeros((len(ids), 4), dtype=np.float32)
     base = (ids >= _A) & (ids < _A + 4)
     out[np.nonzero(base)[0], ids[base] - _A] = 1.0
+    return out
+
+
+def stack_padded(arrays: Sequence[np.ndarray | None], length: int, shape: tuple = (4,), fill: float = 0.0) -> np.ndarray:
+    """Per-sequence arrays of different lengths as one (N, length, *shape) float32 array, ``fill``
+    past each one's length (and for a None entry)."""
+    out = np.full((len(arrays), length, *shape), fill, dtype=np.float32)
+    for i, a in enumerate(arrays):
+        if a is not None:
+            out[i, :len(a)] = a
     return out
 
 
@@ -398,4 +411,4 @@ def classifier_attributions(
 
 
 __all__ = ["ALPHABET", "Attributions", "BASELINES", "METHODS", "SCORES", "check_classifier", "classifier_attributions",
-           "classifier_ism", "dinucleotide_shuffles", "one_hot", "references", "resolve_targets"]
+           "classifier_ism", "dinucleotide_shuffles", "one_hot", "references", "resolve_targets", "stack_padded"]

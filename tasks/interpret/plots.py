@@ -115,18 +115,7 @@ def motif_logo(ppm: np.ndarray, cwm: np.ndarray | None = None, *, title: str = "
     return fig
 
 
-def save(fig, path) -> None:
-    """Save ``fig`` as a PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    from genoseq.runtime import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-__all__ = ["attribution_figure", "contribution_logo", "information", "ism_heatmap", "motif_logo", "save"]
+__all__ = ["attribution_figure", "contribution_logo", "information", "ism_heatmap", "motif_logo"]
 
 
 
