@@ -58,7 +58,8 @@ def main() -> None:
     from genoseq import Tokenizer, __version__
     from genoseq.fasta import iter_fasta
     from genoseq.genome import open_genome
-    from genoseq.store import StoreGenome, write_store
+    from genoseq.genome import StoreGenome
+    from genoseq.store import write_store
 
     source = DATA / "ecoli_k12_mg1655.fa.gz"
     if not source.exists():

@@ -16,15 +16,20 @@ and a handle inherited through ``fork`` is never reused.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from genoseq.errors import InputError
+from genoseq.runtime import require_file
 from genoseq.tokenizer import N, Tokenizer
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FORMAT = "genoseq.token_store"  # the token store's root attributes (written by genoseq.store)
+FORMAT_VERSION = 1
 _TOKENIZER = Tokenizer()
 
 
@@ -227,8 +232,6 @@ class MemoryGenome(Genome):
     def md5(self) -> list[str]:
         """MD5 of each contig's normalised sequence (upper case, IUPAC ambiguity codes as N)."""
         if self._md5 is None:
-            import hashlib
-
             self._md5 = [hashlib.md5(_TOKENIZER.decode(ids).encode("ascii")).hexdigest() for ids in self._ids.values()]
         return self._md5
 
@@ -243,6 +246,77 @@ class MemoryGenome(Genome):
         return self._ids[contig][start:end]
 
 
+class StoreGenome(Genome):
+    """A finished token store (written by :func:`genoseq.store.write_store`) opened for reading; see
+    :func:`open_genome`."""
+
+    #: HDF5 chunk cache per open file: neighbouring windows reuse decompressed chunks
+    cache_bytes = 16 << 20
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        handle = self._open()
+        try:
+            attrs = handle.attrs
+            if attrs.get("format") != FORMAT:
+                raise InputError("HDF5 file is not a genoseq token store", path=str(self.path))
+            if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+                raise InputError(
+                    f"token store format_version {attrs.get('format_version')} is not supported "
+                    f"(this genoseq reads {FORMAT_VERSION})",
+                    path=str(self.path),
+                )
+            if not attrs.get("complete", False) or "manifest" not in handle:
+                raise InputError(
+                    "token store is incomplete (an interrupted 'genoseq prepare'?); run prepare again",
+                    path=str(self.path),
+                )
+            self.manifest: dict = json.loads(handle["manifest"][()])
+        except BaseException:
+            handle.close()
+            raise
+        self._keys = {c["name"]: c["dataset"].split("/")[-1] for c in self.manifest["contigs"]}
+        self.contigs = {c["name"]: int(c["length"]) for c in self.manifest["contigs"]}
+        self._handle, self._handle_pid = handle, os.getpid()
+
+    def _open(self):
+        import h5py
+
+        try:
+            return h5py.File(self.path, "r", rdcc_nbytes=self.cache_bytes)
+        except OSError as err:
+            raise InputError(f"cannot open HDF5 token store: {err}", path=str(self.path)) from None
+
+    def _dataset(self, contig: str):
+        # h5py resolves a path on every lookup (slow): keep the dataset objects, per handle.
+        handle = self.handle
+        cache = self.__dict__.get("_datasets")
+        if cache is None or cache[0] is not handle:
+            cache = self._datasets = (handle, {})
+        datasets = cache[1]
+        if contig not in datasets:
+            datasets[contig] = handle["tokens"][self._keys[contig]]
+        return datasets[contig]
+
+    def _read(self, contig: str, start: int, end: int) -> np.ndarray:
+        return self._dataset(contig)[start:end]
+
+    def n_runs(self, contig: str) -> np.ndarray:
+        if contig not in self.contigs:
+            self.check_interval(contig, 0, 0)
+        return self.handle["n_runs"][self._keys[contig]][()].reshape(-1, 2)
+
+    def verify(self) -> None:
+        """Re-hash every contig's stored ids against the manifest; raise on a mismatch."""
+        for info in self.manifest["contigs"]:
+            digest = hashlib.md5()
+            for _, ids in self.iter_blocks(info["name"]):
+                digest.update(ids.tobytes())
+            if digest.hexdigest() != info["tokens_md5"]:
+                raise InputError("stored tokens do not match their checksum (corrupted file?)",
+                                 path=str(self.path), record=info["name"])
+
+
 def is_token_store(path: str | os.PathLike) -> bool:
     """Whether ``path`` is an HDF5 file (the token store format), by its signature."""
     with open(path, "rb") as handle:
@@ -255,11 +329,7 @@ def open_genome(path: str | os.PathLike, *, convert_gzip: bool = False) -> Genom
     ``convert_gzip`` recompresses a plain-gzip FASTA to bgzip next to it (see
     :func:`genoseq.fasta.resolve_fasta`); without it such a file is an :class:`InputError`.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    path = require_file(path)
     if path.is_file() and is_token_store(path):
-        from genoseq.store import StoreGenome
-
         return StoreGenome(path)
     return FastaGenome(path, convert_gzip=convert_gzip)

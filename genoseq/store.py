@@ -16,8 +16,9 @@ Reading ``[start, end)`` decompresses only the chunks it touches, so memory per 
 not grow with the genome.
 
 A store is written to a temporary file in the output's folder and renamed when complete; the
-``complete`` attribute is set just before. :class:`StoreGenome` refuses a file without it, so
-an interrupted ``genoseq prepare`` can never be mistaken for a finished store.
+``complete`` attribute is set just before. The reader, :class:`genoseq.genome.StoreGenome`
+(opened by :func:`genoseq.genome.open_genome`), refuses a file without it, so an interrupted
+``genoseq prepare`` can never be mistaken for a finished store.
 """
 
 from __future__ import annotations
@@ -34,12 +35,10 @@ from typing import Callable, Iterable, Literal
 import numpy as np
 
 from genoseq.errors import InputError
-from genoseq.genome import Genome, merge_runs, n_runs_of
+from genoseq.genome import FORMAT, FORMAT_VERSION, merge_runs, n_runs_of
 from genoseq.runtime import atomic_path
 from genoseq.tokenizer import Tokenizer
 
-FORMAT = "genoseq.token_store"
-FORMAT_VERSION = 1
 ALPHABET = "PAD BOS EOS MASK UNK A C G T N"  # ids 0..9, see genoseq.tokenizer
 Compression = Literal["gzip", "lzf", "none"]
 
@@ -242,73 +241,3 @@ def write_store(
                     writer.add_contig(name, length, blocks(fasta, name, length), source=source, on_progress=bar.update)
                 fasta.close()
         return writer.finalize()
-
-
-class StoreGenome(Genome):
-    """A finished token store opened for reading; see :func:`genoseq.genome.open_genome`."""
-
-    #: HDF5 chunk cache per open file: neighbouring windows reuse decompressed chunks
-    cache_bytes = 16 << 20
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__(path)
-        handle = self._open()
-        try:
-            attrs = handle.attrs
-            if attrs.get("format") != FORMAT:
-                raise InputError("HDF5 file is not a genoseq token store", path=str(self.path))
-            if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
-                raise InputError(
-                    f"token store format_version {attrs.get('format_version')} is not supported "
-                    f"(this genoseq reads {FORMAT_VERSION})",
-                    path=str(self.path),
-                )
-            if not attrs.get("complete", False) or "manifest" not in handle:
-                raise InputError(
-                    "token store is incomplete (an interrupted 'genoseq prepare'?); run prepare again",
-                    path=str(self.path),
-                )
-            self.manifest: dict = json.loads(handle["manifest"][()])
-        except BaseException:
-            handle.close()
-            raise
-        self._keys = {c["name"]: c["dataset"].split("/")[-1] for c in self.manifest["contigs"]}
-        self.contigs = {c["name"]: int(c["length"]) for c in self.manifest["contigs"]}
-        self._handle, self._handle_pid = handle, os.getpid()
-
-    def _open(self):
-        import h5py
-
-        try:
-            return h5py.File(self.path, "r", rdcc_nbytes=self.cache_bytes)
-        except OSError as err:
-            raise InputError(f"cannot open HDF5 token store: {err}", path=str(self.path)) from None
-
-    def _dataset(self, contig: str):
-        # h5py resolves a path on every lookup (slow): keep the dataset objects, per handle.
-        handle = self.handle
-        cache = self.__dict__.get("_datasets")
-        if cache is None or cache[0] is not handle:
-            cache = self._datasets = (handle, {})
-        datasets = cache[1]
-        if contig not in datasets:
-            datasets[contig] = handle["tokens"][self._keys[contig]]
-        return datasets[contig]
-
-    def _read(self, contig: str, start: int, end: int) -> np.ndarray:
-        return self._dataset(contig)[start:end]
-
-    def n_runs(self, contig: str) -> np.ndarray:
-        if contig not in self.contigs:
-            self.check_interval(contig, 0, 0)
-        return self.handle["n_runs"][self._keys[contig]][()].reshape(-1, 2)
-
-    def verify(self) -> None:
-        """Re-hash every contig's stored ids against the manifest; raise on a mismatch."""
-        for info in self.manifest["contigs"]:
-            digest = hashlib.md5()
-            for _, ids in self.iter_blocks(info["name"]):
-                digest.update(ids.tobytes())
-            if digest.hexdigest() != info["tokens_md5"]:
-                raise InputError("stored tokens do not match their checksum (corrupted file?)",
-                                 path=str(self.path), record=info["name"])

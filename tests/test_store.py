@@ -11,9 +11,9 @@ import pytest
 
 from genoseq import InputError
 from genoseq.fasta import iter_fasta
-from genoseq.genome import open_genome
+from genoseq.genome import StoreGenome, open_genome
 from genoseq.pipelines.prepare import prepare
-from genoseq.store import StoreGenome, TokenStoreWriter, write_store
+from genoseq.store import TokenStoreWriter, write_store
 
 SAUREUS = "gi|29165615|ref|NC_002745.2|"
 ECOLI = "K-12-MG1655"
