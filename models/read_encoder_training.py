@@ -18,7 +18,7 @@ import time
 import lightning as L
 import torch
 
-from .optim import decay_groups
+from .optim import warmup_cosine
 from .read_encoder import ReadEncoder
 
 
@@ -53,18 +53,13 @@ class ReadEncoderTraining(L.LightningModule):
 
     def configure_optimizers(self):
         optim = self.encoder.optim
-        optimizer = torch.optim.AdamW(
-            decay_groups(self, optim.weight_decay),
-            lr=optim.lr, betas=optim.betas, eps=optim.eps,
-        )
         total = optim.total_steps
         if total is None:
             steps = self.trainer.estimated_stepping_batches
             if not math.isfinite(steps):
                 raise ValueError("set OptimConfig.total_steps or Trainer(max_steps=...) to size the schedule")
             total = int(steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: optim.lr_factor(step, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine(self, optim, total)
 
 
 __all__ = ["ReadEncoderTraining"]
