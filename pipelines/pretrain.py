@@ -169,6 +169,7 @@ def pretrain(
                          field="seq_len_warmup")
     datamodule = _datamodule(window, train_sources, val_sources, seed, convert_gzip, trainer.max_steps)
     lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.train_length)
+    lm.context_parallel_size = _context_parallel(model, window, trainer, seq_len_warmup)
     with atomic_output(run_dir / "config.yaml") as fh:
         _write_yaml(fh, {
             "data": train_sources, "out": str(run_dir), "val_data": val_sources or None,
@@ -248,6 +249,30 @@ def _datamodule(window: WindowConfig, train_sources: list[str], val_sources: lis
         seed=seed,
         convert_gzip=convert_gzip,
     )
+
+
+def _context_parallel(model: ModelConfig, window: WindowConfig, trainer: TrainerConfig, seq_len_warmup) -> int:
+    """``trainer.context_parallel``, checked against the model, every window length and the
+    processes before any training: an InputError naming the options and numbers otherwise."""
+    size = trainer.context_parallel
+    if size == 1:
+        return 1
+    from genoseq.errors import InputError
+    from genoseq.models.parallel import context_parallel_problems
+
+    if size < 1:
+        raise InputError(f"trainer.context_parallel must be >= 1, got {size}", field=("trainer", "context_parallel"))
+    lengths = sorted({*(window.buckets or [window.length]), *(n for _, n in seq_len_warmup or () if n),
+                      *([window.val_length] if window.buckets and window.val_length else [])})
+    problems = context_parallel_problems(model, size, lengths)
+    devices = trainer.devices if isinstance(trainer.devices, int) else None
+    if devices is None or (devices * trainer.num_nodes) % size:
+        problems.append(f"trainer.devices ({trainer.devices}) x trainer.num_nodes ({trainer.num_nodes}) processes must be "
+                        f"a multiple of trainer.context_parallel={size}")
+    if problems:
+        raise InputError("cannot split windows over context-parallel ranks: " + "; ".join(problems),
+                         field=("trainer", "context_parallel"))
+    return size
 
 
 def _trainer(trainer: TrainerConfig, run_dir: Path, has_val: bool, logger: str, progress):

@@ -40,6 +40,10 @@ class TrainerConfig:
         accumulate_grad_batches: Batches per optimiser step.
         log_every_n_steps: Logging interval.
         enable_progress_bar: Show progress at all (``false`` is ``--progress none``).
+        context_parallel: Processes that split each training window along its length (``pretrain``
+            only): with N > 1 every N consecutive ranks hold one window, each a 1/N slice of it,
+            exchanging it by all-to-all around every sequence mixer (gloo on CPUs, NCCL on GPUs);
+            ``devices * num_nodes`` must be a multiple of N, and the rest is data parallelism.
     """
 
     max_steps: int = 300
@@ -55,6 +59,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     log_every_n_steps: int | None = 10
     enable_progress_bar: bool = True
+    context_parallel: int = 1
 
 
 def make_trainer(config: TrainerConfig, *, job: str, root_dir, logger: str = "csv", log_dir=None, csv_name: str = "",
@@ -72,8 +77,15 @@ def make_trainer(config: TrainerConfig, *, job: str, root_dir, logger: str = "cs
     from genoseq.models.progress import training_callbacks
     from genoseq.runtime import quiet_lightning, trainer_precision, training_loggers
 
+    if config.context_parallel > 1 and job != "pretrain":
+        from genoseq.errors import InputError
+
+        raise InputError(f"{job} does not split windows over processes; trainer.context_parallel is for pretrain",
+                         field=("trainer", "context_parallel"))
     progress_callbacks, show_progress = training_callbacks(job, progress if config.enable_progress_bar else "none")
-    kwargs = {f.name: getattr(config, f.name) for f in fields(config)}
+    kwargs = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "context_parallel"}
+    if config.context_parallel > 1 and config.strategy == "auto":
+        kwargs["strategy"] = "ddp"  # the ranks of one window are DDP processes
     kwargs["precision"] = trainer_precision(config.accelerator, config.precision)
     kwargs["gradient_clip_val"] = config.gradient_clip_val or None
     kwargs.update(

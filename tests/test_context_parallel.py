@@ -3,8 +3,11 @@ split along its length equal the single-process step, in float64."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from genoseq.errors import InputError
 from genoseq.genome import open_genome
 from genoseq.models.config import ModelConfig
 from genoseq.models.lm import GenoSeqLM
@@ -111,3 +115,43 @@ def test_problems_name_the_option_and_the_numbers():
 def test_create_needs_a_process_group():
     with pytest.raises(RuntimeError, match="process group"):
         ContextParallel.create(2)
+
+
+# ---------------------------------------------------------------------------- genoseq pretrain
+def _pretrain_cli(out, max_steps: int, *extra: str) -> None:
+    """`genoseq pretrain` over 2 CPU processes (Lightning's DDP launcher runs the command twice)."""
+    args = ["pretrain", "--out", str(out), "--model.d_model", "32", "--model.pattern", "HMA", "--model.n_heads", "4",
+            "--model.headdim", "16", "--model.d_state", "16", "--model.hyena_filter_dim", "16",
+            "--window.buckets", "[64, 128]", "--window.tokens_per_batch", "256", "--window.windows_per_epoch", "16",
+            "--window.max_val_windows", "4", "--optim.total_steps", "8", "--optim.warmup_steps", "2",
+            "--trainer.max_steps", str(max_steps), "--trainer.val_check_interval", "5",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.context_parallel", "2",
+            "--progress", "none", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "genoseq.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_pretrain_over_two_ranks_resumes_exactly(tmp_path):
+    """`--trainer.context_parallel 2` with the length curriculum: 5 steps then --resume to 8 gives
+    the weights of 8 steps straight."""
+    _pretrain_cli(tmp_path / "straight", 8)
+    _pretrain_cli(tmp_path / "resumed", 5)
+    _pretrain_cli(tmp_path / "resumed", 8, "--resume", "true")
+    a = GenoSeqLM.from_pretrained(tmp_path / "straight" / "model")
+    b = GenoSeqLM.from_pretrained(tmp_path / "resumed" / "model")
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+    metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert metrics["steps"] == 8 and metrics["final_val_bits_per_base"] < 4
+
+
+def test_pretrain_refuses_windows_that_do_not_split(tmp_path):
+    from genoseq.pipelines.pretrain import pretrain
+
+    with pytest.raises(InputError, match=r"window length 127 is not divisible by context_parallel=2.*"
+                                         r"trainer.devices \(auto\)"):
+        pretrain(out=str(tmp_path / "run"), model={"d_model": 32, "pattern": "HA", "n_heads": 2},
+                 window={"length": 127}, trainer={"context_parallel": 2, "accelerator": "cpu"})
+    assert not (tmp_path / "run" / "checkpoints").exists()
