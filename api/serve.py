@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from genoseq.errors import InputError
+from genoseq.runtime import require_file
 
 API_KEY_ENV = "GENOSEQ_API_KEY"
 
@@ -100,8 +101,8 @@ def serve(
     for path, option in ((model, "--model"), (classifier, "--classifier"), (generator, "--generator"),
                          (segmenter, "--segmenter")):
         _check_model_dir(path, option)
-    if reference is not None and not Path(reference).is_file():
-        raise FileNotFoundError(2, "No such file or directory", str(reference))
+    if reference is not None:
+        require_file(reference, kind="file")
     if index is not None:
         from genoseq.tasks.align import MANIFEST_FILE
 

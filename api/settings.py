@@ -11,6 +11,8 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
+from genoseq.runtime import require_file
+
 DEFAULT_CHUNK = 8192  # bounds the context when no chunk size is given
 
 
@@ -98,16 +100,12 @@ def is_loopback(host: str) -> bool:
 
 def read_api_key(api_key: str | None = None, api_key_file: str | None = None) -> str | None:
     """The configured key: given directly or as the first line of a file (not both)."""
-    from pathlib import Path
-
     from genoseq.errors import InputError
 
     if api_key is not None and api_key_file is not None:
         raise InputError("give --api_key or --api_key_file, not both")
     if api_key_file is not None:
-        path = Path(api_key_file)
-        if not path.is_file():
-            raise FileNotFoundError(2, "No such file or directory", str(path))
+        path = require_file(api_key_file, kind="file")
         lines = path.read_text().splitlines()
         key = lines[0].strip() if lines else ""
         if not key:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Iterator, Literal
 
 from genoseq.errors import InputError
+from genoseq.runtime import require_file
 
 Compression = Literal["plain", "gzip", "bgzip"]
 
@@ -73,8 +74,7 @@ def is_fasta(path: str | os.PathLike) -> bool:
 
 
 def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    require_file(path)
     if path.is_dir():
         raise InputError("is a directory, expected a FASTA file", path=str(path))
 

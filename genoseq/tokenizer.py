@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 import numpy as np
 
 from genoseq.errors import InputError
+from genoseq.runtime import write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -262,9 +263,7 @@ class Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / TOKENIZER_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_json(path, self.to_dict())
         return path
 
     @classmethod

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 import genoseq
 from genoseq.errors import InputError
-from genoseq.runtime import atomic_output, atomic_path
+from genoseq.runtime import atomic_path, require_file, write_json
 from genoseq.tokenizer import TOKENIZER_FILE, Tokenizer
 
 CONFIG_FILE = "config.json"
@@ -33,12 +33,10 @@ def save_released(module: nn.Module, directory: str | Path, *, model_type: str, 
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_model(module, str(tmp), metadata={"format": "pt", "genoseq_version": genoseq.__version__})
-    with atomic_output(directory / TOKENIZER_FILE) as handle:
-        handle.write(json.dumps(tokenizer.to_dict(), indent=2) + "\n")
+    write_json(directory / TOKENIZER_FILE, tokenizer.to_dict())
     meta = {"model_type": model_type, "format_version": format_version, "genoseq_version": genoseq.__version__,
             **config, "tokenizer": tokenizer.to_dict()}
-    with atomic_output(directory / CONFIG_FILE) as handle:
-        handle.write(json.dumps(meta, indent=2) + "\n")
+    write_json(directory / CONFIG_FILE, meta)
     return directory
 
 
@@ -49,9 +47,7 @@ def load_released(directory: str | Path, *, model_type: str, format_version: int
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(2, f"no {model_type} directory", str(directory))
+    directory = require_file(directory, f"no {model_type} directory", kind="folder")
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
     if missing:

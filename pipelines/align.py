@@ -32,7 +32,7 @@ from genoseq.genome import MemoryGenome
 from genoseq.models.config import ModelConfig, OptimConfig
 from genoseq.pipelines.training import TrainerConfig, coerce, make_trainer
 from genoseq.progress import ProgressChoice
-from genoseq.runtime import LoggerChoice
+from genoseq.runtime import LoggerChoice, require_file
 from genoseq.tasks.align import (MANIFEST_FILE, AlignedRead, AlignIndex, Aligner, batches, build_index,
                                  check_map_options, index_geometry, load_index, write_index)
 from genoseq.tasks.align import evaluate as evaluation
@@ -408,8 +408,7 @@ def _check_map_job(out_path: Path, reads: str, threads: int, top_k: int, flank: 
     if threads < 1:
         raise InputError(f"need threads >= 1, got {threads}")
     check_map_options(top_k, flank, max_error_rate, batch_size, rescue_k)
-    if not Path(reads).exists():
-        raise FileNotFoundError(2, "No such file or directory", str(reads))
+    require_file(reads)
 
 
 def _write_records(results: Iterable[tuple], out_path: Path, header: dict, pool, bar) -> tuple[dict, dict]:
@@ -479,9 +478,7 @@ def iter_reads(path: str | os.PathLike) -> Iterator[tuple[str, str, str | None]]
     """``(name, sequence, quality or None)`` from FASTQ or FASTA (plain or gzip), by content."""
     from genoseq.fasta import is_fasta
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    path = require_file(path)
     if is_fasta(path):
         from genoseq.fasta import iter_fasta
 

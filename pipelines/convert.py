@@ -10,7 +10,6 @@ downloaded.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ def hyenadna(checkpoint: str, out: str, overwrite: bool = False) -> dict:
     """
     from genoseq.models.hyenadna import import_hyenadna
     from genoseq.models.lm import GenoSeqLM  # noqa: F401  (imported before the clock starts)
-    from genoseq.runtime import atomic_directory
+    from genoseq.runtime import atomic_directory, write_json
 
     out_dir = Path(out)
     if (out_dir / "config.json").exists() and not overwrite:
@@ -46,7 +45,7 @@ def hyenadna(checkpoint: str, out: str, overwrite: bool = False) -> dict:
     report["convert_seconds"] = round(time.time() - started, 2)
     with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
-        (tmp / "conversion.json").write_text(json.dumps({"from": "hyenadna", **report}, indent=2) + "\n")
+        write_json(tmp / "conversion.json", {"from": "hyenadna", **report})
     skipped = f"; not imported: {len(report['not_imported'])} non-backbone tensors" if report["not_imported"] else ""
     print(f"genoseq convert hyenadna: {report['n_layer']} Hyena layers, d_model {report['d_model']}, l_max "
           f"{report['l_max']}, {report['parameters'] / 1e6:.2f} M parameters in {report['convert_seconds']:.1f} s"

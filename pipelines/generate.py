@@ -40,7 +40,7 @@ from typing import Literal
 from genoseq.errors import InputError
 from genoseq.pipelines.training import TrainerConfig, make_trainer
 from genoseq.progress import ProgressChoice
-from genoseq.runtime import LoggerChoice
+from genoseq.runtime import LoggerChoice, require_file, write_json
 
 TRAINING_SEQUENCES = "training_sequences.tsv.gz"
 METRICS_FILE = "metrics.json"
@@ -151,15 +151,13 @@ def fit(
     from genoseq.models.conditional import add_condition_labels
     from genoseq.models.config import OptimConfig, TrainingConfig
     from genoseq.models.lm import GenoSeqLM
-    from genoseq.runtime import atomic_output
     from genoseq.tables import read_labelled
 
     started = time.perf_counter()
     out_dir = Path(out)
     if (out_dir / "config.json").exists() and not overwrite:
         raise InputError("already holds a model; pass --overwrite to replace it", path=str(out_dir))
-    if not Path(train).exists():
-        raise FileNotFoundError(2, "No such file or directory", str(train))
+    require_file(train)
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
     column = condition_column or ("activity" if bins else "label")
@@ -202,8 +200,7 @@ def fit(
         "training_sequences": TRAINING_SEQUENCES,
     }
     lm.save_pretrained(out_dir)
-    with atomic_output(out_dir / METRICS_FILE) as handle:
-        handle.write(json.dumps(metrics, indent=2) + "\n")
+    write_json(out_dir / METRICS_FILE, metrics)
     print(f"genoseq generate fit: {metrics['steps']} steps, validation bits/base {metrics['val_bits_per_base_before']} -> "
           f"{metrics['best_val_bits_per_base']}; conditions {', '.join(labels)}; model in {out_dir}", file=sys.stderr)
     return metrics
@@ -438,14 +435,11 @@ def _write_designs(out_path: Path, designs, settings: dict, line_width: int) -> 
 
 def _write_report(out_path: Path, designs, clf, ref_path: Path, condition, started: float, summary: dict) -> dict:
     """The TSV, PNG and JSON report beside the FASTA; the report's numbers."""
-    from genoseq.runtime import atomic_output
-
     paths = _report_paths(out_path)
     ref = _read_reference(ref_path, condition) if ref_path.exists() else None
     found = design_report(designs.sequences, designs.proba, clf.classes if clf else None, designs.target, ref, paths)
     found["reference"] = str(ref_path) if ref else None
-    with atomic_output(paths["json"]) as fh:
-        fh.write(json.dumps({**summary, **found, "seconds": round(time.perf_counter() - started, 2)}, indent=2) + "\n")
+    write_json(paths["json"], {**summary, **found, "seconds": round(time.perf_counter() - started, 2)})
     return found
 
 
@@ -505,7 +499,7 @@ def _plot_report(path: Path, gc, p_target, target, nearest, metrics: dict, refer
     import numpy as np
 
     from genoseq.design import gc_content
-    from genoseq.runtime import atomic_path
+    from genoseq.runtime import save_figure
 
     fig, axes = plt.subplots(2, 2, figsize=(9, 7))
     ax = axes[0, 0]
@@ -540,9 +534,7 @@ def _plot_report(path: Path, gc, p_target, target, nearest, metrics: dict, refer
         ax.set_axis_off()
     fig.suptitle(f"genoseq generate: {len(gc)} designs, diversity {metrics['diversity']:.1f}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def generate(

@@ -5,7 +5,6 @@ Nothing heavy is imported at module level, so building the CLI parser stays fast
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ def prepare(
         The summary that is also written to ``<out>.json``.
     """
     import genoseq
-    from genoseq.runtime import atomic_output
+    from genoseq.runtime import write_json
     from genoseq.store import write_store
 
     if isinstance(fasta, str):
@@ -74,8 +73,7 @@ def prepare(
         "chunk_size": chunk_size,
         **manifest,
     }
-    with atomic_output(summary_path) as handle:
-        handle.write(json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path, summary)
 
     total = manifest["total_length"]
     print(

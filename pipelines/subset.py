@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Iterator, Literal
 
+from genoseq.runtime import require_file
+
 RecordFormat = Literal["vcf", "tsv", "csv", "fasta", "fastq"]
 
 
@@ -72,8 +74,7 @@ def subset(
     path = Path(input)
     if path.is_dir():
         raise InputError(f"is a directory, expected a {format} file", path=str(path))
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    require_file(path)
 
     selector = _Selector(pattern, max_records)
     with open_text(path) as handle, atomic_output(out, "wb") as dest:

@@ -28,6 +28,7 @@ from typing import Iterator, Literal
 
 from genoseq.errors import InputError
 from genoseq.progress import ProgressChoice
+from genoseq.runtime import require_file, write_json
 from genoseq.tasks.variants import (
     DEFAULT_WINDOW, OK, OUT_OF_BOUNDS, REF_MISMATCH, STATUSES, SYMBOLIC, UNKNOWN_CONTIG, Variant, VariantEffect,
     VariantEffectScorer,
@@ -83,9 +84,7 @@ def readable_vcf(path: str | os.PathLike) -> Iterator[Path]:
 
     from genoseq.fasta import detect_compression
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    path = require_file(path)
     if path.is_dir():
         raise InputError("is a directory, expected a VCF file", path=str(path))
     kind = detect_compression(path)
@@ -124,9 +123,7 @@ def _iter_records(vcf, path: Path) -> Iterator:
 
 def read_vcf_variants(path: str | os.PathLike) -> tuple[list[tuple[int, Variant]], int, object]:
     """All (record index, Variant) pairs of a VCF (one per ALT), the record count, and the full header."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    path = require_file(path)
     variants = []
     n_records = 0
     with _open_vcf(path) as vcf:
@@ -281,10 +278,7 @@ def vep(
         "windows_scored": scorer.windows_scored, "cache_hits": scorer.cache_hits,
         "device": str(scorer.device), "seconds": round(time.perf_counter() - started, 3),
     }
-    from genoseq.runtime import atomic_output
-
-    with atomic_output(out_path.with_name(out_path.name + ".json")) as handle:
-        handle.write(json.dumps(summary, indent=2) + "\n")
+    write_json(out_path.with_name(out_path.name + ".json"), summary)
     print(
         f"wrote {out_path}: {n_records} records, {len(effects)} ALT alleles, {counts[OK]} scored; "
         + ", ".join(f"{s} {counts[s]}" for s in STATUSES if s != OK and counts[s])

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence, Union
 import numpy as np
 
 from genoseq.errors import InputError
+from genoseq.runtime import require_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from genoseq.genome import Genome
@@ -60,9 +61,7 @@ def load(path: str | os.PathLike, device: str = "auto"):
     :class:`Annotator` (``annotate fit``) or an :class:`Aligner` (``align index``). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``..."""
     from genoseq.runtime import resolve_device
 
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(2, "No such model folder", str(path))
+    path = require_file(path, "No such model folder", kind="folder")
     kind, dev = _model_type(path), resolve_device(device)
     if kind == "GenoSeqLM":
         from genoseq.models.lm import GenoSeqLM

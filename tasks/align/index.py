@@ -198,14 +198,14 @@ def write_index(idx: AlignIndex, out: str | os.PathLike) -> Path:
     encoder is moved to the CPU to be saved."""
     import faiss
 
-    from genoseq.runtime import atomic_directory
+    from genoseq.runtime import atomic_directory, write_json
 
     out_dir = Path(out)
     with atomic_directory(out_dir) as tmp_dir:
         faiss.write_index(idx.faiss, str(tmp_dir / FAISS_FILE))
         np.savez(tmp_dir / FRAGMENTS_FILE, contig=idx.contig, start=idx.start, end=idx.end)
         idx.encoder.cpu().save_pretrained(tmp_dir / MODEL_SUBDIR)
-        (tmp_dir / MANIFEST_FILE).write_text(json.dumps(idx.manifest, indent=2) + "\n")
+        write_json(tmp_dir / MANIFEST_FILE, idx.manifest)
     idx.path = out_dir
     return out_dir
 
