@@ -536,22 +536,3 @@ def _plot_report(path: Path, gc, p_target, target, nearest, metrics: dict, refer
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
 
-
-def generate(
-    model: str,
-    prompt: str = "",
-    max_new_tokens: int = 200,
-    num_samples: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int = 0,
-    condition: str | None = None,
-    out: str = "generated.fa",
-    device: str = "auto",
-    line_width: int = 80,
-) -> list[str]:
-    """The original one-call API: :func:`sample` without constraints or report; returns the sequences."""
-    return sample(model, prompt=prompt, max_new_tokens=max_new_tokens, num_samples=num_samples,
-                  temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, condition=condition, out=out,
-                  device=device, line_width=line_width, report=False)["sequences"]
