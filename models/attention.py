@@ -52,11 +52,12 @@ def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tenso
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
 
 
-def visible(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    """(Lq, Lk) bool: which keys each query may attend to (causal, within ``window`` if set)."""
+def visible(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None, sink: int = 0) -> torch.Tensor:
+    """(Lq, Lk) bool: which keys each query may attend to: causal, within ``window`` if set, and
+    the first ``sink`` positions always (LM-Infinite's Lambda-shaped mask)."""
     mask = key_pos[None, :] <= query_pos[:, None]
     if window is not None:
-        mask &= key_pos[None, :] > query_pos[:, None] - window
+        mask &= (key_pos[None, :] > query_pos[:, None] - window) | (key_pos[None, :] < sink)
     return mask
 
 
@@ -65,15 +66,18 @@ def _masked_sdpa(q, k, v, mask, dropout_p: float):
 
 
 def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int | None = None,
-                        seg: torch.Tensor | None = None, dropout_p: float = 0.0,
+                        seg: torch.Tensor | None = None, sink: int = 0, dropout_p: float = 0.0,
                         block: int = QUERY_BLOCK) -> torch.Tensor:
     """Causal attention of ``q``, ``k``, ``v`` (B, H, L, d) computed ``block`` queries at a time.
 
     Each block of queries sees the keys from the earliest one any of its queries may attend to
     (``window`` back, or its packed sequence's start given by ``seg`` (B, L) segment numbers)
-    up to its last query. Exactly softmax attention; memory ``O(block * (window + block))`` per
-    block, and with gradients on each block is recomputed in the backward pass.
+    up to its last query, and the first ``sink`` keys of the row (with a window; not with
+    ``seg``). Exactly softmax attention; memory ``O(block * (window + sink + block))`` per block,
+    and with gradients on each block is recomputed in the backward pass.
     """
+    if sink and seg is not None:
+        raise ValueError("attention sinks apply to unpacked rows only")
     L = q.shape[2]
     pos = torch.arange(L, device=q.device)
     seg_start = None if seg is None else pos - positions_in_segment(seg)  # (B, L)
@@ -84,10 +88,17 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, wi
         lo = 0 if window is None else max(0, s - window + 1)
         if seg_start is not None:
             lo = max(lo, int(seg_start[:, s].min()))
-        mask = visible(pos[s:e], pos[lo:e], window)
+        if window is not None and sink >= lo:
+            lo = 0
+        keys = pos[lo:e]
+        kb, vb = k[:, :, lo:e], v[:, :, lo:e]
+        if window is not None and 0 < sink < lo:  # the sink keys, then the window's
+            keys = torch.cat([pos[:sink], keys])
+            kb, vb = torch.cat([k[:, :, :sink], kb], dim=2), torch.cat([v[:, :, :sink], vb], dim=2)
+        mask = visible(pos[s:e], keys, window, sink)
         if seg is not None:
             mask = mask & (seg[:, s:e, None] == seg[:, None, lo:e])[:, None]  # (B, 1, Lq, Lk)
-        args = (q[:, :, s:e], k[:, :, lo:e], v[:, :, lo:e], mask, dropout_p)
+        args = (q[:, :, s:e], kb, vb, mask, dropout_p)
         outputs.append(checkpoint(_masked_sdpa, *args, use_reentrant=False) if grad else _masked_sdpa(*args))
     return torch.cat(outputs, dim=2)
 
@@ -102,6 +113,7 @@ class Attention(nn.Module):
         self.head_dim = cfg.d_model // cfg.n_heads
         self.dropout = cfg.dropout
         self.window = window
+        self.sink = 0  # first positions every query also sees (inference only: see models.inference.limit_attention)
         self.qkv = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=False)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         inv_freq = cfg.rope_base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
@@ -141,7 +153,8 @@ class Attention(nn.Module):
         if cache is not None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
         elif seg is not None or (self.window is not None and self.window < L):
-            y = blockwise_attention(q, k, v, window=self.window, seg=seg, dropout_p=dropout_p)
+            y = blockwise_attention(q, k, v, window=self.window, seg=seg, sink=0 if seg is not None else self.sink,
+                                    dropout_p=dropout_p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=L > 1, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(B, L, -1)
@@ -167,5 +180,5 @@ class Attention(nn.Module):
             return k, v, None, False
         # queries at offset.. see the cached keys up to their own position (and within the window)
         mask = visible(torch.arange(offset, offset + L, device=k.device), torch.arange(offset + L, device=k.device),
-                       self.window)
+                       self.window, self.sink)
         return k, v, mask, False

@@ -20,6 +20,7 @@ step instead (for comparison and benchmarks).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -44,6 +45,31 @@ def scoring_window(model, chunk_size: int | None = None, context: int | None = N
     window = getattr(getattr(model, "training_config", None), "window_length", None)
     chunk = (int(window) if window else DEFAULT_CHUNK) if chunk_size is None else int(chunk_size)
     return chunk, (min(chunk // 4, max(chunk // 8, MIN_CONTEXT)) if context is None else int(context))
+
+
+@contextmanager
+def limit_attention(model, window: int | None, sink: int = 0):
+    """Within the block, every attention layer of ``model`` attends to at most the last ``window``
+    positions (and to the first ``sink`` ones, LM-Infinite's Lambda-shaped mask): attention then
+    never meets a distance it was not trained on, so a model runs on sequences longer than its
+    training window while its Hyena and Mamba2 layers still see everything. ``window=None``
+    changes nothing."""
+    from .attention import Attention
+
+    if window is None:
+        yield model
+        return
+    if window < 1 or sink < 0:
+        raise ValueError(f"attention window must be >= 1 and sink >= 0, got {window} and {sink}")
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    saved = [(m.window, m.sink) for m in layers]
+    for m in layers:
+        m.window, m.sink = min(m.window or window, window), sink
+    try:
+        yield model
+    finally:
+        for m, (w, k) in zip(layers, saved):
+            m.window, m.sink = w, k
 
 
 def _device_of(model, device) -> torch.device:

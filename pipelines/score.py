@@ -23,6 +23,7 @@ def score(
     chunk_size: int | None = None,
     context: int | None = None,
     batch_size: int = 4,
+    attention_window: int | None = None,
     device: str = "auto",
     convert_gzip: bool = False,
     progress: bool | ProgressChoice = "auto",
@@ -40,6 +41,10 @@ def score(
         context: Minimum context of every scored base, for models with attention or Hyena layers
             (default: an eighth of the window, at least 256 bases, at most a quarter).
         batch_size: Windows per forward pass.
+        attention_window: Attention layers attend to at most this many previous bases (a sliding
+            window), so windows longer than the model was trained on stay within the distances its
+            attention knows while Hyena and Mamba2 layers see the whole window: e.g. a 2 kb model
+            with ``--chunk_size 65536 --context 32768 --attention_window 2048``.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``...
         convert_gzip: Convert a plain-gzip FASTA to bgzip instead of refusing it.
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
@@ -47,17 +52,22 @@ def score(
     import torch
 
     from genoseq.genome import open_genome
-    from genoseq.models.inference import scoring_window, token_log_probs
+    from genoseq.models.inference import limit_attention, scoring_window, token_log_probs
     from genoseq.models.lm import GenoSeqLM
     from genoseq.progress import Progress
     from genoseq.runtime import atomic_output, resolve_device
 
+    if attention_window is not None and attention_window < 1:
+        from genoseq.errors import InputError
+
+        raise InputError(f"attention_window must be >= 1, got {attention_window}", field="attention_window")
     dev = resolve_device(device)
     lm = GenoSeqLM.from_pretrained(model, map_location=dev)
     chunk_size, context = scoring_window(lm, chunk_size, context)
     genome = open_genome(fasta, convert_gzip=convert_gzip)
     rows = []
-    with Progress(sum(genome.contigs.values()), desc="score", unit="bp", mode=progress) as bar:
+    with Progress(sum(genome.contigs.values()), desc="score", unit="bp", mode=progress) as bar, \
+            limit_attention(lm, attention_window):
         for name, length in genome.contigs.items():
             ids = torch.from_numpy(genome.fetch(name, 0, length).astype("int64"))
             log_probs = token_log_probs(lm, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
@@ -73,6 +83,7 @@ def score(
         "log_likelihood": total_ll,
         "bits_per_base": bits_per_base(total_ll, total_n),
         "chunk_size": chunk_size, "context": context,
+        **({"attention_window": attention_window} if attention_window else {}),
     }
     with atomic_output(out) as fh:
         fh.write("\t".join(COLUMNS) + "\n")

@@ -121,3 +121,33 @@ def test_long_context_options_are_checked():
     with pytest.raises(ValueError, match="applies to hyena_filter_style 'genoseq'"):
         tiny("H", hyena_filter_style="hyenadna", hyena_filter_reach=3.0)
     assert ModelConfig.from_dict(tiny("HMA", checkpointing=[2, 0]).to_dict()).checkpointing == [0, 2]
+
+
+@pytest.mark.parametrize("window,sink", [(9, 3), (9, 0), (40, 5), (5, 20)])
+def test_blockwise_attention_with_sinks_equals_the_lambda_mask(window, sink):
+    L = 70
+    q, k, v = qkv(L, seed=2)
+    pos = torch.arange(L)
+    want = dense(q, k, v, visible(pos, pos, window, sink))
+    torch.testing.assert_close(blockwise_attention(q, k, v, window=window, sink=sink, block=16), want)
+
+
+def test_limit_attention_runs_a_model_as_if_its_attention_were_local():
+    from genoseq.models.inference import limit_attention, token_log_probs
+    from genoseq.models.lm import GenoSeqLM
+
+    torch.manual_seed(0)
+    full = GenoSeqLM(tiny("HA")).double().eval()
+    torch.manual_seed(0)
+    local = GenoSeqLM(tiny("HA", attention_window=16)).double().eval()
+    ids = torch.randint(5, 9, (1, 80))
+    with torch.no_grad():
+        with limit_attention(full, 16):
+            torch.testing.assert_close(full(ids), local(ids))
+            assert full.backbone.layers[1].mixer.window == 16
+        assert full.backbone.layers[1].mixer.window is None  # restored
+        with limit_attention(full, 100):  # longer than the sequence: nothing changes
+            torch.testing.assert_close(full(ids), full(ids))
+        lp = token_log_probs(full, ids[0], chunk_size=80, context=0)
+        with limit_attention(full, 16):
+            assert not torch.allclose(token_log_probs(full, ids[0], chunk_size=80, context=0), lp)
