@@ -363,10 +363,10 @@ def interval_tables(genome: str, train: str, val: str | None, work: Path, *, tar
                     sequence_column: str = "sequence", label_column: str = "label") -> tuple[str, str | None, dict]:
     """The intervals of ``train`` (and ``val``) on ``genome`` as the tables ``fit`` reads, written
     into ``work``: one row per interval (its sequence, and its class or target values; see
-    :func:`genoseq.tasks.intervals.interval_examples`). ``val_contigs`` moves the intervals on
-    those contigs into the validation table. Returns the table paths and counts."""
+    :func:`genoseq.tasks.interval_examples.interval_examples`). ``val_contigs`` moves the
+    intervals on those contigs into the validation table. Returns the table paths and counts."""
     from genoseq.runtime import write_tsv
-    from genoseq.tasks.intervals import interval_examples
+    from genoseq.tasks.interval_examples import interval_examples
 
     if val is not None and val_contigs:
         raise InputError("give --val (a file of validation intervals) or --val_contigs, not both", field="val_contigs",
