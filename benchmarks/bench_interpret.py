@@ -224,19 +224,19 @@ def from_scratch(model, ids: np.ndarray, lo: int, positions: list[int], radius: 
 def figures(lm, upstream, upstream_res, fig_dir: Path) -> list[str]:
     """The ISM figure of the upstream region (of the first 10) whose SD window matters most, and
     the dependency map of its last 120 bases; positions count from the start codon's A (0)."""
+    from genoseq.figures import dependency_heatmap, lm_ism_figure
     from genoseq.runtime import save_figure
-    from genoseq.tasks.interpret import plots
     from genoseq.tasks.interpret.ism import dependency_map
 
     k = int(np.argmax([r.importance[200 - 15:200 - 3].mean() for r in upstream_res[:10]]))
     r = upstream_res[k]
-    save_figure(plots.lm_ism_figure(r.llr[-80:], r.sequence[-80:], start=-77,
+    save_figure(lm_ism_figure(r.llr[-80:], r.sequence[-80:], start=-77,
                                     title="LM saturation mutagenesis: an E. coli start codon (0-2) and the 77 bases "
                                           "before it"),
                 fig_dir / "lm_ism_upstream.png", dpi=110)
     seq, _, s_hi = upstream[k]
     dep = dependency_map(lm, seq[s_hi - 120:s_hi], device="cpu")
-    save_figure(plots.dependency_heatmap(dep.dep, dep.sequence, start=-117,
+    save_figure(dependency_heatmap(dep.dep, dep.sequence, start=-117,
                                          title="Nucleotide dependencies: a start codon (0-2) and the 117 bases before it"),
                 fig_dir / "lm_dependencies_upstream.png", dpi=110)
     return [str(fig_dir / "lm_ism_upstream.png"), str(fig_dir / "lm_dependencies_upstream.png")]

@@ -72,7 +72,7 @@ def main() -> int:
 
     from genoseq.pipelines.classify import fit
     from genoseq.pipelines.interpret_classifier import attributions, motifs, read_attributions
-    from genoseq.tasks.interpret.motifs import write_meme
+    from genoseq.motif_files import write_meme
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

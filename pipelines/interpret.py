@@ -122,6 +122,27 @@ def read_targets(model, *, fasta: str | None, region: list[str] | None, input: s
     return targets
 
 
+def _write_ism_table(path, targets: list[Target], results) -> None:
+    """``summary.tsv``: per region its 1-based span, mean importance, the most important position
+    and the substitution with the lowest LLR."""
+    import numpy as np
+
+    from genoseq.runtime import write_tsv
+    from genoseq.tasks.interpret.ism import BASES
+
+    rows = []
+    for t, r in zip(targets, results):
+        first = 1 + (t.genome_start or 0)
+        top = int(np.nan_to_num(r.importance, nan=-np.inf).argmax())
+        llr = np.nan_to_num(r.llr, nan=np.inf)
+        wi, wb = np.unravel_index(int(llr.argmin()), llr.shape)
+        rows.append([t.name, t.contig or "", str(first), str(first + len(r.llr) - 1), str(len(r.llr)),
+                     f"{np.nanmean(r.importance):.6g}", str(first + top), f"{r.importance[top]:.6g}",
+                     str(first + int(wi)), BASES[int(wb)], f"{r.llr[wi, wb]:.6g}"])
+    write_tsv(path, ["name", "contig", "start", "end", "length", "mean_importance", "top_position", "top_importance",
+                     "worst_position", "worst_base", "worst_llr"], rows)
+
+
 def ism(
     model: str,
     out: str,
@@ -171,11 +192,11 @@ def ism(
     import numpy as np
 
     from genoseq.bed import write_bedgraph
+    from genoseq.figures import lm_ism_figure
     from genoseq.models.inference import scoring_window
     from genoseq.runtime import atomic_directory, atomic_output, safe_name, save_figure, write_json
-    from genoseq.tasks.interpret import plots
     from genoseq.tasks.interpret.attribution import stack_padded
-    from genoseq.tasks.interpret.ism import BASES, language_model, saturation_mutagenesis
+    from genoseq.tasks.interpret.ism import language_model, saturation_mutagenesis
 
     lm = language_model(model, device)
     window = scoring_window(lm)[0]
@@ -206,19 +227,7 @@ def ism(
             llr_forward=stack_padded([r.llr_forward for r in results], lmax, fill=np.nan),
             llr_reverse=stack_padded([r.llr_reverse for r in results], lmax, fill=np.nan),
             importance=stack_padded([r.importance for r in results], lmax, (), fill=np.nan))
-        with atomic_output(tmp / "summary.tsv") as handle:
-            handle.write("name\tcontig\tstart\tend\tlength\tmean_importance\ttop_position\ttop_importance\t"
-                         "worst_position\tworst_base\tworst_llr\n")
-            for t, r in zip(targets, results):
-                first = 1 + (t.genome_start or 0)
-                imp = np.nan_to_num(r.importance, nan=-np.inf)
-                top = int(imp.argmax())
-                llr = np.nan_to_num(r.llr, nan=np.inf)
-                wi, wb = np.unravel_index(int(llr.argmin()), llr.shape)
-                handle.write("\t".join([
-                    t.name, t.contig or "", str(first), str(first + len(r.llr) - 1), str(len(r.llr)),
-                    f"{np.nanmean(r.importance):.6g}", str(first + top), f"{r.importance[top]:.6g}",
-                    str(first + int(wi)), BASES[int(wb)], f"{r.llr[wi, wb]:.6g}"]) + "\n")
+        _write_ism_table(tmp / "summary.tsv", targets, results)
         if any(t.contig for t in targets):
             tracks = sorted((t.contig, t.genome_start, r.importance) for t, r in zip(targets, results) if t.contig)
             with atomic_output(tmp / "ism.bedgraph") as handle:
@@ -226,7 +235,7 @@ def ism(
                                description="mean |LLR| (nats) of the three substitutions of each base")
         for k, (t, r) in enumerate(zip(targets[:figures], results)):
             title = f"{t.name}: saturation mutagenesis (LLR, nats, {strands} strand{'s' if strands == 'both' else ''})"
-            fig = plots.lm_ism_figure(r.llr, r.sequence, title=title, start=1 + (t.genome_start or 0))
+            fig = lm_ism_figure(r.llr, r.sequence, title=title, start=1 + (t.genome_start or 0))
             save_figure(fig, tmp / "figures" / f"{k + 1}_{safe_name(t.name)}.png", dpi=110)
         write_json(tmp / "ism.json", summary)
     regions = f"{len(targets)} region{'s' if len(targets) != 1 else ''}"
@@ -276,8 +285,8 @@ def dependencies(
     """
     import numpy as np
 
+    from genoseq.figures import dependency_heatmap
     from genoseq.runtime import atomic_directory, atomic_output, save_figure, write_json
-    from genoseq.tasks.interpret import plots
     from genoseq.tasks.interpret.ism import dependency_map, language_model
 
     lm = language_model(model, device)
@@ -295,7 +304,7 @@ def dependencies(
     with atomic_directory(out) as tmp:
         np.savez_compressed(tmp / "dependencies.npz", dep=result.dep, sequence=np.array(result.sequence),
                             name=np.array(t.name), contig=np.array(t.contig or ""), start=np.array(first - 1))
-        fig = plots.dependency_heatmap(result.dep, result.sequence, start=first,
+        fig = dependency_heatmap(result.dep, result.sequence, start=first,
                                        title=f"{t.name}: nucleotide dependencies ({strands} strand"
                                              f"{'s' if strands == 'both' else ''})")
         save_figure(fig, tmp / "dependencies.png", dpi=110)

@@ -106,9 +106,9 @@ def attributions(
 
     import numpy as np
 
+    from genoseq.figures import attribution_figure
     from genoseq.runtime import atomic_directory, atomic_output, safe_name, save_figure, write_json
     from genoseq.tables import read_sequence_inputs
-    from genoseq.tasks.interpret import plots
     from genoseq.tasks.interpret.attribution import classifier_attributions, stack_padded
 
     inputs = read_sequence_inputs(input, split=split, sequence_column=sequence_column, label_column=label_column)
@@ -154,7 +154,7 @@ def attributions(
                 handle.write("\t".join(row) + "\n")
         for i in range(min(logos, len(names))):
             title = f"{names[i]}: {method} for class {result.targets[i]} (p={result.probabilities[i, classes.index(result.targets[i])]:.3f})"
-            fig = plots.attribution_figure(result.contributions[i], ism=None if result.ism is None else result.ism[i],
+            fig = attribution_figure(result.contributions[i], ism=None if result.ism is None else result.ism[i],
                                            sequence=sequences[i], title=title, start=1)
             save_figure(fig, tmp / "logos" / f"{i + 1}_{safe_name(names[i])}.png", dpi=110)
         write_json(tmp / "attributions.json", summary)
@@ -182,6 +182,35 @@ def read_attributions(path: str | Path) -> dict:
     if missing:
         raise InputError(f"attributions file lacks {', '.join(sorted(missing))}", path=str(p))
     return arrays
+
+
+def _known_motifs(motifs: str | None, jaspar: str | None, release: str | None) -> tuple[dict, list[str]]:
+    """The known motifs of a MEME file and/or a JASPAR selection (``COLLECTION[:TAX_GROUP,...]``),
+    and the names of their sources."""
+    from genoseq.motif_files import read_jaspar, read_meme
+
+    known = read_meme(motifs) if motifs else {}
+    if jaspar:
+        collection, _, groups = jaspar.partition(":")
+        known.update(read_jaspar(collection.strip() or "CORE", [g.strip() for g in groups.split(",") if g.strip()],
+                                 release))
+    return known, [s for s in (motifs, jaspar and f"JASPAR {jaspar}") if s]
+
+
+def _write_motif_tables(folder: Path, found, names, lengths) -> None:
+    """``motifs.tsv`` (a motif per row with its best match) and ``seqlets.tsv`` (where each motif
+    lies in each sequence)."""
+    from genoseq.runtime import write_tsv
+
+    rows = []
+    for m in found:
+        best = m.matches[0] if m.matches else None
+        rows.append([m.name, m.sign, str(m.n_seqlets), m.consensus, str(len(m.consensus))]
+                    + ([best.target, f"{best.p_value:.3g}", f"{best.q_value:.3g}", best.strand] if best else [""] * 4))
+    write_tsv(folder / "motifs.tsv",
+              ["name", "sign", "n_seqlets", "consensus", "width", "best_match", "p_value", "q_value", "strand"], rows)
+    write_tsv(folder / "seqlets.tsv", ["motif", "sequence", "start", "end", "strand"],
+              ([m.name, str(names[i]), str(a), str(b), strand] for m in found for i, a, b, strand in m.sites(lengths)))
 
 
 def motifs(
@@ -227,17 +256,12 @@ def motifs(
     """
     import numpy as np
 
+    from genoseq.figures import motif_logo
+    from genoseq.motif_files import write_meme
     from genoseq.runtime import atomic_directory, atomic_output, save_figure, write_json
-    from genoseq.tasks.interpret import plots
-    from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs, read_jaspar, read_meme, write_meme
+    from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs
 
-    # bad known motifs fail before the long search
-    known = read_meme(motifs) if motifs else {}
-    if jaspar:
-        collection, _, groups = jaspar.partition(":")
-        known.update(read_jaspar(collection.strip() or "CORE", [g.strip() for g in groups.split(",") if g.strip()],
-                                 jaspar_release))
-    sources = [s for s in (motifs, jaspar and f"JASPAR {jaspar}") if s]
+    known, sources = _known_motifs(motifs, jaspar, jaspar_release)  # bad known motifs fail before the long search
     arrays = read_attributions(attributions)
     rows = np.arange(len(arrays["lengths"]))
     if target is not None:
@@ -265,19 +289,8 @@ def motifs(
                            "p_value": m.matches[0].p_value if m.matches else None,
                            "q_value": m.matches[0].q_value if m.matches else None} for m in found]}
     with atomic_directory(out) as tmp:
-        with atomic_output(tmp / "motifs.tsv") as handle:
-            handle.write("name\tsign\tn_seqlets\tconsensus\twidth\tbest_match\tp_value\tq_value\tstrand\n")
-            for m in found:
-                best = m.matches[0] if m.matches else None
-                handle.write("\t".join([m.name, m.sign, str(m.n_seqlets), m.consensus, str(len(m.consensus)),
-                                        best.target if best else "", f"{best.p_value:.3g}" if best else "",
-                                        f"{best.q_value:.3g}" if best else "", best.strand if best else ""]) + "\n")
         names = arrays["names"][rows] if "names" in arrays else np.array([f"seq{i}" for i in rows])
-        with atomic_output(tmp / "seqlets.tsv") as handle:
-            handle.write("motif\tsequence\tstart\tend\tstrand\n")
-            for m in found:
-                for i, a, b, strand in m.sites(lengths):
-                    handle.write(f"{m.name}\t{names[i]}\t{a}\t{b}\t{strand}\n")
+        _write_motif_tables(tmp, found, names, lengths)
         write_meme(tmp / "motifs.meme", {m.name: m.trimmed_ppm for m in found})
         lines = [f"# Motifs of {len(rows)} sequences' attributions", "",
                  f"TF-MoDISco (window {sliding_window_size}, flank {flank_size}); "
@@ -285,7 +298,7 @@ def motifs(
                     else "no known motifs given."), ""]
         for m in found:
             s, e = m.trimmed
-            save_figure(plots.motif_logo(m.ppm[s:e], m.cwm[s:e], title=f"{m.name}: {m.n_seqlets} seqlets"),
+            save_figure(motif_logo(m.ppm[s:e], m.cwm[s:e], title=f"{m.name}: {m.n_seqlets} seqlets"),
                         tmp / "logos" / f"{m.name}.png", dpi=110)
             lines += [f"## {m.name} ({m.sign}, {m.n_seqlets} seqlets): {m.consensus}", "",
                       f"![{m.name}](logos/{m.name}.png)", ""]

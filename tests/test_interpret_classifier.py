@@ -14,6 +14,7 @@ from genoseq.cli import main
 from genoseq.errors import InputError
 from genoseq.models import GenoSeqLM, ModelConfig
 from genoseq.models.classifier import SequenceClassifier
+from genoseq.motif_files import read_jaspar, read_meme, write_meme
 from genoseq.tasks.interpret import attribution as A
 from genoseq.tasks.interpret import motifs as M
 
@@ -216,8 +217,8 @@ def test_cli_motifs_recovers_a_planted_motif_and_matches_it(tmp_path):
     rng = np.random.default_rng(5)
     sd = np.array([[.85, 0, .15, 0], [0, 0, 1, 0], [0, 0, 1, 0], [.85, 0, .15, 0], [0, 0, 1, 0], [0, 0, 1, 0]])
     known = {"SD": sd, **{f"decoy{i}": rng.dirichlet(np.full(4, 0.5), 8) for i in range(29)}}
-    M.write_meme(tmp_path / "known.meme", known)
-    assert set(M.read_meme(tmp_path / "known.meme")) == set(known)
+    write_meme(tmp_path / "known.meme", known)
+    assert set(read_meme(tmp_path / "known.meme")) == set(known)
     out = tmp_path / "motifs"
     assert main(["interpret", "motifs", "--attributions", str(tmp_path), "--motifs", str(tmp_path / "known.meme"),
                  "--out", str(out)]) == 0
@@ -262,7 +263,7 @@ def test_cli_motifs_matches_against_the_shipped_jaspar(tmp_path):
     assert main(["interpret", "motifs", "--attributions", str(tmp_path), "--jaspar", "CORE:fungi",
                  "--out", str(out)]) == 0
     summary = json.loads((out / "motifs.json").read_text())
-    assert summary["n_known_motifs"] == len(M.read_jaspar("CORE", "fungi")) > 100
+    assert summary["n_known_motifs"] == len(read_jaspar("CORE", "fungi")) > 100
     top = summary["motifs"][0]
     assert "AGGAGG" in top["consensus"].upper() and top["best_match"].startswith("MA")
     assert "JASPAR CORE:fungi" in (out / "report.md").read_text()
@@ -299,7 +300,7 @@ def test_motifs_of_sequences_of_several_lengths():
 def test_read_meme_refuses_other_files(tmp_path):
     (tmp_path / "a.fa").write_text(">x\nACGT\n")
     with pytest.raises(InputError, match="not a MEME"):
-        M.read_meme(tmp_path / "a.fa")
+        read_meme(tmp_path / "a.fa")
     (tmp_path / "empty.meme").write_text("MEME version 4\n\nALPHABET= ACGT\n")
     with pytest.raises(InputError, match="no motif"):
-        M.read_meme(tmp_path / "empty.meme")
+        read_meme(tmp_path / "empty.meme")

@@ -5,6 +5,8 @@
 * :mod:`.attribution` -- classifier attributions: ISM through the head and gradient
   attributions (Captum) against stated baselines;
 * :mod:`.motifs` -- recurring patterns in attributions (TF-MoDISco) matched to known motifs
-  (TOMTOM);
-* :mod:`.plots` -- logos and heatmaps of the above.
+  (TOMTOM).
+
+Their figures (logos, heatmaps) are made by :mod:`genoseq.figures`, and motif files are read and
+written by :mod:`genoseq.motif_files`.
 """

@@ -88,7 +88,8 @@ class Attributions:
 
     def motifs(self, known: "dict[str, np.ndarray] | None" = None, *, n_best: int = 3, **options):
         """TF-MoDISco motifs of these sequences' attributions, matched by TOMTOM to
-        ``known`` (name -> (w, 4) PPM, e.g. from ``read_meme`` or ``read_jaspar``) when given;
+        ``known`` (name -> (w, 4) PPM, e.g. from :mod:`genoseq.motif_files`' ``read_meme`` or
+        ``read_jaspar``) when given;
         ``options`` go to :func:`~genoseq.tasks.interpret.motifs.discover_motifs`."""
         from genoseq.tasks.interpret.motifs import discover_motifs, match_motifs
 
