@@ -58,6 +58,18 @@ _UMASK = _read_umask()  # read once, at import: os.umask can only be read by set
 
 
 @contextlib.contextmanager
+def _moved_into_place(tmp: str | os.PathLike, path: Path) -> Iterator[None]:
+    """Rename ``tmp`` to ``path`` when the block succeeds; remove ``tmp`` when it fails."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Write ``path`` through a temporary file in the same folder, renamed on success.
 
@@ -67,15 +79,10 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+    with _moved_into_place(tmp, path):
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the usual mode
         with os.fdopen(fd, mode) as handle:
             yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -84,13 +91,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with _moved_into_place(tmp, path):
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
