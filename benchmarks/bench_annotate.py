@@ -45,7 +45,7 @@ def orf_calls(seq: bytes, contig: str, min_length: int = 300):
     """Longest ORFs (first ATG after the previous in-frame stop, to the stop) of both strands,
     at least ``min_length`` nt with the stop, taken longest first with no overlap."""
     from genoseq.annotation import Feature
-    from genoseq.tasks.annotation import STOP_CODONS
+    from genoseq.tasks.genome_annotation import STOP_CODONS
 
     n = len(seq)
     rc = seq[::-1].translate(bytes.maketrans(b"ACGTN", b"TGCAN"))
@@ -76,7 +76,7 @@ def markov_calls(models, seq_ids: np.ndarray, contig: str, window: int = 96, min
     """Per-base labels (2, L) and genes of the Markov per-class baseline on one contig."""
     from genoseq.annotation import Feature
     from genoseq.tokenizer import Tokenizer
-    from genoseq.tasks.annotation import mask_runs, snap_gene, unique_genes
+    from genoseq.tasks.genome_annotation import mask_runs, snap_gene, unique_genes
 
     tok = Tokenizer()
     coding, noncoding = models
@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
     from genoseq.markov import MarkovModel
     from genoseq.models.segmenter import Segmenter
     from genoseq.pipelines.annotate import choose_holdout, evaluate_contigs, fit
-    from genoseq.tasks.annotation import base_metrics, feature_metrics, features_to_labels
+    from genoseq.tasks.annotation_metrics import base_metrics, feature_metrics, features_to_labels
     from genoseq.tokenizer import Tokenizer
 
     torch.set_num_threads(2)
@@ -214,7 +214,7 @@ def main(argv=None) -> dict:
         coding = MarkovModel(args.markov_k).fit((genome.fetch(f.contig, f.start, f.end, f.strand) for f in cds),
                                                 both_strands=False)
         train_labels, _ = label_bases(ann.features, {c: contigs[c] for c in train_contigs}, scheme, warn=False)
-        from genoseq.tasks.annotation import mask_runs
+        from genoseq.tasks.genome_annotation import mask_runs
 
         def intergenic():
             for c in train_contigs:

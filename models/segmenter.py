@@ -18,8 +18,8 @@ reverse-complement augmentation.)
 Two ways to train it, one object and one folder format:
 
 * ``method="probe"`` (the CPU default of ``genoseq annotate fit``): the backbone is frozen, its
-  features are computed once (:func:`genoseq.tasks.annotation.genome_features`) and only the
-  head is trained over them (:func:`genoseq.tasks.annotation.fit_probe`).
+  features are computed once (:func:`genoseq.tasks.genome_annotation.block_features`) and only the
+  head is trained over them (:func:`genoseq.tasks.genome_annotation.fit_probe`).
 * ``method="finetune"``: this LightningModule trains backbone and head together on
   :class:`genoseq.datamodules.intervals.IntervalDataModule` segmentation batches
   (``labels`` (B, 2, L), ignored positions -100).

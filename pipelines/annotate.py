@@ -158,7 +158,7 @@ def fit(
                      "type_map": scheme.type_map, "labels": dm.label_stats.to_dict(), "window": window,
                      "context": context, "seed": seed}
     if method == "probe":
-        from genoseq.tasks.annotation import fit_probe
+        from genoseq.tasks.genome_annotation import fit_probe
 
         seg.to(resolve_device(device))
         report = fit_probe(seg, gen, dm.labels, dm.regions["train"], dm.regions["val"], epochs=epochs, patience=patience,
@@ -186,7 +186,7 @@ def _finetune(seg, dm, *, epochs, patience, accelerator, precision, progress, lo
     import torch
 
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.tasks.annotation import class_weights
+    from genoseq.tasks.genome_annotation import class_weights
     from genoseq.tasks.finetune import finetune
 
     counts = np.zeros(seg.num_classes, dtype=np.int64)
@@ -276,7 +276,7 @@ def predict(
     from genoseq.bed import write_bedgraph
     from genoseq.genome import open_genome
     from genoseq.runtime import atomic_output, atomic_path, require_file
-    from genoseq.tasks.annotation import annotate_genome
+    from genoseq.tasks.genome_annotation import annotate_genome
 
     require_file(fasta)
     seg = _load(segmenter, device)
@@ -346,7 +346,7 @@ def evaluate(
         progress: ``auto``, ``bar``, ``lines`` or ``none``.
 
     Returns:
-        The metrics: ``per_base`` from the per-base labels (``tasks.annotation.probs_to_labels``), ``per_base_from_features`` from the
+        The metrics: ``per_base`` from the per-base labels (``tasks.genome_annotation.probs_to_labels``), ``per_base_from_features`` from the
         decoded features, ``features`` (gene start/stop exact matches, RNA recall).
     """
     from genoseq.annotation import read_annotated_genome
@@ -371,7 +371,8 @@ def evaluate_contigs(seg, ann, genome, names, *, min_gene_length: int = 90, batc
     import numpy as np
 
     from genoseq.annotation import ClassScheme, label_bases
-    from genoseq.tasks.annotation import annotate_genome, base_metrics, feature_metrics, features_to_labels, probs_to_labels
+    from genoseq.tasks.annotation_metrics import base_metrics, feature_metrics, features_to_labels
+    from genoseq.tasks.genome_annotation import annotate_genome, probs_to_labels
 
     scheme = ClassScheme(tuple(seg.classes), seg.type_map)
     sub = {n: genome.contigs[n] for n in names}

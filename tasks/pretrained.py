@@ -228,9 +228,9 @@ class Annotator:
 
     def annotate(self, seqs: Sequences, *, names: Sequence[str] | None = None, min_gene_length: int = 90):
         """Predicted features and per-base probabilities of each sequence: a
-        :class:`~genoseq.tasks.annotation.ContigAnnotation` (``.features``, ``.probs`` (2, L, K):
+        :class:`~genoseq.tasks.genome_annotation.ContigAnnotation` (``.features``, ``.probs`` (2, L, K):
         row 0 the + strand) for one sequence, a list for several."""
-        from genoseq.tasks.annotation import annotate_sequences
+        from genoseq.tasks.genome_annotation import annotate_sequences
 
         items, one = _many(seqs)
         found = annotate_sequences(self.model, items, names, decode_options={"min_gene_length": min_gene_length})

@@ -195,7 +195,7 @@ def test_segmenter_strands_are_reverse_complement_equivariant(tiny_lm):
 
 def test_windowed_probabilities_do_not_depend_on_the_block(segmenter_dir, slice_gff):
     from genoseq.models.segmenter import Segmenter
-    from genoseq.tasks.annotation import contig_probabilities
+    from genoseq.tasks.genome_annotation import contig_probabilities
 
     seg = Segmenter.from_pretrained(segmenter_dir)
     ids = read_annotation(slice_gff).genome().fetch("BAC_00027", 0, 6000)
@@ -205,7 +205,7 @@ def test_windowed_probabilities_do_not_depend_on_the_block(segmenter_dir, slice_
 
 
 def test_snap_gene_to_codons():
-    from genoseq.tasks.annotation import snap_gene
+    from genoseq.tasks.genome_annotation import snap_gene
 
     seq = b"CCTAA" + b"CCATG" + b"CTAGCT" * 20 + b"TGA" + b"CCCC"
     assert snap_gene(seq, 20, 110, 1) == (7, 133, False)  # the ATG, and the stop after the run

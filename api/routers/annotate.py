@@ -20,8 +20,8 @@ router = APIRouter(prefix="/v1", tags=["annotate"])
                         422: {"description": "bad sequence (field and position named), too long or too many"}})
 async def annotate(body: AnnotateRequest, request: Request,
                    service: Annotated[ModelService, Depends(with_segmenter)]) -> AnnotateResponse:
-    """The features ``genoseq annotate predict`` writes (``tasks.annotation.annotate_sequences``)."""
-    from genoseq.tasks.annotation import annotate_sequences
+    """The features ``genoseq annotate predict`` writes (``tasks.genome_annotation.annotate_sequences``)."""
+    from genoseq.tasks.genome_annotation import annotate_sequences
 
     seg = service.segmenter
     limits = service.settings.limits
