@@ -182,18 +182,14 @@ def fit(
 def _finetune(seg, dm, *, epochs, patience, accelerator, precision, progress, log_dir, weight_power) -> dict:
     import tempfile
 
-    import numpy as np
     import torch
 
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.tasks.genome_annotation import class_weights
     from genoseq.tasks.finetune import finetune
+    from genoseq.tasks.genome_annotation import label_class_weights
 
-    counts = np.zeros(seg.num_classes, dtype=np.int64)
-    for lab in dm.labels.values():
-        counts += np.bincount(lab.reshape(-1), minlength=seg.num_classes)[: seg.num_classes]
-    seg.class_weights = torch.tensor(class_weights(counts, weight_power) if weight_power else np.ones(len(counts)),
-                                     dtype=torch.float32)
+    weights = label_class_weights(dm.labels.values(), seg.num_classes, weight_power)
+    seg.class_weights = torch.tensor(weights, dtype=torch.float32)
     config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=accelerator, devices=1, precision=precision,
                            log_every_n_steps=None)
     with tempfile.TemporaryDirectory(prefix="genoseq-annotate-") as work_dir:

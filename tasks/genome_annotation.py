@@ -167,6 +167,33 @@ def class_weights(counts: Sequence[int], power: float = 0.5, cap: float = 50.0) 
     return np.minimum(w, cap)
 
 
+def label_class_weights(label_arrays, num_classes: int, power: float) -> np.ndarray:
+    """Loss weights per class from the class counts of per-base label arrays:
+    :func:`class_weights` (``power`` 0: all ones)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for labels in label_arrays:
+        counts += np.bincount(labels.reshape(-1), minlength=num_classes)[:num_classes]
+    return class_weights(counts, power) if power else np.ones(num_classes)
+
+
+def _crop_batch(train: list[_Stretch], crops: list[tuple[int, int]], picked, offsets, crop: int, device):
+    """Features, token ids and labels of training crops ``picked`` (each start moved by its
+    offset), as tensors cut to the shortest crop."""
+    import torch
+
+    rows = []
+    for j in picked:
+        i, s = crops[j]
+        st = train[i]
+        s = min(s + int(offsets[j]) % crop, max(len(st.ids) - crop, 0))
+        rows.append((st, s, min(s + crop, len(st.ids))))
+    width = min(e - s for _, s, e in rows)
+    f = torch.from_numpy(np.stack([st.features[s : s + width] for st, s, _ in rows])).to(device).float()
+    x = torch.from_numpy(np.stack([st.ids[s : s + width] for st, s, _ in rows]).astype(np.int64)).to(device)
+    y = torch.from_numpy(np.stack([st.labels[:, s : s + width] for st, s, _ in rows])).to(device)
+    return f, x, y
+
+
 @dataclass
 class ProbeReport:
     """What :func:`fit_probe` did: bases, epochs, losses per epoch, the best epoch."""
@@ -214,10 +241,7 @@ def fit_probe(seg: "Segmenter", genome: "Genome", labels: dict[str, np.ndarray],
                      desc="annotate features (val)") if val_regions else []
     report = ProbeReport(sum(len(s.ids) for s in train), sum(len(s.ids) for s in val))
     report.feature_seconds = round(time.perf_counter() - started, 2)
-    counts = np.zeros(seg.num_classes, dtype=np.int64)
-    for s in train:
-        counts += np.bincount(s.labels.reshape(-1), minlength=seg.num_classes)[: seg.num_classes]
-    weights = class_weights(counts, weight_power) if weight_power else np.ones(seg.num_classes)
+    weights = label_class_weights((s.labels for s in train), seg.num_classes, weight_power)
     seg.class_weights = torch.tensor(weights, dtype=torch.float32)
     report.class_weights = {c: round(float(w), 4) for c, w in zip(seg.classes, weights)}
     device = next(seg.parameters()).device
@@ -235,27 +259,16 @@ def fit_probe(seg: "Segmenter", genome: "Genome", labels: dict[str, np.ndarray],
         total, n = 0.0, 0
         with Progress(len(order), desc=f"annotate probe epoch {epoch + 1}/{epochs}", unit="crop", mode=progress) as bar:
             for b in range(0, len(order), batch_size):
-                rows = []
-                for j in order[b : b + batch_size]:
-                    i, s = crops[j]
-                    st = train[i]
-                    s = min(s + int(offsets[j]) % crop, max(len(st.ids) - crop, 0))
-                    rows.append((st, s, min(s + crop, len(st.ids))))
-                width = min(e - s for _, s, e in rows)
-                f = torch.from_numpy(np.stack([st.features[s : s + width] for st, s, _ in rows])).to(device).float()
-                x = torch.from_numpy(np.stack([st.ids[s : s + width] for st, s, _ in rows]).astype(np.int64)).to(device)
-                y = torch.from_numpy(np.stack([st.labels[:, s : s + width] for st, s, _ in rows])).to(device)
+                f, x, y = _crop_batch(train, crops, order[b : b + batch_size], offsets, crop, device)
                 loss = seg.loss(seg.head_logits(f, x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(seg.head.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                total, n = total + loss.item() * len(rows), n + len(rows)
-                bar.update(len(rows))
-        entry = {"epoch": epoch, "train_loss": round(total / max(n, 1), 5)}
-        if val:
-            entry.update(_val_metrics(seg, val))
+                total, n = total + loss.item() * len(f), n + len(f)
+                bar.update(len(f))
+        entry = {"epoch": epoch, "train_loss": round(total / max(n, 1), 5), **(_val_metrics(seg, val) if val else {})}
         report.history.append(entry)
         report.epochs_run = epoch + 1
         monitored = entry.get("val_loss", entry["train_loss"])
