@@ -296,6 +296,34 @@ def _multipliers(module, method: str, x: "torch.Tensor", refs: "torch.Tensor", t
         return torch.cat(out)
 
 
+def _check_options(method: str, score: str, baseline: str, counts: dict[str, int]) -> None:
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}", field="method", kind="choice")
+    if score not in SCORES:
+        raise InputError(f"score must be one of {', '.join(SCORES)}, got {score!r}", field="score", kind="choice")
+    if baseline not in BASELINES:
+        raise InputError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}", field="baseline",
+                         kind="choice")
+    for name, value in counts.items():
+        if int(value) < 1:
+            raise InputError(f"{name} must be >= 1, got {value}", field=name, kind="out_of_range")
+
+
+def _completeness_gap(module, x: "torch.Tensor", refs: "torch.Tensor", multipliers: "torch.Tensor", targets: list[int],
+                      batch_size: int, k: int) -> np.ndarray:
+    """Integrated gradients' error per reference, ``|sum of contributions - (f(x) - f(r))|``,
+    averaged over each sequence's ``k`` references."""
+    import torch
+
+    contrib = ((x - refs) * multipliers).sum((1, 2))
+    with torch.no_grad():
+        idx = torch.arange(len(targets), device=x.device)
+        tgt = torch.as_tensor(targets, device=x.device)
+        fx = torch.cat([module(x[j:j + batch_size]) for j in range(0, len(x), batch_size)])[idx, tgt]
+        fr = torch.cat([module(refs[j:j + batch_size]) for j in range(0, len(refs), batch_size)])[idx, tgt]
+    return (contrib - (fx - fr)).abs().view(-1, k).mean(1).cpu().numpy()
+
+
 def classifier_attributions(
     classifier: "SequenceClassifier",
     sequences: Sequence[str | np.ndarray],
@@ -338,16 +366,7 @@ def classifier_attributions(
     from genoseq.progress import Progress
 
     classifier = check_classifier(classifier)
-    if method not in METHODS:
-        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}", field="method", kind="choice")
-    if score not in SCORES:
-        raise InputError(f"score must be one of {', '.join(SCORES)}, got {score!r}", field="score", kind="choice")
-    if baseline not in BASELINES:
-        raise InputError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}", field="baseline",
-                         kind="choice")
-    for name, value in (("n_shuffles", n_shuffles), ("n_steps", n_steps), ("batch_size", batch_size)):
-        if int(value) < 1:
-            raise InputError(f"{name} must be >= 1, got {value}", field=name, kind="out_of_range")
+    _check_options(method, score, baseline, {"n_shuffles": n_shuffles, "n_steps": n_steps, "batch_size": batch_size})
     if len(sequences) == 0:
         raise InputError("no sequences given", field="sequences", kind="empty")
     classifier.eval()
@@ -381,19 +400,12 @@ def classifier_attributions(
                 refs = np.concatenate([references(onehots[i], baseline, n_shuffles, seed + i) for i in rows])
                 x = np.concatenate([np.repeat(onehots[i][None], k, 0) for i in rows])
                 row_targets = [targets[i] for i in rows for _ in range(k)]
-                xt = torch.from_numpy(x).to(device)
-                rt = torch.from_numpy(refs).to(device)
+                xt, rt = torch.from_numpy(x).to(device), torch.from_numpy(refs).to(device)
                 m = _multipliers(module, method, xt, rt, row_targets, n_steps, batch_size).detach().float()
                 # hypothetical[i, b] = m[i, b] - r[i] . m[i], per reference, then averaged
                 h = m - (rt * m).sum(-1, keepdim=True)
                 if method == "ig":
-                    contrib = ((xt - rt) * m).sum((1, 2))
-                    with torch.no_grad():
-                        idx = torch.arange(len(row_targets), device=device)
-                        tgt = torch.as_tensor(row_targets, device=device)
-                        fx = torch.cat([module(xt[j:j + batch_size]) for j in range(0, len(xt), batch_size)])[idx, tgt]
-                        fr = torch.cat([module(rt[j:j + batch_size]) for j in range(0, len(rt), batch_size)])[idx, tgt]
-                    gap = (contrib - (fx - fr)).abs().view(len(rows), k).mean(1).cpu().numpy()
+                    gap = _completeness_gap(module, xt, rt, m, row_targets, batch_size, k)
                 h = h.view(len(rows), k, *h.shape[1:]).mean(1).cpu().numpy()
                 for j, i in enumerate(rows):
                     hyp[i] = h[j].astype(np.float32)

@@ -243,6 +243,36 @@ def _run_families(model, plan, fn, *, batch_size: int, device, bf16: bool, bar, 
 
 
 # ---------------------------------------------------------------------------- ISM
+def _block_major(model, seqs: list[np.ndarray], bounds: list[tuple[int, int]], strand_list: tuple[str, ...],
+                 block: int, radius: int | None, window: int):
+    """The families of every sequence and strand, block-major across sequences, so equal-shaped
+    blocks of equal-length sequences share passes."""
+    jobs = [(k, strand, seq, lo, hi) for k, (ids, (lo0, hi0)) in enumerate(zip(seqs, bounds))
+            for strand, seq, lo, hi in _strand_plan(model, ids, lo0, hi0, strand_list)]
+    iters = [iter(_families(seq, k, strand, lo, hi, block, radius, window)) for k, strand, seq, lo, hi in jobs]
+    while iters:
+        alive = []
+        for it in iters:
+            nxt = next(it, None)
+            if nxt is not None:
+                alive.append(it)
+                yield nxt
+        iters = alive
+
+
+def _mutagenesis(model, ids: np.ndarray, lo: int, hi: int, fwd: np.ndarray, rev: np.ndarray | None,
+                 radius: int | None, strands: str) -> Mutagenesis:
+    """One sequence's result from its per-strand LLRs (N positions: NaN; both strands: their mean)."""
+    unknown = ~((ids[lo:hi] >= A) & (ids[lo:hi] <= T))
+    both = fwd if rev is None else (fwd + rev) / 2
+    for arr in (fwd, rev, both):
+        if arr is not None:
+            arr[unknown] = np.nan
+    return Mutagenesis(sequence=model.tokenizer.decode(ids[lo:hi]), llr=both.astype(np.float32),
+                       llr_forward=fwd.astype(np.float32), llr_reverse=None if rev is None else rev.astype(np.float32),
+                       radius=radius, strands=strands)
+
+
 def saturation_mutagenesis(
     model,
     sequences: Sequence,
@@ -289,20 +319,6 @@ def saturation_mutagenesis(
     per_strand = {(k, s): np.zeros((hi - lo, 4), dtype=np.float64)
                   for k, (lo, hi) in enumerate(bounds) for s in strand_list}
 
-    def plan():
-        # block-major across sequences, so equal-shaped blocks of equal-length sequences share passes
-        jobs = [(k, strand, seq, lo, hi) for k, (ids, (lo0, hi0)) in enumerate(zip(seqs, bounds))
-                for strand, seq, lo, hi in _strand_plan(model, ids, lo0, hi0, strand_list)]
-        iters = [iter(_families(seq, k, strand, lo, hi, block, radius, window)) for k, strand, seq, lo, hi in jobs]
-        while iters:
-            alive = []
-            for it in iters:
-                nxt = next(it, None)
-                if nxt is not None:
-                    alive.append(it)
-                    yield nxt
-            iters = alive
-
     def log_probs(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
         return _gather_log_probs(logits, targets) * model.tokenizer.is_base(targets)
 
@@ -324,23 +340,11 @@ def saturation_mutagenesis(
 
     total = sum(int(((ids[lo:hi] >= A) & (ids[lo:hi] <= T)).sum()) for ids, (lo, hi) in zip(seqs, bounds))
     with Progress(total * len(strand_list), desc="ism", unit="pos", mode=progress) as bar:
-        _run_families(model, plan(), log_probs, batch_size=batch_size, device=dev, bf16=bf16 and dev.type == "cuda",
-                      bar=bar, consume=consume)
+        _run_families(model, _block_major(model, seqs, bounds, strand_list, block, radius, window), log_probs,
+                      batch_size=batch_size, device=dev, bf16=bf16 and dev.type == "cuda", bar=bar, consume=consume)
 
-    results = []
-    for k, (ids, (lo, hi)) in enumerate(zip(seqs, bounds)):
-        unknown = ~((ids[lo:hi] >= A) & (ids[lo:hi] <= T))
-        fwd = per_strand[(k, "+")]
-        rev = per_strand.get((k, "-"))
-        both = fwd if rev is None else (fwd + rev) / 2
-        for arr in (fwd, rev, both):
-            if arr is not None:
-                arr[unknown] = np.nan
-        results.append(Mutagenesis(
-            sequence=model.tokenizer.decode(ids[lo:hi]), llr=both.astype(np.float32),
-            llr_forward=fwd.astype(np.float32), llr_reverse=None if rev is None else rev.astype(np.float32),
-            radius=radius, strands=strands))
-    return results
+    return [_mutagenesis(model, ids, lo, hi, per_strand[(k, "+")], per_strand.get((k, "-")), radius, strands)
+            for k, (ids, (lo, hi)) in enumerate(zip(seqs, bounds))]
 
 
 # ---------------------------------------------------------------------------- dependencies
