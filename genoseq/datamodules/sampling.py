@@ -102,20 +102,13 @@ class PlanSampler(DistributedSampler):
         # A generator: the plan is read, and a resume position used up, at the first item, not
         # when the iterator is made (a DataLoader with workers makes one it never reads from).
         items = self._items()
-        import os as _os, sys as _sys
-        _dbg = _os.environ.get("GS_DEBUG")
-        if _dbg:
-            print(f"DBG pid={_os.getpid()} rank={self.rank}/{self.num_replicas} drop_tail={self.drop_tail} epoch={self.epoch} resume_at={self.resume_at} n={len(items)} planner={type(self.planner).__name__} bps={getattr(self.planner,'batches_per_step',None)}", file=_sys.stderr, flush=True)
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
             items = items[self.resume_at[1] * self.batch_size :]
             self.resume_at = None
         if isinstance(items, np.ndarray):
             yield from (tuple(row) for row in items.tolist())
         else:
-            for i, it in enumerate(items):
-                if _dbg and self.drop_tail:
-                    print(f"DBG rank={self.rank} item{i} shape={tuple(np.shape(it))} row0={np.asarray(it)[0].tolist()}", file=_sys.stderr, flush=True)
-                yield it
+            yield from items
 
     def __len__(self) -> int:
         return len(self._items())
