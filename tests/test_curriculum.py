@@ -186,3 +186,20 @@ def test_pretrain_refuses_two_length_schedules(tmp_path):
 
     with pytest.raises(InputError, match="seq_len_warmup and window.buckets"):
         pretrain(out=str(tmp_path / "run"), window={"buckets": [128, 256]}, seq_len_warmup=[(0, 64), (10, 128)])
+
+
+def test_resume_warns_when_the_curriculum_schedule_changed(lambda_slice, recwarn):
+    """The checkpoint keeps the schedule its batches were drawn for; resuming on another one
+    (curriculum_steps, or data-parallel ranks x gradient accumulation) is not exact and says so."""
+    first = module(lambda_slice)
+    first.train_dataloader()
+    state = {**first.state_dict(), "position": {"epoch": 1, "batches": 5}}
+    assert state["schedule"] == {"curriculum_steps": 40, "batches_per_step": 1}
+    same = module(lambda_slice)
+    same.load_state_dict(state)
+    same.train_dataloader()
+    assert not [w for w in recwarn if "curriculum" in str(w.message)]
+    longer = module(lambda_slice, curriculum_steps=64)
+    longer.load_state_dict(state)
+    with pytest.warns(UserWarning, match=r"curriculum_steps 40 -> 64.*not exact"):
+        longer.train_dataloader()

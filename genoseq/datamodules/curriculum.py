@@ -18,6 +18,7 @@ from typing import Literal, Sequence
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from genoseq.errors import InputError
@@ -240,6 +241,7 @@ class CurriculumWindowDataModule(L.LightningDataModule):
         self.convert_gzip = convert_gzip
         self.genomes: list[Genome] | None = None
         self._resume_position: tuple[int, int] | None = None
+        self._resume_schedule: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.genomes is not None:
@@ -309,7 +311,27 @@ class CurriculumWindowDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         self._train_planner.batches_per_step = self._batches_per_step()
+        self._check_resumed_schedule()
         return self._loader(self._train_planner, train=True)
+
+    def _schedule(self) -> dict:
+        """What, beside the seed, places each batch of the run on the curriculum."""
+        return {"curriculum_steps": self.curriculum_steps, "batches_per_step": self._train_planner.batches_per_step}
+
+    def _check_resumed_schedule(self) -> None:
+        """Warn (once) when a resumed run places its batches on another curriculum than the
+        run that wrote the checkpoint: the resume is then not exact."""
+        saved, self._resume_schedule = self._resume_schedule, None
+        if saved is None or self.curriculum != "short_to_long" or saved == self._schedule():
+            return
+        now = self._schedule()
+        changed = ", ".join(f"{key} {saved.get(key)} -> {now[key]}" for key in now if saved.get(key) != now[key])
+        rank_zero_warn(
+            f"resuming the length curriculum on another schedule than the run that wrote the checkpoint ({changed}; "
+            "batches_per_step is data-parallel ranks x gradient accumulation): the batches from here on are drawn for "
+            "the new schedule, those already trained were drawn for the old one, so the resume is not exact; resume "
+            "with the run's own curriculum_steps, processes and gradient accumulation to continue it exactly"
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()
@@ -321,10 +343,13 @@ class CurriculumWindowDataModule(L.LightningDataModule):
         """Saved in Lightning checkpoints, with the position in the epoch for exact resume."""
         state = {"sources": self.sources, "buckets": self.buckets, "tokens_per_batch": self.tokens_per_batch,
                  "curriculum": self.curriculum, "seed": self.seed}
+        if getattr(self, "_train_planner", None) is not None:
+            state["schedule"] = self._schedule()
         return with_position(state, self.trainer)
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume_position = saved_position(state_dict)
+        self._resume_schedule = state_dict.get("schedule")
 
 
 def _check_buckets(buckets: Sequence[int]) -> list[int]:
