@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genoseq.runtime import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GFF = ROOT.parent / "shared" / "data" / "ecoli_draft_prokka.gff3.gz"
 
@@ -236,11 +238,9 @@ def main(argv=None) -> dict:
         genes, note = run_prodigal(genome, held, tmp)
         result["prodigal"] = {**score([g for g in genes if g.type == "CDS"]), "note": note} if genes is not None else {"note": note}
     result["seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_json(args.out, result)
     return result
 
 

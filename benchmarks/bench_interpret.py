@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genoseq.runtime import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 STOPS = {"TAA", "TAG", "TGA"}
@@ -412,11 +414,9 @@ def main() -> int:
     if args.figures:
         report["figures"] = figures(lm, upstream, upstream_res, Path(args.figures))
         report["figures"].append(checks_figure(report, Path(args.figures) / "lm_checks.png"))
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps(report, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_json(args.out, report)
     return 0
 
 

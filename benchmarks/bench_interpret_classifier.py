@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genoseq.runtime import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -153,10 +155,8 @@ def main() -> int:
         shutil.copy(logo, fig_dir / "upstream_contribution_logo.png")
         if best:
             shutil.copy(work / "motifs" / "logos" / f"{best['name']}.png", fig_dir / "sd_motif_logo.png")
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    print(json.dumps(result, indent=2))
+    write_json(args.out, result)
     return 0 if result["pass"] else 1
 
 

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from genoseq.runtime import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -93,11 +95,9 @@ def main() -> int:
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "eval" / "scatter_gc.png", args.figure)
         report["figure"] = args.figure
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps(report, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_json(args.out, report)
     return 0
 
 

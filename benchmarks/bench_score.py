@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from genoseq.runtime import write_json
+
 
 def run_score(model: str, fasta: str, setting: str, out: Path) -> tuple[float, dict]:
     genoseq = str(Path(sys.executable).with_name("genoseq"))
@@ -68,10 +70,9 @@ def main() -> None:
                    f"{torch.get_num_threads()} threads",
         "model": args.model, "fasta": args.fasta, "startup_seconds": round(startup, 1), "runs": runs,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":
