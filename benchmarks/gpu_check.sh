@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: everything about genoseq that only a CUDA machine can tell, in one run of at
-# most ~8 minutes on one H100/H200. Writes JSON (and the logs) into a folder:
+# most ~10 minutes on one H100/H200. Writes JSON (and the logs) into a folder:
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]        # default: $OUT, else benchmarks/results/gpu
 #
@@ -10,6 +10,9 @@
 #                             PyTorch reference and, when importable, mamba_ssm's Triton SSD
 #   models.json               bf16 training tokens/s and peak memory per block type and of a
 #                             d_model 512 hybrid at L = 8k and 32k; scoring; cached generation
+#   long.json                 long context: one bf16 training step of the recipe architecture and
+#                             of a d_model 512 hybrid at L = 8k, 32k and 131k, with and without
+#                             activation checkpointing (tokens/s, peak CUDA memory)
 #   summary.json              pass/fail counts, the SSD speed ratio to mamba_ssm, versions
 #
 # Nothing is downloaded. genoseq is installed with --no-deps (the kernels and models need only
@@ -59,14 +62,18 @@ kernels_rc=$?
 timeout 240 "$PY" benchmarks/bench_models.py --d-model 512 --recipe configs/recipe_cpu_small.yaml > "$OUT_DIR/models.json" 2> "$OUT_DIR/models.log"
 models_rc=$?
 
-"$PY" - "$OUT_DIR" "$tests_rc" "$kernels_rc" "$models_rc" "$started" <<'EOF'
+# 4. long context: training steps at 8k / 32k / 131k, with and without checkpointing (~2 minutes)
+timeout 180 "$PY" benchmarks/bench_long.py --device cuda --lengths 8192 32768 131072 > "$OUT_DIR/long.json" 2> "$OUT_DIR/long.log"
+long_rc=$?
+
+"$PY" - "$OUT_DIR" "$tests_rc" "$kernels_rc" "$models_rc" "$long_rc" "$started" <<'EOF'
 import json, sys, time, xml.etree.ElementTree as ET
 from pathlib import Path
 import torch, triton
 
-out, tests_rc, kernels_rc, models_rc, started = Path(sys.argv[1]), *map(int, sys.argv[2:6])
+out, tests_rc, kernels_rc, models_rc, long_rc, started = Path(sys.argv[1]), *map(int, sys.argv[2:7])
 summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-           "exit_codes": {"kernel_tests": tests_rc, "kernels": kernels_rc, "models": models_rc}}
+           "exit_codes": {"kernel_tests": tests_rc, "kernels": kernels_rc, "models": models_rc, "long": long_rc}}
 try:
     suite = ET.parse(out / "kernel_tests.xml").getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
@@ -92,8 +99,12 @@ try:
     summary["generate_cached"] = [r for r in models["generate"] if r.get("mode") == "cached"]
 except (OSError, ValueError, KeyError) as err:
     summary["models"] = f"no report: {err}"
+try:
+    summary["long_train"] = json.loads((out / "long.json").read_text())["train"]
+except (OSError, ValueError, KeyError) as err:
+    summary["long"] = f"no report: {err}"
 summary["seconds"] = round(time.time() - started, 1)
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 print(json.dumps(summary, indent=2))
 EOF
-[ "$tests_rc" -eq 0 ] && [ "$kernels_rc" -eq 0 ] && [ "$models_rc" -eq 0 ]
+[ "$tests_rc" -eq 0 ] && [ "$kernels_rc" -eq 0 ] && [ "$models_rc" -eq 0 ] && [ "$long_rc" -eq 0 ]

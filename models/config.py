@@ -254,12 +254,17 @@ class TrainingConfig:
 
     rc_augment: bool = False
     seq_len_warmup: list[tuple[int, int]] | None = None
+    # Fraction of training windows into which a copy of one of their own segments is planted
+    # further on (see ``lm.plant_copies``): it teaches a model to look back and copy, which real
+    # windows rarely ask for. 0 plants none.
+    copy_augment: float = 0.0
     # Bases per training window (recorded by `genoseq pretrain`): scoring takes its default
     # window and context from it (``inference.scoring_window``). None when unknown.
     window_length: int | None = None
 
     def __post_init__(self) -> None:
         self.seq_len_warmup = normalize_seq_len_warmup(self.seq_len_warmup)
+        _check(0.0 <= self.copy_augment <= 1.0, f"copy_augment must be in [0, 1], got {self.copy_augment}")
         if self.window_length is not None:
             self.window_length = int(self.window_length)
             _check(self.window_length >= 2, f"window_length must be >= 2, got {self.window_length}")

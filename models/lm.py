@@ -48,6 +48,7 @@ class GenoSeqLM(L.LightningModule):
         rc_augment: bool = False,
         seq_len_warmup: list[tuple[int, int]] | None = None,
         window_length: int | None = None,
+        copy_augment: float = 0.0,
     ) -> None:
         super().__init__()
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
@@ -61,7 +62,7 @@ class GenoSeqLM(L.LightningModule):
                 f"{self.config.vocab_size}; raise ModelConfig.vocab_size"
             )
         self.training_config = TrainingConfig(rc_augment=rc_augment, seq_len_warmup=seq_len_warmup,
-                                              window_length=window_length)
+                                              window_length=window_length, copy_augment=copy_augment)
         # Plain dicts only: checkpoints then load with weights_only=True and read as YAML.
         self.save_hyperparameters({
             "config": self.config.to_dict(),
@@ -70,6 +71,7 @@ class GenoSeqLM(L.LightningModule):
             "rc_augment": self.training_config.rc_augment,
             "seq_len_warmup": self.training_config.seq_len_warmup,
             "window_length": self.training_config.window_length,
+            "copy_augment": self.training_config.copy_augment,
         })
 
         self.backbone = Backbone(self.config)
@@ -191,10 +193,15 @@ class GenoSeqLM(L.LightningModule):
         return loss
 
     def augment(self, batch: dict) -> dict:
-        """Training-time transforms: sequence-length warmup, then reverse-complement augmentation."""
+        """Training-time transforms: sequence-length warmup, planted copies, then reverse-complement
+        augmentation."""
         length = seq_len_at(self.training_config.seq_len_warmup, self.global_step)
         if length:
             batch = reshape_to_length(batch, length)
+        if self.training_config.copy_augment:
+            # drawn from the step number alone: the same on every rank of a window, and on --resume
+            generator = torch.Generator().manual_seed(1_000_003 * (self.global_step + 1))
+            batch = plant_copies(batch, self.training_config.copy_augment, generator)
         if self.training_config.rc_augment:
             flip = torch.rand(batch["input_ids"].shape[0], device=batch["input_ids"].device) < 0.5
             if self._cp is not None:  # one window, one strand: every rank of the group flips alike
@@ -229,6 +236,7 @@ class GenoSeqLM(L.LightningModule):
                                      "rc_augment": self.training_config.rc_augment,
                                      "seq_len_warmup": self.training_config.seq_len_warmup,
                                      "window_length": self.training_config.window_length,
+                                     "copy_augment": self.training_config.copy_augment,
                                  },
                              })
 
@@ -240,7 +248,7 @@ class GenoSeqLM(L.LightningModule):
             training = meta.get("training", {})
             return cls(ModelConfig.from_dict(meta["model"]), optim=training.get("optim"), tokenizer=tokenizer,
                        rc_augment=training.get("rc_augment", False), seq_len_warmup=training.get("seq_len_warmup"),
-                       window_length=training.get("window_length"))
+                       window_length=training.get("window_length"), copy_augment=training.get("copy_augment", 0.0))
 
         return load_released(directory, model_type="GenoSeqLM", format_version=FORMAT_VERSION, build=build,
                              map_location=map_location)
@@ -261,6 +269,34 @@ def reshape_to_length(batch: dict, length: int) -> dict:
         if batch.get(key) is not None:
             out[key] = batch[key][:, :usable].reshape(-1, length)
     return out
+
+
+def plant_copies(batch: dict, fraction: float, generator: torch.Generator, min_length: int = 64,
+                 max_length: int = 1024) -> dict:
+    """Copy a segment of some rows further on in the same row: in-context recall to learn.
+
+    Each row is chosen with probability ``fraction``; in a chosen row of length L a segment of s
+    bases (uniform in ``min_length .. max_length``, at most L / 4) is copied over the s bases that
+    start g bases after its end, the gap g log-uniform in 1 .. L - 2s (copies near and far
+    alike). Padded or packed rows are left as they are.
+    """
+    ids = batch["input_ids"]
+    if batch.get("seq_idx") is not None or batch.get("attention_mask") is not None:
+        return batch
+    B, L = ids.shape
+    chosen = torch.rand(B, generator=generator) < fraction
+    s_max = min(max_length, L // 4)
+    if not chosen.any() or s_max < 1:
+        return batch
+    ids = ids.clone()
+    for row in torch.nonzero(chosen).flatten().tolist():
+        s = int(torch.randint(min(min_length, s_max), s_max + 1, (), generator=generator))
+        room = L - 2 * s  # gap + source start
+        gap = min(room, int(math.exp(torch.rand((), generator=generator).item() * math.log(max(room, 1)))))
+        src = int(torch.randint(0, room - gap + 1, (), generator=generator))
+        dst = src + s + gap
+        ids[row, dst : dst + s] = ids[row, src : src + s]
+    return {**batch, "input_ids": ids}
 
 
 def reverse_complement_batch(batch: dict, tokenizer: Tokenizer, flip: torch.Tensor) -> dict:

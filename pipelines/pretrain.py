@@ -66,7 +66,8 @@ class WindowConfig:
             shorter ones stay in the mix, then all are equally likely) or ``uniform`` (all
             equally likely from the start).
         curriculum_steps: Training steps over which ``short_to_long`` unlocks the buckets
-            (default: ``trainer.max_steps``).
+            (default: the learning-rate schedule's, ``optim.total_steps``, else
+            ``trainer.max_steps``).
         val_length: Validation window length with ``buckets`` (default: the longest bucket).
     """
 
@@ -117,6 +118,7 @@ def pretrain(
     window: WindowConfig = WindowConfig(),
     trainer: TrainerConfig = TrainerConfig(),
     seq_len_warmup: list[tuple[int, int]] | None = None,
+    copy_augment: float = 0.0,
     resume: bool = False,
     overwrite: bool = False,
     convert_gzip: bool = False,
@@ -138,6 +140,10 @@ def pretrain(
         trainer: Lightning Trainer options.
         seq_len_warmup: Staged sequence-length warmup as ``[[step, length], ...]``
             (HyenaDNA-style; tokens per step stay constant).
+        copy_augment: Fraction of training windows into which a copy of one of their own
+            segments (64-1024 bases) is planted further on, at near and far distances alike: it
+            teaches the model to look back and copy (real repeats), which windows of a genome
+            rarely ask for. 0 (default) plants none.
         resume: Continue from ``out/checkpoints/last.ckpt`` exactly where it stopped.
         overwrite: Start afresh even if ``out`` already holds a run.
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
@@ -167,14 +173,18 @@ def pretrain(
 
         raise InputError("seq_len_warmup and window.buckets both schedule the training length; use one of them",
                          field="seq_len_warmup")
-    datamodule = _datamodule(window, train_sources, val_sources, seed, convert_gzip, trainer.max_steps)
-    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.train_length)
+    # The curriculum spans the learning-rate schedule (optim.total_steps, else max_steps): one
+    # planned run length, the same in every leg of a run that is stopped and resumed.
+    datamodule = _datamodule(window, train_sources, val_sources, seed, convert_gzip,
+                             optim.total_steps or trainer.max_steps)
+    lm = GenoSeqLM(model, optim, seq_len_warmup=seq_len_warmup, window_length=window.train_length,
+                   copy_augment=copy_augment)
     lm.context_parallel_size = _context_parallel(model, window, trainer, seq_len_warmup)
     with atomic_output(run_dir / "config.yaml") as fh:
         _write_yaml(fh, {
             "data": train_sources, "out": str(run_dir), "val_data": val_sources or None,
             "model": model.to_dict(), "optim": optim.to_dict(), "window": asdict(window),
-            "trainer": asdict(trainer), "seq_len_warmup": seq_len_warmup, "seed": seed,
+            "trainer": asdict(trainer), "seq_len_warmup": seq_len_warmup, "copy_augment": copy_augment, "seed": seed,
         })
     has_val = bool(val_sources or window.val_fraction > 0 or window.val_contigs)
     fit = _trainer(trainer, run_dir, has_val, logger, progress)
@@ -207,8 +217,9 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path:
 
 
 def _datamodule(window: WindowConfig, train_sources: list[str], val_sources: list[str], seed: int, convert_gzip: bool,
-                max_steps: int):
-    """The training data: the length curriculum with ``window.buckets``, else fixed-length windows."""
+                schedule_steps: int):
+    """The training data: the length curriculum with ``window.buckets``, else fixed-length windows;
+    ``schedule_steps`` (the run's planned length) is the default ``curriculum_steps``."""
     from genoseq.datamodules import CurriculumWindowDataModule, GenomeWindowDataModule
 
     if window.buckets:
@@ -218,7 +229,7 @@ def _datamodule(window: WindowConfig, train_sources: list[str], val_sources: lis
             buckets=window.buckets,
             tokens_per_batch=window.batch_tokens,
             curriculum=window.curriculum,
-            curriculum_steps=window.curriculum_steps or (max_steps if max_steps > 0 else None),
+            curriculum_steps=window.curriculum_steps or (schedule_steps if schedule_steps > 0 else None),
             batches_per_epoch=max(1, window.windows_per_epoch * window.train_length // window.batch_tokens),
             max_n_fraction=window.max_n_fraction,
             rc_augment=window.rc_augment,

@@ -151,3 +151,27 @@ def test_limit_attention_runs_a_model_as_if_its_attention_were_local():
         lp = token_log_probs(full, ids[0], chunk_size=80, context=0)
         with limit_attention(full, 16):
             assert not torch.allclose(token_log_probs(full, ids[0], chunk_size=80, context=0), lp)
+
+
+def test_plant_copies_copies_a_segment_further_on_and_is_reproducible():
+    from genoseq.models.lm import plant_copies
+
+    ids = torch.randint(5, 9, (6, 4096))
+    out = plant_copies({"input_ids": ids}, 1.0, torch.Generator().manual_seed(3))["input_ids"]
+    again = plant_copies({"input_ids": ids}, 1.0, torch.Generator().manual_seed(3))["input_ids"]
+    assert torch.equal(out, again) and not torch.equal(out, ids)
+    for row in range(6):
+        changed = torch.nonzero(out[row] != ids[row]).flatten()
+        first, last = int(changed.min()), int(changed.max())
+        # the overwritten stretch (64..1024 bases) repeats an earlier stretch of the same row exactly
+        s = last - first + 1
+        assert s <= 1024
+        text = "".join(map(str, out[row].tolist()))
+        assert text.find(text[first : last + 1]) < first
+    assert torch.equal(plant_copies({"input_ids": ids}, 0.0, torch.Generator())["input_ids"], ids)
+    packed = {"input_ids": ids, "seq_idx": torch.zeros_like(ids)}
+    assert plant_copies(packed, 1.0, torch.Generator()) is packed
+    with pytest.raises(ValueError, match="copy_augment"):
+        from genoseq.models.config import TrainingConfig
+
+        TrainingConfig(copy_augment=1.5)
