@@ -196,3 +196,19 @@ def test_probe_with_phase_ends_and_both_strands_round_trips(model_dir, tables, w
                    device="cpu", progress=False)  # averaging replaces the default concatenation
     assert (averaged["rc_average"], averaged["rc_concat"]) == (True, False)
     assert SequenceClassifier.from_pretrained(workdir / "probe_rc_average").embed_dim == 5 * 32
+
+
+def test_fine_tuning_follows_the_one_schedule():
+    """Warmup then cosine to a tenth of the peak: OptimConfig.lr_factor, the language model's schedule."""
+    from genoseq.models import GenoSeqLM, ModelConfig
+    from genoseq.models.config import OptimConfig
+    from genoseq.models.optim import FINETUNE_DEFAULT_STEPS
+
+    torch.manual_seed(0)
+    lm = GenoSeqLM(ModelConfig(d_model=32, pattern="MA", n_heads=2, headdim=16, d_state=16, chunk_size=32))
+    scheduler = SequenceClassifier(lm, CLASSES, lr=1e-3, warmup_ratio=0.1).configure_optimizers()["lr_scheduler"]
+    factor = scheduler["scheduler"].lr_lambdas[0]
+    expected = OptimConfig(lr=1e-3, warmup_steps=FINETUNE_DEFAULT_STEPS // 10, min_lr_ratio=0.1)
+    for step in (0, 500, 999, 1000, 5000, FINETUNE_DEFAULT_STEPS):
+        assert factor(step) == expected.lr_factor(step, FINETUNE_DEFAULT_STEPS)
+    assert factor(0) == pytest.approx(1 / 1000) and factor(FINETUNE_DEFAULT_STEPS) == pytest.approx(0.1)
