@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
+from .errors import check_count, encode_sequence
 from .service import ModelService, NotLoaded
 
 API_KEY_HEADER = "X-API-Key"
@@ -61,6 +62,16 @@ def count_inputs(request: Request, sequences: int, bases: int) -> None:
     """Record what a request carried, for the request log (never the sequences themselves)."""
     request.state.n_sequences = sequences
     request.state.n_bases = bases
+
+
+def request_sequences(request: Request, tokenizer, sequences: list[str], limits) -> list:
+    """Token ids of a request's ``sequences``: their number and each one's bases and length
+    checked (a 422 naming the field and position), and what was sent recorded for the request log."""
+    check_count(["sequences"], len(sequences), limits.max_sequences, "sequences")
+    encoded = [encode_sequence(tokenizer, seq, ["sequences", i], limits.max_sequence_length)
+               for i, seq in enumerate(sequences)]
+    count_inputs(request, len(encoded), sum(len(ids) for ids in encoded))
+    return encoded
 
 
 def with_segmenter(service: Service) -> ModelService:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from ..deps import count_inputs, with_segmenter
-from ..errors import check_count, encode_sequence
+from ..deps import request_sequences, with_segmenter
 from ..schemas import AnnotatedFeature, AnnotateRequest, AnnotateResponse, SequenceAnnotation
 from ..service import ModelService
 
@@ -25,10 +24,7 @@ async def annotate(body: AnnotateRequest, request: Request,
 
     seg = service.segmenter
     limits = service.settings.limits
-    check_count(["sequences"], len(body.sequences), limits.max_sequences, "sequences")
-    encoded = [encode_sequence(seg.tokenizer, seq, ["sequences", i], limits.max_sequence_length)
-               for i, seq in enumerate(body.sequences)]
-    count_inputs(request, len(encoded), sum(len(ids) for ids in encoded))
+    encoded = request_sequences(request, seg.tokenizer, body.sequences, limits)
     results = await service.run(annotate_sequences, seg, encoded, body.names,
                                 decode_options={"min_gene_length": body.min_gene_length})
     classes = list(seg.classes)

@@ -8,8 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from ..deps import count_inputs, with_classifier
-from ..errors import check_count, encode_sequence
+from ..deps import request_sequences, with_classifier
 from ..schemas import ClassifyRequest, ClassifyResponse, Prediction, TargetValues
 from ..service import ModelService
 
@@ -26,10 +25,7 @@ async def classify(body: ClassifyRequest, request: Request,
     ``predict_values`` for a regression model (``task: regression``, one value per target)."""
     clf = service.classifier
     limits = service.settings.limits
-    check_count(["sequences"], len(body.sequences), limits.max_sequences, "sequences")
-    encoded = [encode_sequence(clf.tokenizer, seq, ["sequences", i], limits.max_sequence_length)
-               for i, seq in enumerate(body.sequences)]
-    count_inputs(request, len(encoded), sum(len(ids) for ids in encoded))
+    encoded = request_sequences(request, clf.tokenizer, body.sequences, limits)
     name = Path(service.settings.classifier).name
     if clf.is_regression:
         values = await service.run(clf.predict_values, encoded, batch_size=limits.max_batch_rows)

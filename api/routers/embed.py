@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..deps import Service, count_inputs
-from ..errors import check_count, encode_sequence
+from ..deps import Service, request_sequences
 from ..schemas import EmbedRequest, EmbedResponse
 
 router = APIRouter(prefix="/v1", tags=["embed"])
@@ -18,10 +17,7 @@ async def embed(body: EmbedRequest, request: Request, service: Service) -> Embed
     from genoseq.models.embedding import Embedder
 
     limits = service.settings.limits
-    check_count(["sequences"], len(body.sequences), limits.max_sequences, "sequences")
-    encoded = [encode_sequence(service.lm.tokenizer, seq, ["sequences", i], limits.max_sequence_length)
-               for i, seq in enumerate(body.sequences)]
-    count_inputs(request, len(encoded), sum(len(ids) for ids in encoded))
+    encoded = request_sequences(request, service.lm.tokenizer, body.sequences, limits)
 
     def run():
         embedder = Embedder(service.lm, layer=body.layer, pooling=body.pooling, rc_average=body.rc_average,

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Request
 
 from genoseq.tasks.scoring import per_base_log_probs, summarize
 
-from ..deps import Service, count_inputs
-from ..errors import check_count, encode_sequence
+from ..deps import Service, request_sequences
 from ..schemas import ScoreRequest, ScoreResponse, SequenceScore
 
 router = APIRouter(prefix="/v1", tags=["score"])
@@ -23,12 +22,8 @@ async def score(body: ScoreRequest, request: Request, service: Service) -> Score
     import torch
 
     limits = service.settings.limits
-    check_count(["sequences"], len(body.sequences), limits.max_sequences, "sequences")
-    tokenizer = service.lm.tokenizer
-    encoded = [torch.from_numpy(encode_sequence(tokenizer, seq, ["sequences", i], limits.max_sequence_length)
-                                .astype("int64"))
-               for i, seq in enumerate(body.sequences)]
-    count_inputs(request, len(encoded), sum(len(ids) for ids in encoded))
+    encoded = [torch.from_numpy(ids.astype("int64"))
+               for ids in request_sequences(request, service.lm.tokenizer, body.sequences, limits)]
     all_log_probs = await asyncio.gather(*(service.batcher.score(ids) for ids in encoded))
 
     names = body.names or [f"#{i + 1}" for i in range(len(encoded))]
