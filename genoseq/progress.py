@@ -1,7 +1,7 @@
 """Progress of long jobs: one live bar on a terminal, plain lines in a log file.
 
 Every long job reports through :class:`Progress` (work done: bases, variants, reads...) or, for
-training, through :class:`genoseq.models.progress.TrainingProgress`; both follow one choice:
+training, through :class:`genoseq.models.progress_callbacks.TrainingProgress`; both follow one choice:
 
 =========  ===========================================================================
 ``bar``    a live tqdm bar (what a terminal shows)

@@ -89,7 +89,7 @@ def as_ids(model, seq, name: str | None = None) -> torch.Tensor:
     return ids.long().reshape(-1).cpu()
 
 
-def _gather_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def gather_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[target], in float32; logits (..., V), targets (...)."""
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
 
@@ -132,7 +132,7 @@ def token_log_probs(
             end = min(start + chunk_size, n - 1)  # inputs start..end-1 predict start+1..end
             chunk = ids[start:end].to(device)[None]
             logits = model(chunk, cache=cache)[0]
-            out[start:end] = _gather_log_probs(logits, ids[start + 1 : end + 1].to(device)).cpu()
+            out[start:end] = gather_log_probs(logits, ids[start + 1 : end + 1].to(device)).cpu()
             if on_progress is not None:
                 on_progress(end - start)
         return out
@@ -151,7 +151,7 @@ def token_log_probs(
     for b in range(0, len(windows), batch_size):
         group = windows[b : b + batch_size]
         batch = torch.stack([ids[s : s + width] for s, _, _ in group]).to(device)
-        log_probs = _gather_log_probs(model(batch)[:, :-1], batch[:, 1:]).cpu()  # target s+1+j at j
+        log_probs = gather_log_probs(model(batch)[:, :-1], batch[:, 1:]).cpu()  # target s+1+j at j
         for row, (s, lo, hi) in enumerate(group):
             out[lo - 1 : hi - 1] = log_probs[row, lo - s - 1 : hi - s - 1]
         if on_progress is not None:
@@ -193,7 +193,7 @@ def sequence_log_likelihood(model, seqs: Sequence, *, batch_size: int = 64, devi
             batch[r, : lengths[i]] = encoded[i]
         batch = batch.to(device)
         targets = batch[:, 1:]
-        lp = _gather_log_probs(model(batch)[:, :-1], targets)
+        lp = gather_log_probs(model(batch)[:, :-1], targets)
         counted = model.tokenizer.is_base(targets)  # padding (id 0) is never counted
         ll[rows] = (lp * counted).sum(1).double().cpu().numpy()
         counts[rows] = counted.sum(1).cpu().numpy()
@@ -209,7 +209,7 @@ def batched_log_probs(model, batch: torch.Tensor) -> torch.Tensor:
     rounding.
     """
     ids = batch.to(next(model.parameters()).device)
-    return _gather_log_probs(model(ids)[:, :-1], ids[:, 1:]).cpu()
+    return gather_log_probs(model(ids)[:, :-1], ids[:, 1:]).cpu()
 
 
 def _families(windows: Sequence[np.ndarray], offsets: Sequence[int]) -> dict[tuple[int, int], list[list[int]]]:
@@ -295,7 +295,7 @@ def shared_prefix_log_likelihood(model, windows: Sequence[np.ndarray], offsets: 
 
     def summed(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         counted = model.tokenizer.is_base(targets)
-        return (_gather_log_probs(logits, targets) * counted).sum(1).double()
+        return (gather_log_probs(logits, targets) * counted).sum(1).double()
 
     found, run = shared_prefix_map(model, windows, offsets, summed, batch_size=batch_size, device=device, bf16=bf16)
     return np.array([0.0 if x is None else float(x) for x in found], dtype=np.float64), run

@@ -32,7 +32,7 @@ from genoseq.tokenizer import Tokenizer
 
 from .backbone import Backbone, InferenceCache
 from .config import ModelConfig, OptimConfig, TrainingConfig, seq_len_at
-from .optim import decay_groups
+from .optim import warmup_cosine
 from .released import load_released, save_released
 
 FORMAT_VERSION = 1
@@ -210,13 +210,7 @@ class GenoSeqLM(L.LightningModule):
         return batch
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            decay_groups(self, self.optim.weight_decay),
-            lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps,
-        )
-        total = self.optim.total_steps or self._estimated_total_steps()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.optim.lr_factor(step, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine(self, self.optim, self.optim.total_steps or self._estimated_total_steps())
 
     def _estimated_total_steps(self) -> int:
         steps = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")

@@ -26,7 +26,7 @@ from pathlib import Path
 from genoseq.models.config import ModelConfig, OptimConfig
 from genoseq.progress import ProgressChoice
 from genoseq.pipelines.training import TrainerConfig, coerce, make_trainer
-from genoseq.runtime import LoggerChoice
+from genoseq.runtime import LoggerChoice, require_file
 
 
 def _default_model() -> ModelConfig:
@@ -208,8 +208,7 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path:
     """The checkpoint --resume continues from; refuse to write over a run without --overwrite."""
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     if resume:
-        if not last_ckpt.exists():
-            raise FileNotFoundError(2, "no checkpoint to resume from", str(last_ckpt))
+        require_file(last_ckpt, "no checkpoint to resume from")
     elif not overwrite and (last_ckpt.exists() or (run_dir / "model").exists()):
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start again")
     run_dir.mkdir(parents=True, exist_ok=True)

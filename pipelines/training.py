@@ -69,12 +69,12 @@ def make_trainer(config: TrainerConfig, *, job: str, root_dir, logger: str = "cs
     ``config`` gives the options a user may set; ``options`` are the job's own fixed choices
     (``max_epochs``, ``enable_checkpointing``...), which win. Loggers come from ``logger``
     (:func:`genoseq.runtime.training_loggers` in ``log_dir``, default ``root_dir``), progress from ``progress``
-    (:func:`genoseq.models.progress.training_callbacks`, after the job's ``callbacks``).
+    (:func:`genoseq.models.progress_callbacks.training_callbacks`, after the job's ``callbacks``).
     No model summary, no sanity validation, and none of Lightning's construction noise.
     """
     import lightning as L
 
-    from genoseq.models.progress import training_callbacks
+    from genoseq.models.progress_callbacks import training_callbacks
     from genoseq.runtime import quiet_lightning, trainer_precision, training_loggers
 
     if config.context_parallel > 1 and job != "pretrain":

@@ -296,7 +296,7 @@ def saturation_mutagenesis(
     pass sees (default the model's training window). ``batch_size``: rows per forward pass.
     Sequences of one length (and region) run their blocks in shared passes.
     """
-    from genoseq.models.inference import _gather_log_probs, scoring_window
+    from genoseq.models.inference import gather_log_probs, scoring_window
     from genoseq.progress import Progress
     from genoseq.runtime import resolve_device
 
@@ -320,7 +320,7 @@ def saturation_mutagenesis(
                   for k, (lo, hi) in enumerate(bounds) for s in strand_list}
 
     def log_probs(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
-        return _gather_log_probs(logits, targets) * model.tokenizer.is_base(targets)
+        return gather_log_probs(logits, targets) * model.tokenizer.is_base(targets)
 
     def consume(family: _Family, found: list) -> None:
         ids, (lo0, hi0) = seqs[family.item], bounds[family.item]
