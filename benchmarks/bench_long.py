@@ -3,6 +3,7 @@
     python benchmarks/bench_long.py                                  # 8k, 32k, 131k; ~30 min on 2 cores
     python benchmarks/bench_long.py --lengths 8192 --models recipe   # a quick look
     python benchmarks/bench_long.py --peers DIR                      # + HyenaDNA / ssd_minimal side by side
+    python benchmarks/bench_long.py --replot a.json b.jsonl --plot long.png   # redraw earlier runs
 
 Sections:
   train   one training step (forward, backward, AdamW) of a whole model, batch 1, at each length,
@@ -60,8 +61,14 @@ def _peak_gib(device) -> float:
 
 
 def _time_steps(step, steps: int, device) -> float:
+    """Seconds per step: the mean of ``steps`` steps after a warm-up one, or with ``steps=0`` the
+    first step itself (long CPU steps, where one is all there is time for)."""
     import torch
 
+    if steps == 0:
+        start = time.perf_counter()
+        step()
+        return time.perf_counter() - start
     step()  # warm-up: allocations, lazily built buffers
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -177,22 +184,73 @@ def measure(job: dict) -> dict:
     return {**row, **result}
 
 
+def plot(rows: list[dict], png: Path) -> None:
+    """Peak memory and tokens/s against length, one line per model and checkpointing setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genoseq.runtime import save_figure
+
+    fig, (ax_mem, ax_speed) = plt.subplots(1, 2, figsize=(11, 4))
+    series: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if "peak_gib" in row and "name" in row:
+            series.setdefault((row["name"], row["checkpointing"]), []).append(row)
+    for (name, ckpt), points in sorted(series.items()):
+        points.sort(key=lambda r: r["length"])
+        label = f"{name}, {'checkpointing' if ckpt else 'no checkpointing'}"
+        style = "o-" if ckpt else "s--"
+        ax_mem.plot([r["length"] for r in points], [r["peak_gib"] for r in points], style, label=label)
+        ax_speed.plot([r["length"] for r in points], [r["tokens_per_s"] for r in points], style, label=label)
+    lengths = sorted({r["length"] for r in rows if "length" in r})
+    for ax, ylabel in ((ax_mem, "peak resident memory (GiB)"), (ax_speed, "training tokens/s")):
+        ax.set(xscale="log", xlabel="window length (bases)", ylabel=ylabel)
+        ax.set_xticks(lengths, [f"{n:,}" for n in lengths])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_mem.set_title("one training step, batch 1")
+    ax_speed.set_title("tokens/s")
+    fig.tight_layout()
+    save_figure(fig, png)
+
+
+def read_rows(paths: list[Path]) -> list[dict]:
+    """Rows from earlier runs: this script's JSON (its ``train`` rows) or the JSON lines it
+    prints to stderr while it runs."""
+    rows = []
+    for path in paths:
+        text = path.read_text().strip()
+        try:
+            rows += json.loads(text)["train"]
+        except (ValueError, KeyError, TypeError):
+            rows += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 131072])
     parser.add_argument("--models", nargs="+", default=["recipe", "d512"], choices=["recipe", "d512"])
     parser.add_argument("--checkpointing", choices=["both", "on", "off"], default="both")
     parser.add_argument("--d512-window", type=int, default=4096, help="local attention window of the d512 hybrid")
-    parser.add_argument("--steps", type=int, default=1, help="timed steps after one warm-up step")
+    parser.add_argument("--steps", type=int, default=1,
+                        help="timed steps after one warm-up step (0: time the first step alone)")
     parser.add_argument("--peers", type=Path, help="folder with standalone_hyenadna.py and ssd_minimal.py")
     parser.add_argument("--peer-length", type=int, default=32768)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-limit-gib", type=float, default=20.0)
+    parser.add_argument("--plot", type=Path, help="PNG of peak memory and tokens/s against length")
+    parser.add_argument("--replot", type=Path, nargs="+", help="draw --plot from these earlier outputs, run nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(json.loads(args.worker))
+    if args.replot:
+        return plot(read_rows(args.replot), args.plot or Path("long.png"))
 
     common = dict(device=args.device, threads=args.threads, steps=args.steps, memory_limit_gib=args.memory_limit_gib)
     modes = {"both": [False, True], "on": [True], "off": [False]}[args.checkpointing]
@@ -207,6 +265,8 @@ def main() -> None:
         for ours, theirs in (("genoseq-hyena", "hyenadna-hyena"), ("genoseq-mamba2", "ssd_minimal-mamba2")):
             if by.get(ours) and by.get(theirs):
                 next(m for m in mixers if m["mixer"] == ours)["speedup_vs_peer"] = round(by[ours] / by[theirs], 2)
+    if args.plot:
+        plot(train, args.plot)
     import torch
 
     print(json.dumps({"benchmark": "long", "machine": platform.processor() or platform.machine(),

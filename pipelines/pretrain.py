@@ -221,43 +221,36 @@ def _datamodule(window: WindowConfig, train_sources: list[str], val_sources: lis
     ``schedule_steps`` (the run's planned length) is the default ``curriculum_steps``."""
     from genoseq.datamodules import CurriculumWindowDataModule, GenomeWindowDataModule
 
-    if window.buckets:
-        return CurriculumWindowDataModule(
-            sources=train_sources + val_sources,
-            val_sources=val_sources or None,
-            buckets=window.buckets,
-            tokens_per_batch=window.batch_tokens,
-            curriculum=window.curriculum,
-            curriculum_steps=window.curriculum_steps or (schedule_steps if schedule_steps > 0 else None),
-            batches_per_epoch=max(1, window.windows_per_epoch * window.train_length // window.batch_tokens),
-            max_n_fraction=window.max_n_fraction,
-            rc_augment=window.rc_augment,
-            val_length=window.val_length,
-            val_contigs=window.val_contigs,
-            val_fraction=0.0 if val_sources else window.val_fraction,
-            val_block_length=window.val_block_length,
-            max_val_windows=window.max_val_windows,
-            num_workers=window.num_workers,
-            seed=seed,
-            convert_gzip=convert_gzip,
-        )
-    return GenomeWindowDataModule(
+    common = dict(
         sources=train_sources + val_sources,
         val_sources=val_sources or None,
-        window_length=window.length,
-        stride=window.stride,
-        sampling=window.sampling,
-        windows_per_epoch=window.windows_per_epoch if window.sampling == "random" else None,
         max_n_fraction=window.max_n_fraction,
         rc_augment=window.rc_augment,
         val_contigs=window.val_contigs,
         val_fraction=0.0 if val_sources else window.val_fraction,
         val_block_length=window.val_block_length,
         max_val_windows=window.max_val_windows,
-        batch_size=window.batch_size,
         num_workers=window.num_workers,
         seed=seed,
         convert_gzip=convert_gzip,
+    )
+    if window.buckets:
+        return CurriculumWindowDataModule(
+            buckets=window.buckets,
+            tokens_per_batch=window.batch_tokens,
+            curriculum=window.curriculum,
+            curriculum_steps=window.curriculum_steps or (schedule_steps if schedule_steps > 0 else None),
+            batches_per_epoch=max(1, window.windows_per_epoch * window.train_length // window.batch_tokens),
+            val_length=window.val_length,
+            **common,
+        )
+    return GenomeWindowDataModule(
+        window_length=window.length,
+        stride=window.stride,
+        sampling=window.sampling,
+        windows_per_epoch=window.windows_per_epoch if window.sampling == "random" else None,
+        batch_size=window.batch_size,
+        **common,
     )
 
 

@@ -22,11 +22,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from genoseq.errors import InputError
-from genoseq.genome import Genome, open_genome
+from genoseq.genome import Genome
 
-from .regions import split_regions
 from .sampling import distributed_context, plan_sampler, saved_position, with_position
-from .windows import _WindowPlanner
+from .windows import _WindowPlanner, open_split
 
 __all__ = ["CURRICULA", "bucket_weights", "CurriculumWindowDataset", "CurriculumWindowDataModule"]
 
@@ -246,21 +245,14 @@ class CurriculumWindowDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.genomes is not None:
             return
-        self.genomes = [open_genome(s, convert_gzip=self.convert_gzip) for s in self.sources]
-        self.train_regions, self.val_regions = split_regions(
-            [g.contigs for g in self.genomes],
-            val_contigs=self.val_contigs,
-            val_sources=[self.sources.index(s) for s in self.val_sources],
-            val_fraction=self.val_fraction,
-            val_block_length=self.val_block_length,
-        )
-        self.contig_keys = [(i, name) for i, g in enumerate(self.genomes) for name in g.contigs]
-        cid = {key: n for n, key in enumerate(self.contig_keys)}
-        used = {cid[(r.source, r.contig)] for r in self.train_regions + self.val_regions}
-        n_runs = {c: self.genomes[self.contig_keys[c][0]].n_runs(self.contig_keys[c][1]) for c in used}
-        train = [(cid[(r.source, r.contig)], r) for r in self.train_regions]
+        split = open_split(self.sources, convert_gzip=self.convert_gzip, val_contigs=self.val_contigs,
+                           val_sources=self.val_sources, val_fraction=self.val_fraction,
+                           val_block_length=self.val_block_length)
+        self.genomes, self.contig_keys = split.genomes, split.contig_keys
+        self.train_regions, self.val_regions = [r for _, r in split.train], [r for _, r in split.val]
         bucket_planners = [
-            _WindowPlanner(train, n_runs, window_length=length, max_n=self._max_n(length)) for length in self.buckets
+            _WindowPlanner(split.train, split.n_runs, window_length=length, max_n=self._max_n(length))
+            for length in self.buckets
         ]
         longest = max((len(r) for r in self.train_regions), default=0)
         for planner in bucket_planners:
@@ -272,7 +264,7 @@ class CurriculumWindowDataModule(L.LightningDataModule):
             seed=self.seed,
         )
         val_windows = _WindowPlanner(
-            [(cid[(r.source, r.contig)], r) for r in self.val_regions], n_runs, window_length=self.val_length,
+            split.val, split.n_runs, window_length=self.val_length,
             max_n=self._max_n(self.val_length), sampling="sliding", max_windows=self.max_val_windows,
         )
         if self.val_regions and len(val_windows) == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,36 @@ from genoseq.genome import Genome, open_genome
 from .regions import Region, count_n, split_regions
 from .sampling import plan_sampler, saved_position, with_position
 
-__all__ = ["GenomeWindowDataset", "GenomeWindowDataModule"]
+__all__ = ["GenomeSplit", "GenomeWindowDataset", "GenomeWindowDataModule", "open_split"]
+
+
+@dataclass
+class GenomeSplit:
+    """Opened genomes and their train / validation regions, each keyed by contig id
+    (``contig_keys[id] = (source index, contig name)``), with the N runs of every contig used."""
+
+    genomes: list[Genome]
+    contig_keys: list[tuple[int, str]]
+    train: list[tuple[int, Region]]
+    val: list[tuple[int, Region]]
+    n_runs: dict[int, np.ndarray]
+
+
+def open_split(sources: list[str], *, convert_gzip: bool, val_contigs: list[str], val_sources: list[str],
+               val_fraction: float, val_block_length: int) -> GenomeSplit:
+    """Open ``sources`` and split them as :func:`split_regions` does (what every genome DataModule
+    reads from)."""
+    genomes = [open_genome(s, convert_gzip=convert_gzip) for s in sources]
+    train_regions, val_regions = split_regions(
+        [g.contigs for g in genomes], val_contigs=val_contigs, val_sources=[sources.index(s) for s in val_sources],
+        val_fraction=val_fraction, val_block_length=val_block_length,
+    )
+    contig_keys = [(i, name) for i, g in enumerate(genomes) for name in g.contigs]
+    cid = {key: n for n, key in enumerate(contig_keys)}
+    train = [(cid[(r.source, r.contig)], r) for r in train_regions]
+    val = [(cid[(r.source, r.contig)], r) for r in val_regions]
+    n_runs = {c: genomes[contig_keys[c][0]].n_runs(contig_keys[c][1]) for c in {c for c, _ in train + val}}
+    return GenomeSplit(genomes, contig_keys, train, val, n_runs)
 
 
 class _WindowPlanner:
@@ -220,27 +250,20 @@ class GenomeWindowDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.genomes is not None:
             return
-        self.genomes = [open_genome(s, convert_gzip=self.convert_gzip) for s in self.sources]
-        self.train_regions, self.val_regions = split_regions(
-            [g.contigs for g in self.genomes],
-            val_contigs=self.val_contigs,
-            val_sources=[self.sources.index(s) for s in self.val_sources],
-            val_fraction=self.val_fraction,
-            val_block_length=self.val_block_length,
-        )
-        self.contig_keys = [(i, name) for i, g in enumerate(self.genomes) for name in g.contigs]
-        cid = {key: n for n, key in enumerate(self.contig_keys)}
-        used = {cid[(r.source, r.contig)] for r in self.train_regions + self.val_regions}
-        n_runs = {c: self.genomes[self.contig_keys[c][0]].n_runs(self.contig_keys[c][1]) for c in used}
+        split = open_split(self.sources, convert_gzip=self.convert_gzip, val_contigs=self.val_contigs,
+                           val_sources=self.val_sources, val_fraction=self.val_fraction,
+                           val_block_length=self.val_block_length)
+        self.genomes, self.contig_keys = split.genomes, split.contig_keys
+        self.train_regions, self.val_regions = [r for _, r in split.train], [r for _, r in split.val]
         max_n = int(math.floor(self.max_n_fraction * self.window_length))
         common = dict(window_length=self.window_length, max_n=max_n, seed=self.seed)
         self._train_planner = _WindowPlanner(
-            [(cid[(r.source, r.contig)], r) for r in self.train_regions], n_runs,
+            split.train, split.n_runs,
             stride=self.stride, sampling=self.sampling, windows_per_epoch=self.windows_per_epoch,
             shuffle=self.shuffle, rc_augment=self.rc_augment, stream=0, **common,
         )
         self._val_planner = _WindowPlanner(
-            [(cid[(r.source, r.contig)], r) for r in self.val_regions], n_runs,
+            split.val, split.n_runs,
             stride=self.window_length, sampling="sliding", windows_per_epoch=None,
             shuffle=False, rc_augment=False, stream=1, max_windows=self.max_val_windows, **common,
         )
