@@ -20,6 +20,7 @@ from genoseq.genome import open_genome
 from genoseq.models.config import ModelConfig
 from genoseq.models.lm import GenoSeqLM
 from genoseq.models.parallel import ContextParallel, context_parallel_problems
+from test_pipeline_pretrain import assert_same_weights
 
 WORLD = 2
 CONFIGS = {
@@ -139,10 +140,7 @@ def test_pretrain_over_two_ranks_resumes_exactly(tmp_path):
     _pretrain_cli(tmp_path / "straight", 8)
     _pretrain_cli(tmp_path / "resumed", 5)
     _pretrain_cli(tmp_path / "resumed", 8, "--resume", "true")
-    a = GenoSeqLM.from_pretrained(tmp_path / "straight" / "model")
-    b = GenoSeqLM.from_pretrained(tmp_path / "resumed" / "model")
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
-        assert torch.equal(p, q), name
+    assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
     metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert metrics["steps"] == 8 and metrics["final_val_bits_per_base"] < 4
 

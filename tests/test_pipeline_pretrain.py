@@ -17,6 +17,14 @@ TINY = dict(
 )
 
 
+def assert_same_weights(model_a, model_b) -> GenoSeqLM:
+    """Two released models hold bit-identical weights; the first, loaded."""
+    a, b = GenoSeqLM.from_pretrained(model_a), GenoSeqLM.from_pretrained(model_b)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+    return a
+
+
 def _trainer(max_steps):
     return {"max_steps": max_steps, "val_check_interval": 7, "enable_progress_bar": False}
 
@@ -44,10 +52,7 @@ def test_resume_continues_exactly(tmp_path):
     pretrain(out=str(tmp_path / "straight"), trainer=_trainer(20), **TINY)
     pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(14), **TINY)
     pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(20), resume=True, **TINY)
-    a = GenoSeqLM.from_pretrained(tmp_path / "straight" / "model")
-    b = GenoSeqLM.from_pretrained(tmp_path / "resumed" / "model")
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
-        assert torch.equal(p, q), name
+    assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
 
 
 def test_curriculum_resume_continues_exactly(tmp_path):
@@ -59,10 +64,7 @@ def test_curriculum_resume_continues_exactly(tmp_path):
     straight = pretrain(out=str(tmp_path / "straight"), trainer=_trainer(20), **curriculum)
     pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(14), **curriculum)
     pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(20), resume=True, **curriculum)
-    a = GenoSeqLM.from_pretrained(tmp_path / "straight" / "model")
-    b = GenoSeqLM.from_pretrained(tmp_path / "resumed" / "model")
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
-        assert torch.equal(p, q), name
+    a = assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
     assert straight["train_tokens"] == 20 * 256
     assert a.training_config.window_length == 128
 
