@@ -509,7 +509,7 @@ class Hyena(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the block
-MIXERS = {"hyena": Hyena, "mamba2": Mamba2, "attention": Attention}
+MIXERS = {"hyena": Hyena, "mamba2": Mamba2}  # attention is built with its layer's window
 
 
 class Block(nn.Module):
