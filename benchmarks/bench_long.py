@@ -232,7 +232,8 @@ def read_rows(paths: list[Path]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 131072])
+    parser.add_argument("--lengths", type=int, nargs="*", default=[8192, 32768, 131072],
+                        help="training-step lengths (none: only the mixers side by side)")
     parser.add_argument("--models", nargs="+", default=["recipe", "d512"], choices=["recipe", "d512"])
     parser.add_argument("--checkpointing", choices=["both", "on", "off"], default="both")
     parser.add_argument("--d512-window", type=int, default=4096, help="local attention window of the d512 hybrid")

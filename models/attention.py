@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genoseq.kernels import segment_ids
+from genoseq.kernels import causal_conv1d, segment_ids
 
 from .config import ModelConfig
 from .tensor_utils import positions_in_segment, select_rows, to_acc
@@ -36,14 +36,22 @@ class AttentionCache:
     max_len: int
     k: torch.Tensor | None = None  # (B, H_kv, max_len, d)
     v: torch.Tensor | None = None
+    conv_state: torch.Tensor | None = None  # (B, qkv channels, attention_conv - 1) with attention_conv
 
     def select(self, rows: torch.Tensor) -> "AttentionCache":
         """A cache whose row ``j`` is a copy of row ``rows[j]`` of this one."""
-        return AttentionCache(self.max_len, select_rows(self.k, rows), select_rows(self.v, rows))
+        return AttentionCache(self.max_len, select_rows(self.k, rows), select_rows(self.v, rows),
+                              select_rows(self.conv_state, rows))
 
 
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[:d/2], x[d/2:]) of ``x`` (B, H, L, d) by ``positions`` (L,) or (B, L)."""
+    """Rotate pairs (x[:r/2], x[r/2:r]) of ``x`` (B, H, L, d) by ``positions`` (L,) or (B, L), where
+    r = 2 * len(inv_freq) <= d; the last d - r dimensions pass unchanged."""
+    rot = 2 * inv_freq.numel()
+    if rot == 0:
+        return x
+    if rot < x.shape[-1]:
+        return torch.cat([apply_rotary(x[..., :rot], positions, inv_freq), x[..., rot:]], dim=-1)
     angles = to_acc(positions)[..., None] * inv_freq  # (..., L, d/2)
     if angles.dim() == 3:  # per-row positions: broadcast over heads
         angles = angles[:, None]
@@ -104,7 +112,7 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, wi
 
 
 class Attention(nn.Module):
-    """Causal multi-head attention with rotary embeddings, optional grouped-query heads and an
+    """Causal multi-head attention with rotary embeddings (on ``rope_fraction`` of each head), optional grouped-query heads and an
     optional sliding window (``window`` positions, the query's own included)."""
 
     def __init__(self, cfg: ModelConfig, window: int | None = None) -> None:
@@ -115,8 +123,14 @@ class Attention(nn.Module):
         self.window = window
         self.sink = 0  # first positions every query also sees (inference only: see models.inference.limit_attention)
         self.qkv = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=False)
+        self.conv_weight = None
+        if cfg.attention_conv:  # starts as the identity: the conv learns which earlier bases to mix in
+            weight = torch.zeros(self.qkv.out_features, cfg.attention_conv)
+            weight[:, -1] = 1.0
+            self.conv_weight = nn.Parameter(weight)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        inv_freq = cfg.rope_base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
+        rot = 2 * round(cfg.rope_fraction * self.head_dim / 2)  # rotated dimensions of each head
+        inv_freq = cfg.rope_base ** (-torch.arange(0, rot, 2, dtype=torch.float32) / max(rot, 1))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def new_cache(self, max_len: int | None) -> AttentionCache:
@@ -129,8 +143,13 @@ class Attention(nn.Module):
         qkv = self.qkv(x)
         n_q, n_kv = self.n_heads, self.n_kv_heads
         if cp is not None:  # sequence-sharded -> this rank's heads over the whole sequence
-            qkv = cp.seq_to_channels(qkv, [n * self.head_dim for n in (n_q, n_kv, n_kv)])
+            streams = [n * self.head_dim for n in (n_q, n_kv, n_kv)]
+            qkv = cp.seq_to_channels(qkv, streams)
             n_q, n_kv, L = n_q // cp.size, n_kv // cp.size, qkv.shape[1]
+            if self.conv_weight is not None:
+                qkv = causal_conv1d(qkv, cp.channel_slice(self.conv_weight, streams))
+        elif self.conv_weight is not None:
+            qkv = self._conv(qkv, seq_idx, cache)
         q, k, v = qkv.split([n_q * self.head_dim, n_kv * self.head_dim, n_kv * self.head_dim], dim=-1)
         q, k, v = (t.view(B, L, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
 
@@ -161,6 +180,16 @@ class Attention(nn.Module):
         if cp is not None:
             y = cp.channels_to_seq(y)
         return self.out_proj(y)
+
+    def _conv(self, qkv: torch.Tensor, seq_idx, cache: AttentionCache | None) -> torch.Tensor:
+        """The short conv over ``qkv`` (B, L, C); with a cache, continuing from its last inputs."""
+        if cache is None:
+            return causal_conv1d(qkv, self.conv_weight, seq_idx=seq_idx)
+        if cache.conv_state is None:
+            cache.conv_state = qkv.new_zeros(qkv.shape[0], qkv.shape[2], self.conv_weight.shape[1] - 1)
+        qkv, cache.conv_state = causal_conv1d(qkv, self.conv_weight, initial_state=cache.conv_state,
+                                              return_final_state=True)
+        return qkv
 
     def _extend_cache(self, cache: AttentionCache, k, v, offset: int):
         """Write the new keys and values at ``offset``; the keys, values, mask and ``is_causal`` to attend with."""

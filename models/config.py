@@ -56,6 +56,16 @@ class ModelConfig:
     n_heads: int = 8
     n_kv_heads: int | None = None  # None: same as n_heads; fewer: grouped-query attention
     rope_base: float = 10_000.0
+    # Share of each attention head's dimensions that carry rotary positions (GPT-NeoX's rotary_pct).
+    # The rest match by content alone, at any distance; 0 = no positional encoding in attention
+    # (NoPE: the Hyena and Mamba2 blocks below already tell positions apart), which lets a hybrid
+    # recall far back and score past its training length.
+    rope_fraction: float = 1.0
+    # Width of a short depthwise causal conv on each attention layer's queries, keys and values
+    # (H3's shift on the keys): a key then carries the few bases before it, so a query can find
+    # where the bases it has just seen occurred before and read what came next (in-context copying,
+    # an induction head in one layer). 0 = none.
+    attention_conv: int = 0
     # Sliding-window attention: each position attends to the last `attention_window` positions
     # (itself included) in every attention layer except those listed in `global_attention_layers`
     # (layer indices, 0 = the first block), which attend to the whole sequence. None: all full.
@@ -137,6 +147,8 @@ class ModelConfig:
 
     def _check_layer_options(self) -> None:
         n = self.n_layers
+        _check(self.attention_conv >= 0, f"attention_conv must be >= 0, got {self.attention_conv}")
+        _check(0.0 <= self.rope_fraction <= 1.0, f"rope_fraction must be in [0, 1], got {self.rope_fraction}")
         if self.attention_window is not None:
             self.attention_window = int(self.attention_window)
             _check(self.attention_window >= 1, f"attention_window must be >= 1, got {self.attention_window}")

@@ -24,10 +24,12 @@ from test_pipeline_pretrain import assert_same_weights
 
 WORLD = 2
 CONFIGS = {
-    # pattern, extra options: every mixer, grouped-query attention, Mamba2 groups, checkpointing
+    # pattern, extra options: every mixer, grouped-query attention, Mamba2 groups, checkpointing,
+    # the attention layer's short conv
     "hyena-mamba-attention": dict(pattern="HMA"),
     "gqa-groups-checkpointed": dict(pattern="MAH", n_kv_heads=2, n_groups=2, checkpointing=True),
     "sliding-window": dict(pattern="AHA", attention_window=24, global_attention_layers=[2]),
+    "attention-conv-partial-rotary": dict(pattern="HA", attention_conv=4, rope_fraction=0.5),
 }
 
 

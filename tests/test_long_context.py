@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genoseq.models.attention import blockwise_attention, visible
+from genoseq.models.attention import Attention, apply_rotary, blockwise_attention, visible
 from genoseq.models.backbone import Backbone
 from genoseq.models.blocks import ImplicitFilter
 from genoseq.models.config import ModelConfig
@@ -107,6 +107,43 @@ def test_hyena_filter_reach_moves_the_slowest_decay_only():
     assert torch.exp(-short.rates[-1] * 1.5).item() == pytest.approx(1e-2)
 
 
+def test_partial_rotary_rotates_the_first_dimensions_and_leaves_the_rest():
+    x = torch.randn(2, 3, 10, 8, dtype=torch.float64)
+    pos = torch.arange(10)
+    inv_freq = 100.0 ** (-torch.arange(0, 4, 2, dtype=torch.float64) / 4)
+    y = apply_rotary(x, pos, inv_freq)
+    torch.testing.assert_close(y[..., :4], apply_rotary(x[..., :4], pos, inv_freq))
+    assert torch.equal(y[..., 4:], x[..., 4:])
+    assert torch.equal(apply_rotary(x, pos, inv_freq[:0]), x)
+
+
+def test_attention_without_positions_scores_keys_by_content_at_any_distance():
+    """rope_fraction 0 (NoPE): the last query sees every key by content alone, so shuffling the
+    positions before it changes nothing; with rotary positions it does."""
+    torch.manual_seed(0)
+    nope = Attention(tiny("A", rope_fraction=0.0)).double().eval()
+    rotary = Attention(tiny("A")).double().eval()
+    rotary.load_state_dict(nope.state_dict())
+    x = torch.randn(1, 40, 32, dtype=torch.float64)
+    shuffled = torch.cat([x[:, torch.randperm(39)], x[:, 39:]], 1)
+    torch.testing.assert_close(nope(shuffled)[:, -1], nope(x)[:, -1])
+    assert not torch.allclose(rotary(shuffled)[:, -1], rotary(x)[:, -1])
+
+
+def test_attention_conv_streams_exactly_and_stays_inside_packed_sequences():
+    torch.manual_seed(0)
+    model = Backbone(tiny("HA", attention_conv=4, rope_fraction=0.5)).double().eval()
+    with torch.no_grad():
+        model.layers[1].mixer.conv_weight.normal_()  # not the identity it starts as
+    ids = torch.randint(5, 9, (2, 30))
+    out = model(ids)
+    cache = model.new_cache(max_len=30)
+    steps = torch.cat([model(ids[:, :12], cache=cache)] + [model(ids[:, t : t + 1], cache=cache) for t in range(12, 30)], 1)
+    torch.testing.assert_close(steps, out)
+    packed = model(ids.reshape(1, 60), seq_idx=torch.arange(2).repeat_interleave(30)[None])
+    torch.testing.assert_close(packed.reshape(2, 30, -1), out)
+
+
 def test_long_context_options_are_checked():
     with pytest.raises(ValueError, match=r"global_attention_layers \[1\] are not attention layers.*\[0, 2\]"):
         tiny("AHA", attention_window=8, global_attention_layers=[1])
@@ -118,6 +155,10 @@ def test_long_context_options_are_checked():
         tiny("A", attention_window=0)
     with pytest.raises(ValueError, match="hyena_filter_reach"):
         tiny("H", hyena_filter_reach=0.1)
+    with pytest.raises(ValueError, match=r"rope_fraction must be in \[0, 1\]"):
+        tiny("A", rope_fraction=1.5)
+    with pytest.raises(ValueError, match="attention_conv must be >= 0"):
+        tiny("A", attention_conv=-1)
     with pytest.raises(ValueError, match="applies to hyena_filter_style 'genoseq'"):
         tiny("H", hyena_filter_style="hyenadna", hyena_filter_reach=3.0)
     assert ModelConfig.from_dict(tiny("HMA", checkpointing=[2, 0]).to_dict()).checkpointing == [0, 2]
