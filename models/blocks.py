@@ -337,9 +337,10 @@ def fft_causal_conv(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """``y[b, t, d] = sum_{s <= t} k[t - s, d] v[b, s, d]`` by FFT with 2L zero padding, in float32."""
     L = v.shape[1]
     n = 2 * L
-    v_f = torch.fft.rfft(to_acc(v), n=n, dim=1)
-    k_f = torch.fft.rfft(to_acc(k[:L]), n=n, dim=0)
-    return torch.fft.irfft(v_f * k_f, n=n, dim=1)[:, :L]
+    # transforms along the last dimension (channels-first views): faster than along dim 1 on CPU
+    v_f = torch.fft.rfft(to_acc(v).transpose(1, 2), n=n)
+    k_f = torch.fft.rfft(to_acc(k[:L]).t(), n=n)
+    return torch.fft.irfft(v_f * k_f, n=n)[..., :L].transpose(1, 2)
 
 
 def packed_causal_conv(v: torch.Tensor, k: torch.Tensor, seq_idx: torch.Tensor) -> torch.Tensor:
