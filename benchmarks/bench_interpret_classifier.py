@@ -100,9 +100,9 @@ def main() -> int:
         if Path(args.out).exists():  # the timings of the run that made them
             timings = {k: v for k, v in json.loads(Path(args.out).read_text())["timings"].items() if k != "motifs_s"}
     else:
-        summary = attributions(clf_dir, str(table), str(work / "attributions"), class_name=args.upstream_class,
-                               method=args.method, n_shuffles=args.n_shuffles, n_steps=args.n_steps, logos=1,
-                               device="cpu", progress="none")
+        summary = attributions(clf_dir, {"input": str(table)}, str(work / "attributions"),
+                               class_name=args.upstream_class, method=args.method, n_shuffles=args.n_shuffles,
+                               n_steps=args.n_steps, logos=1, device="cpu", progress="none")
         timings["attributions_s"] = round(time.perf_counter() - t, 1)
     arrays = read_attributions(work / "attributions")
     lengths = arrays["lengths"]

@@ -79,7 +79,7 @@ def main() -> int:
         frozen=True, device="cpu", progress="none")
     fit_seconds = time.perf_counter() - t
     t = time.perf_counter()
-    evaluate(str(work / "reg"), str(work / "test.tsv"), str(work / "eval"), device="cpu", progress="none")
+    evaluate(str(work / "reg"), {"input": str(work / "test.tsv")}, str(work / "eval"), device="cpu", progress="none")
     eval_seconds = time.perf_counter() - t
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     per_target = metrics["per_target"]

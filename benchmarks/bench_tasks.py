@@ -163,15 +163,16 @@ def main(argv: list[str] | None = None) -> dict:
             for path, rows in ((train_path, train_rows), (test_path, test_rows)):
                 path.write_text("sequence\tlabel\n" + "".join(f"{r.sequence}\t{r.label}\n" for r in rows))
         regions: dict = {}
-        clf_options = {"pooling": args.pooling, "layer": None if args.layer == "final" else int(args.layer),
-                       "rc_average": args.strands == "average", "rc_concat": args.strands == "concat"}
+        embedding = {"pooling": args.pooling, "layer": None if args.layer == "final" else int(args.layer),
+                     "rc_average": args.strands == "average", "rc_concat": args.strands == "concat"}
         for method in ("probe",) + (() if args.skip_finetune else ("finetune",)):
             started = time.perf_counter()
             clf_dir = tmp / method
-            fit(args.model, str(train_path), str(clf_dir), frozen=method == "probe", **clf_options,
+            fit(args.model, str(train_path), str(clf_dir), frozen=method == "probe", embedding=embedding,
                 probe_c=args.probe_c, max_epochs=args.finetune_epochs, lr=args.finetune_lr, device=args.device,
                 progress=False)
-            metrics = evaluate(str(clf_dir), str(test_path), str(tmp / f"{method}_report"), device=args.device, progress=False)
+            metrics = evaluate(str(clf_dir), {"input": str(test_path)}, str(tmp / f"{method}_report"), device=args.device,
+                               progress=False)
             regions[method] = {k: metrics[k] for k in ("accuracy", "mcc", "macro_f1", "auroc_ovr")}
             regions[method]["seconds"] = round(time.perf_counter() - started, 1)
         result["regions"] = {**clf_options, "probe_c": args.probe_c, **regions}

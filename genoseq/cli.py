@@ -2,13 +2,16 @@
 
 Each subcommand is a typed pipeline function bound through jsonargparse, as Lightning's own
 CLI does: every option is also a YAML config key (``--config cfg.yaml``), nested dataclass
-options read as ``--trainer.max_steps 500``. Pipeline modules import torch inside their
-functions, so ``genoseq --help`` stays fast.
+options read as ``--trainer.max_steps 500``; the option groups of :data:`genoseq.options.FLAT_GROUPS`
+read both nested and flat (``--table.sequence_column seq`` or ``--sequence_column seq``).
+Pipeline modules import torch inside their functions, so ``genoseq --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import sys
 from typing import Callable
 
@@ -84,6 +87,53 @@ def _available_commands() -> dict:
     return found
 
 
+def add_flat_options(parser, function: Callable) -> None:
+    """Let ``parser`` (the one of ``function``'s command) read the fields of each option group of
+    :data:`genoseq.options.FLAT_GROUPS` that ``function`` takes flat too: ``--sequence_column``
+    (and a top-level ``sequence_column`` key of a config file) as well as
+    ``--table.sequence_column``, as another option string of the same argument."""
+    from genoseq.options import FLAT_GROUPS
+
+    for name, param in inspect.signature(function).parameters.items():
+        group = param.annotation
+        if isinstance(group, str):  # postponed annotations: the group's name in the command's module
+            group = function.__globals__.get(group)
+        if not (isinstance(group, type) and issubclass(group, FLAT_GROUPS)):
+            continue
+        for field in dataclasses.fields(group):
+            flat = f"--{field.name}"
+            if flat in parser._option_string_actions:
+                raise ValueError(f"{function.__module__}.{function.__name__}: --{name}.{field.name} cannot also be "
+                                 f"read as {flat}, an option the command already has")
+            action = parser._option_string_actions[f"--{name}.{field.name}"]
+            action.option_strings.append(flat)
+            parser._option_string_actions[flat] = action
+
+
+def parser_class():
+    """jsonargparse's ``ArgumentParser`` that also reads the option groups flat (:func:`add_flat_options`)."""
+    from jsonargparse import ArgumentParser
+
+    class Parser(ArgumentParser):
+        def add_function_arguments(self, function, *args, **kwargs):
+            added = super().add_function_arguments(function, *args, **kwargs)
+            add_flat_options(self, function)
+            return added
+
+    return Parser
+
+
+def _cli_options() -> dict:
+    return {"as_positional": False, "description": DESCRIPTION, "parser_class": parser_class()}
+
+
+def build_parser():
+    """The ``genoseq`` parser as :func:`main` builds it, without parsing or running anything."""
+    from jsonargparse import auto_parser
+
+    return auto_parser(_available_commands(), **_cli_options())
+
+
 def normalize_option_names(args: list[str]) -> list[str]:
     """Accept ``--max-new-tokens`` as well as ``--max_new_tokens`` (and ``--a.b-c`` as ``--a.b_c``)."""
     out = []
@@ -123,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genoseq {__version__}")
         return 0
     try:
-        auto_cli(_available_commands(), args=args, as_positional=False, description=DESCRIPTION)
+        auto_cli(_available_commands(), args=args, **_cli_options())
     except InputError as err:
         print(f"genoseq: error: {err}", file=sys.stderr)
         return 2

@@ -41,15 +41,18 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from genoseq.errors import InputError
+from genoseq.options import EmbeddingOptions, TableInput, coerce
 from genoseq.progress import ProgressChoice
 from genoseq.runtime import LoggerChoice
 
 TRAINING_FILE = "training.json"
+# fit's embedding: the final normed states of both strands, a mean per codon phase and the ends
+FIT_EMBEDDING = EmbeddingOptions(layer=None, pooling="phase+ends", rc_concat=True)
 
 
 # ---------------------------------------------------------------------- fit
@@ -58,7 +61,7 @@ class _FitSettings:
     """The options of one ``classify fit`` run that its fitting steps share."""
 
     out: str
-    embedding: dict  # pooling, layer, rc_average, rc_concat, max_length: kept in the classifier's config
+    embedding: EmbeddingOptions  # kept in the classifier's config
     sequence_column: str
     label_column: str
     val_fraction: float
@@ -81,7 +84,7 @@ class _FitSettings:
     def embedder(self, lm):
         from genoseq.models.embedding import Embedder
 
-        return Embedder(lm, batch_size=self.batch_size, device=self.device, **self.embedding)
+        return Embedder(lm, batch_size=self.batch_size, device=self.device, **asdict(self.embedding))
 
     def rows(self, path: str, split: str, label_column: str | None):
         from genoseq.tables import read_labelled
@@ -126,7 +129,7 @@ def _fit_classifier(lm, train: str, val: str | None, run: _FitSettings, *, froze
 
     datamodule = LabelledSequenceDataModule(
         train, val=val, val_fraction=run.val_fraction, sequence_column=run.sequence_column,
-        label_column=run.label_column, max_length=run.embedding["max_length"], rc_augment=run.rc_augment,
+        label_column=run.label_column, max_length=run.embedding.max_length, rc_augment=run.rc_augment,
         batch_size=run.batch_size, seed=run.seed,
     )
     datamodule.setup()
@@ -134,7 +137,7 @@ def _fit_classifier(lm, train: str, val: str | None, run: _FitSettings, *, froze
         raise InputError("training data has fewer than two classes", path=str(train))
     if "val" not in datamodule.datasets:
         raise InputError("no validation rows: give --val or a val_fraction > 0 with >= 2 rows per class", path=str(train))
-    clf = SequenceClassifier(lm, datamodule.classes, lr=run.lr, weight_decay=run.weight_decay, **run.embedding)
+    clf = SequenceClassifier(lm, datamodule.classes, lr=run.lr, weight_decay=run.weight_decay, **asdict(run.embedding))
     info = {"n_train": len(datamodule.datasets["train"]), "n_val": len(datamodule.datasets["val"]), "lr": run.lr,
             "max_epochs": run.max_epochs, "monitor": run.monitor}
     return clf, {**info, **_finetune(clf, datamodule, run, run.monitor)}
@@ -162,7 +165,7 @@ def _fit_regression(lm, train: str, val: str | None, run: _FitSettings, *, froze
 
     datamodule = LabelledSequenceDataModule(
         train, val=val, val_fraction=run.val_fraction, sequence_column=run.sequence_column,
-        max_length=run.embedding["max_length"], rc_augment=run.rc_augment, batch_size=run.batch_size, seed=run.seed,
+        max_length=run.embedding.max_length, rc_augment=run.rc_augment, batch_size=run.batch_size, seed=run.seed,
         targets=targets, nonnegative=nonnegative,
     )
     datamodule.setup()
@@ -170,7 +173,7 @@ def _fit_regression(lm, train: str, val: str | None, run: _FitSettings, *, froze
         raise InputError("no validation rows: give --val or a val_fraction > 0", path=str(train))
     mean, std = target_scaling(datamodule.datasets["train"].labels, targets, loss, str(train))
     model = SequenceClassifier(lm, task="regression", targets=targets, loss=loss, target_mean=mean, target_std=std,
-                               lr=run.lr, weight_decay=run.weight_decay, **run.embedding)
+                               lr=run.lr, weight_decay=run.weight_decay, **asdict(run.embedding))
     info = _finetune(model, datamodule, run, "val/loss")
     info.update(n_train=len(datamodule.datasets["train"]), n_val=len(datamodule.datasets["val"]), lr=run.lr,
                 max_epochs=run.max_epochs, monitor="val/loss")
@@ -198,11 +201,7 @@ def fit(
     out: str,
     val: str | None = None,
     frozen: bool = False,
-    pooling: str = "phase+ends",
-    layer: int | None = None,
-    rc_average: bool = False,
-    rc_concat: bool = True,
-    max_length: int | None = None,
+    embedding: EmbeddingOptions = FIT_EMBEDDING,
     val_fraction: float = 0.1,
     batch_size: int = 32,
     lr: float = 1e-4,
@@ -253,16 +252,10 @@ def fit(
         val: Validation table or GenomicBenchmarks folder (its ``test`` split). Default: a
             stratified ``val_fraction`` of ``train`` (fine-tuning; the probe then uses all of it).
         frozen: Fit a logistic-regression probe on frozen embeddings instead of fine-tuning.
-        pooling: How hidden states become one vector: ``mean``, ``last``, ``echo``, ``phase``
-            (a mean per codon phase), ``ends`` (means of the first and last 16 tokens), or a
-            ``+`` combination such as ``phase+ends`` (see ``genoseq.models.embedding``).
-        layer: Hidden layer: null the final normed output (default), -1 after the last block, k
-            after k blocks.
-        rc_average: Average the pooled vectors of each sequence and its reverse complement.
-        rc_concat: Concatenate them (default; ``--rc_average true`` replaces it): the reverse
-            strand's states at the start of a sequence have seen the rest of it, which a causal
-            model's forward states have not.
-        max_length: Truncate longer sequences to this many bases.
+        embedding: How hidden states become one vector (``--pooling``, ``--layer``,
+            ``--rc_average``, ``--rc_concat``, ``--max_length``, or ``--embedding.pooling``...);
+            here by default the final normed output (layer null), ``phase+ends`` pooling and both
+            strands concatenated (``--rc_average true`` replaces the concatenation).
         val_fraction: Share of each class held out when ``val`` is not given (fine-tuning).
         batch_size: Sequences per batch.
         lr: Peak learning rate for fine-tuning (AdamW, warmup then cosine decay).
@@ -315,7 +308,9 @@ def fit(
     from genoseq.tasks.regression import target_names
 
     started = time.perf_counter()
-    rc_concat = rc_concat and not rc_average  # asking for averaged strands replaces the default concatenation
+    embedding = coerce(EmbeddingOptions, embedding, FIT_EMBEDDING)
+    # asking for averaged strands replaces the default concatenation
+    embedding = replace(embedding, rc_concat=embedding.rc_concat and not embedding.rc_average)
     check_task_options(task, {"label_column": label_column, "probe_c": probe_c, "monitor_acc": monitor == "val/acc",
                               "target_column": target_column, "target_columns": target_columns, "loss": loss,
                               "ridge_alpha": ridge_alpha})
@@ -328,8 +323,7 @@ def fit(
         raise InputError("--window_length, --stranded and --val_contigs are options of training on intervals: give "
                          "--genome too", field="genome", kind="missing")
     run = _FitSettings(
-        out=out, embedding={"pooling": pooling, "layer": layer, "rc_average": rc_average, "rc_concat": rc_concat,
-                            "max_length": max_length},
+        out=out, embedding=embedding,
         sequence_column=sequence_column, label_column=label_column or "label", val_fraction=val_fraction,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs, patience=patience,
         monitor=monitor, rc_augment=rc_augment, probe_c=0.01 if probe_c is None else probe_c, ridge_alpha=ridge_alpha,
@@ -343,8 +337,8 @@ def fit(
                 val_contigs=val_contigs, sequence_column=sequence_column, label_column=run.label_column)
         lm = GenoSeqLM.from_pretrained(model)
         summary: dict = {"model": str(model), "train": str(train), "val": val, "method": "probe" if frozen else "finetune",
-                         "task": task, "pooling": pooling, "layer": layer, "rc_average": rc_average,
-                         "rc_concat": rc_concat, "seed": seed}
+                         "task": task, "pooling": embedding.pooling, "layer": embedding.layer,
+                         "rc_average": embedding.rc_average, "rc_concat": embedding.rc_concat, "seed": seed}
         if genome is not None:
             summary.update(genome=str(genome), intervals={"train": train, "val": val}, window_length=window_length,
                            stranded=stranded, val_contigs=val_contigs, interval_counts=interval_counts)
@@ -453,34 +447,36 @@ def scatter_file(target: str) -> str:
     return f"scatter_{re.sub(r'[^A-Za-z0-9._-]+', '_', target)}.png"
 
 
-def _predict_regression(clf, input: str, out: str, *, batch_size: int, split: str, sequence_column: str,
-                        progress) -> dict:
+def _target_inputs(clf, table: TableInput, *, required: bool):
     from genoseq.tables import read_target_inputs
 
-    inputs, values = read_target_inputs(input, clf.targets, split=split, sequence_column=sequence_column, required=False)
+    return read_target_inputs(table.input, clf.targets, split=table.split, sequence_column=table.sequence_column,
+                              required=required)
+
+
+def _predict_regression(clf, table: TableInput, out: str, *, batch_size: int, progress) -> dict:
+    inputs, values = _target_inputs(clf, table, required=False)
     predicted = clf.predict_values(inputs.sequences, batch_size=batch_size, progress=progress)
     _write_regression_predictions(Path(out), inputs.names, clf.targets, values, predicted)
     print(f"wrote {out}: {len(inputs.names)} predictions of {', '.join(clf.targets)}", file=sys.stderr)
     return {"out": str(out), "n": len(inputs.names), "targets": list(clf.targets)}
 
 
-def _evaluate_regression(clf, classifier: str, input: str, out: str, *, batch_size: int, split: str,
-                         sequence_column: str, progress) -> dict:
+def _evaluate_regression(clf, classifier: str, table: TableInput, out: str, *, batch_size: int, progress) -> dict:
     from genoseq.figures import scatter_figure
     from genoseq.runtime import save_figure, write_json
-    from genoseq.tables import read_target_inputs
     from genoseq.tasks.regression import regression_metrics
 
-    inputs, values = read_target_inputs(input, clf.targets, split=split, sequence_column=sequence_column, required=True)
+    inputs, values = _target_inputs(clf, table, required=True)
     predicted = clf.predict_values(inputs.sequences, batch_size=batch_size, progress=progress)
-    result = {"classifier": str(classifier), "input": str(input), "task": "regression", "method": clf.method,
+    result = {"classifier": str(classifier), "input": str(table.input), "task": "regression", "method": clf.method,
               "loss": clf.loss, **regression_metrics(values, predicted, clf.targets)}
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_regression_predictions(out_dir / "predictions.tsv", inputs.names, clf.targets, values, predicted)
     for j, target in enumerate(clf.targets):
         figure = scatter_figure(values[:, j], predicted[:, j], target, result["per_target"][target],
-                                f"{Path(classifier).name} on {Path(input).name}")
+                                f"{Path(classifier).name} on {Path(table.input).name}")
         save_figure(figure, out_dir / scatter_file(target))
     write_json(out_dir / "metrics.json", result)
     shown = ", ".join(f"{t}: Pearson {m['pearson'] if m['pearson'] is None else round(m['pearson'], 3)}, "
@@ -491,12 +487,9 @@ def _evaluate_regression(clf, classifier: str, input: str, out: str, *, batch_si
 
 def predict(
     classifier: str,
-    input: str,
+    table: TableInput,
     out: str,
     batch_size: int = 32,
-    split: str = "test",
-    sequence_column: str = "sequence",
-    label_column: str = "label",
     device: str = "auto",
     progress: bool | ProgressChoice = "auto",
 ) -> dict:
@@ -507,26 +500,21 @@ def predict(
 
     Args:
         classifier: Classifier directory written by ``genoseq classify fit``.
-        input: TSV/CSV (``sequence`` column; ``label`` and ``name`` optional), GenomicBenchmarks
-            folder or FASTA file.
+        table: The sequences (``--input``, ``--split``, ``--sequence_column``, ``--label_column``,
+            or ``--table.input``...): a table, GenomicBenchmarks folder or FASTA file.
         out: TSV to write.
         batch_size: Sequences per forward pass.
-        split: Split to read from a GenomicBenchmarks folder.
-        sequence_column: Sequence column of a table.
-        label_column: Label column of a table.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
     Returns:
         A summary: number of sequences, classes (or targets), output path.
     """
+    table = coerce(TableInput, table)
     clf = _load(classifier, device)
     if clf.is_regression:
-        return _predict_regression(clf, input, out, batch_size=batch_size, split=split, sequence_column=sequence_column,
-                                   progress=progress)
-    from genoseq.tables import read_sequence_inputs
-
-    inputs = read_sequence_inputs(input, split=split, sequence_column=sequence_column, label_column=label_column)
+        return _predict_regression(clf, table, out, batch_size=batch_size, progress=progress)
+    inputs = table.read()
     proba = clf.predict_proba(inputs.sequences, batch_size=batch_size, progress=progress)
     _write_predictions(Path(out), inputs.names, inputs.labels, clf.classes, proba)
     print(f"wrote {out}: {len(inputs.names)} predictions over classes {', '.join(clf.classes)}", file=sys.stderr)
@@ -535,12 +523,9 @@ def predict(
 
 def evaluate(
     classifier: str,
-    input: str,
+    table: TableInput,
     out: str,
     batch_size: int = 32,
-    split: str = "test",
-    sequence_column: str = "sequence",
-    label_column: str = "label",
     device: str = "auto",
     progress: bool | ProgressChoice = "auto",
 ) -> dict:
@@ -552,13 +537,12 @@ def evaluate(
 
     Args:
         classifier: Classifier directory written by ``genoseq classify fit``.
-        input: Labelled TSV/CSV or GenomicBenchmarks folder (its ``split``).
+        table: The labelled sequences (``--input``, ``--split``, ``--sequence_column``,
+            ``--label_column``, or ``--table.input``...): a table or GenomicBenchmarks folder (its
+            ``split``).
         out: Report directory to write (``metrics.json``, ``predictions.tsv``,
             ``confusion_matrix.tsv``, ``roc.png``).
         batch_size: Sequences per forward pass.
-        split: Split to read from a GenomicBenchmarks folder.
-        sequence_column: Sequence column of a table.
-        label_column: Label column of a table.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
 
@@ -570,25 +554,26 @@ def evaluate(
     from genoseq.tables import read_labelled
     from genoseq.tasks.classification import classification_metrics
 
+    table = coerce(TableInput, table)
     clf = _load(classifier, device)
     if clf.is_regression:
-        return _evaluate_regression(clf, classifier, input, out, batch_size=batch_size, split=split,
-                                    sequence_column=sequence_column, progress=progress)
-    rows = read_labelled(input, split=split, sequence_column=sequence_column, label_column=label_column)
+        return _evaluate_regression(clf, classifier, table, out, batch_size=batch_size, progress=progress)
+    rows = read_labelled(table.input, split=table.split, sequence_column=table.sequence_column,
+                         label_column=table.label_column)
     unknown = sorted({r.label for r in rows} - set(clf.classes))
     if unknown:
-        raise InputError(f"labels not among the classifier's classes {clf.classes}: {unknown}", path=str(input))
+        raise InputError(f"labels not among the classifier's classes {clf.classes}: {unknown}", path=str(table.input))
     labels = [r.label for r in rows]
     names = [r.extra.get("name") or r.extra.get("id") or f"row{i + 1}" for i, r in enumerate(rows)]
     proba = clf.predict_proba([r.sequence for r in rows], batch_size=batch_size, progress=progress)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_predictions(out_dir / "predictions.tsv", names, labels, clf.classes, proba)
-    result = {"classifier": str(classifier), "input": str(input), "method": clf.method,
+    result = {"classifier": str(classifier), "input": str(table.input), "method": clf.method,
               **classification_metrics(labels, proba, clf.classes)}
     write_tsv(out_dir / "confusion_matrix.tsv", ["true\\predicted"] + clf.classes,
               ([name] + [str(v) for v in row] for name, row in zip(clf.classes, result["confusion_matrix"])))
-    save_figure(roc_figure(labels, proba, clf.classes, f"{Path(classifier).name} on {Path(input).name}"),
+    save_figure(roc_figure(labels, proba, clf.classes, f"{Path(classifier).name} on {Path(table.input).name}"),
                 out_dir / "roc.png")
     write_json(out_dir / "metrics.json", result)
     auroc = "n/a" if result["auroc_ovr"] is None else f"{result['auroc_ovr']:.3f}"

@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import asdict
 
+from genoseq.options import EmbeddingOptions, coerce
 from genoseq.progress import ProgressChoice
 from genoseq.tables import SequenceInputs, read_sequences
 
@@ -41,12 +43,8 @@ def embed(
     out: str,
     fasta: str | None = None,
     tsv: str | None = None,
-    layer: int | None = -1,
-    pooling: str = "mean",
-    rc_average: bool = False,
-    rc_concat: bool = False,
+    embedding: EmbeddingOptions = EmbeddingOptions(),
     batch_size: int = 32,
-    max_length: int | None = None,
     split: str = "train",
     sequence_column: str = "sequence",
     label_column: str = "label",
@@ -66,15 +64,9 @@ def embed(
         fasta: Input FASTA (plain or gzip); names are the record names.
         tsv: Input table (TSV/CSV with a ``sequence`` column, optional ``label`` and ``name``
             columns) or a GenomicBenchmarks folder.
-        layer: Hidden layer: -1 after the last block (default), k after k blocks (0 = token
-            embeddings), negative from the top; null for the final normed output.
-        pooling: ``mean`` over positions, ``last`` token, ``echo`` (the sequence fed twice,
-            the second copy mean-pooled), ``phase`` (a mean per codon phase), ``ends`` (means
-            of the first and last 16 tokens), or a ``+`` combination such as ``phase+ends``.
-        rc_average: Average each sequence's vector with its reverse complement's (strand-invariant).
-        rc_concat: Concatenate each sequence's vector with its reverse complement's (twice the width).
+        embedding: How hidden states become one vector (``--layer``, ``--pooling``,
+            ``--rc_average``, ``--rc_concat``, ``--max_length``, or ``--embedding.layer``...).
         batch_size: Sequences per forward pass.
-        max_length: Truncate longer sequences to their first ``max_length`` bases.
         split: Split to read from a GenomicBenchmarks folder.
         sequence_column: Sequence column of a table.
         label_column: Label column of a table (optional).
@@ -89,20 +81,18 @@ def embed(
     from genoseq.models.embedding import Embedder
 
     started = time.perf_counter()
+    embedding = coerce(EmbeddingOptions, embedding)
     inputs = read_sequences(
         fasta, tsv, split=split, sequence_column=sequence_column, label_column=label_column, name_column=name_column
     )
-    embedder = Embedder(
-        model, layer=layer, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat, batch_size=batch_size,
-        max_length=max_length, device=device,
-    )
+    embedder = Embedder(model, **asdict(embedding), batch_size=batch_size, device=device)
     vectors = embedder.embed(inputs.sequences, progress=progress)
     attrs = {
         "model": str(model),
-        "layer": "final" if layer is None else int(layer),
-        "pooling": pooling,
-        "rc_average": bool(rc_average),
-        "rc_concat": bool(rc_concat),
+        "layer": "final" if embedding.layer is None else int(embedding.layer),
+        "pooling": embedding.pooling,
+        "rc_average": bool(embedding.rc_average),
+        "rc_concat": bool(embedding.rc_concat),
         "d_model": embedder.dim,
         "n_layers": embedder.model.config.n_layers,
         "input": str(fasta if fasta is not None else tsv),
@@ -110,7 +100,7 @@ def embed(
     }
     write_embeddings(out, vectors, inputs, attrs)
     seconds = round(time.perf_counter() - started, 3)
-    print(f"wrote {out}: {len(vectors)} x {embedder.dim} embeddings ({pooling}, layer {attrs['layer']}) in {seconds} s", file=sys.stderr)
+    print(f"wrote {out}: {len(vectors)} x {embedder.dim} embeddings ({embedding.pooling}, layer {attrs['layer']}) in {seconds} s", file=sys.stderr)
     return {"out": str(out), "n": len(vectors), "dim": embedder.dim, "seconds": seconds, **attrs}
 
 

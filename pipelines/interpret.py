@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genoseq.errors import InputError
+from genoseq.options import OptionalTableInput, coerce
 from genoseq.progress import ProgressChoice
 
 NPZ = "ism.npz"
@@ -78,14 +79,13 @@ def parse_region(text: str, contigs: dict[str, int]) -> tuple[str, int, int]:
     return contig, start - 1, end
 
 
-def read_targets(model, *, fasta: str | None, region: list[str] | None, input: str | None, flank: int,
-                 max_length: int, split: str = "test", sequence_column: str = "sequence",
-                 label_column: str = "label") -> list[Target]:
-    """The regions to interpret, from ``fasta`` + ``region`` or from ``input`` (one of the two),
-    each checked against ``max_length`` before any model work."""
+def read_targets(model, *, fasta: str | None, region: list[str] | None, table: OptionalTableInput, flank: int,
+                 max_length: int) -> list[Target]:
+    """The regions to interpret, from ``fasta`` + ``region`` or from ``table.input`` (one of the
+    two), each checked against ``max_length`` before any model work."""
     import numpy as np
 
-    if (fasta is None) == (input is None):
+    if (fasta is None) == (table.input is None):
         raise InputError("give either --fasta with --region (regions of a genome) or --input (whole sequences)",
                          field="input", kind="missing")
     targets: list[Target] = []
@@ -105,11 +105,9 @@ def read_targets(model, *, fasta: str | None, region: list[str] | None, input: s
             ids = np.asarray(genome.fetch(contig, left, right), dtype=np.uint8)
             targets.append(Target(text, contig, start, ids, start - left, end - left))
     else:
-        from genoseq.tables import read_sequence_inputs
-
         if region:
             raise InputError("--region needs --fasta (a genome to take it from)", field="region", kind="missing")
-        inputs = read_sequence_inputs(input, split=split, sequence_column=sequence_column, label_column=label_column)
+        inputs = table.read()
         for k, (name, seq) in enumerate(zip(inputs.names, inputs.sequences)):
             if len(seq) > max_length:
                 raise InputError(f"sequence {name!r} (#{k + 1}): {len(seq)} bases is longer than the limit of "
@@ -148,7 +146,7 @@ def ism(
     out: str,
     fasta: str | None = None,
     region: str | list[str] | None = None,
-    input: str | None = None,
+    table: OptionalTableInput = OptionalTableInput(),
     flank: int | None = None,
     radius: int | None = 128,
     strands: Literal["both", "forward"] = "both",
@@ -156,9 +154,6 @@ def ism(
     figures: int = 10,
     block: int = 16,
     batch_size: int = 128,
-    split: str = "test",
-    sequence_column: str = "sequence",
-    label_column: str = "label",
     device: str = "auto",
     progress: bool | ProgressChoice = "auto",
 ) -> dict:
@@ -170,7 +165,9 @@ def ism(
         fasta: Genome FASTA (or token store) to take ``region`` from.
         region: Region of the genome, ``contig:start-end`` (1-based, inclusive), or a list of
             them: ``--region '[chr:1001-2000, chr:5001-5500]'``.
-        input: Instead of a genome: whole sequences to mutate (FASTA, TSV/CSV or GenomicBenchmarks folder).
+        table: Instead of a genome: whole sequences to mutate (``--input`` a FASTA, TSV/CSV or
+            GenomicBenchmarks folder, ``--split``, ``--sequence_column``, ``--label_column`` (read,
+            not used); or ``--table.input``...).
         flank: Genome bases on each side the model sees as context (default: its training window).
         radius: Bases after a substitution whose change of log-likelihood is summed (``genoseq
             vep``'s default window); ``null``: to the end of the window.
@@ -180,9 +177,6 @@ def ism(
         figures: Write the logo and heatmap PNG of the first this many regions.
         block: Positions per shared prefix (a speed setting; results do not depend on it).
         batch_size: Rows per forward pass.
-        split: Split to read from a GenomicBenchmarks folder.
-        sequence_column: Sequence column of a table.
-        label_column: Label column of a table (read, not used).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
         progress: ``auto``, ``bar``, ``lines`` or ``none``.
 
@@ -198,12 +192,12 @@ def ism(
     from genoseq.tasks.interpret.attribution import stack_padded
     from genoseq.tasks.interpret.ism import language_model, saturation_mutagenesis
 
+    table = coerce(OptionalTableInput, table)
     lm = language_model(model, device)
     window = scoring_window(lm)[0]
     region = [region] if isinstance(region, str) else region
-    targets = read_targets(lm, fasta=fasta, region=region, input=input, flank=window if flank is None else flank,
-                           max_length=max_length, split=split, sequence_column=sequence_column,
-                           label_column=label_column)
+    targets = read_targets(lm, fasta=fasta, region=region, table=table, flank=window if flank is None else flank,
+                           max_length=max_length)
     started = time.perf_counter()
     results = saturation_mutagenesis(lm, [t.ids for t in targets], regions=[(t.lo, t.hi) for t in targets],
                                      radius=radius, strands=strands, block=block, max_length=max_length,
@@ -212,7 +206,7 @@ def ism(
     positions = sum(t.hi - t.lo for t in targets)
     lengths = np.array([t.hi - t.lo for t in targets], dtype=np.int64)
     lmax = int(lengths.max())
-    summary = {"model": str(model), "fasta": fasta, "input": input, "n": len(targets), "positions": positions,
+    summary = {"model": str(model), "fasta": fasta, "input": table.input, "n": len(targets), "positions": positions,
                "radius": radius, "strands": strands, "flank": window if flank is None else flank,
                "seconds": round(seconds, 2),
                "positions_per_second": round(positions / seconds, 2) if seconds > 0 else None}
@@ -249,14 +243,11 @@ def dependencies(
     out: str,
     fasta: str | None = None,
     region: str | None = None,
-    input: str | None = None,
+    table: OptionalTableInput = OptionalTableInput(),
     strands: Literal["both", "forward"] = "both",
     max_length: int = 1_000,
     block: int = 16,
     batch_size: int = 128,
-    split: str = "test",
-    sequence_column: str = "sequence",
-    label_column: str = "label",
     device: str = "auto",
     progress: bool | ProgressChoice = "auto",
 ) -> dict:
@@ -268,15 +259,14 @@ def dependencies(
         out: Output folder (replaced when the run succeeds).
         fasta: Genome FASTA (or token store) to take ``region`` from.
         region: One region of the genome, ``contig:start-end`` (1-based, inclusive).
-        input: Instead of a genome: a FASTA or table whose first sequence is mapped.
+        table: Instead of a genome: a FASTA or table whose first sequence is mapped (``--input``,
+            ``--split``, ``--sequence_column``, ``--label_column`` (read, not used); or
+            ``--table.input``...).
         strands: ``both`` (j after i from the forward strand, j before i from the reverse
             complement) or ``forward`` (j after i only).
         max_length: Longest region (bases; the map is L x L).
         block: Positions per shared prefix (a speed setting).
         batch_size: Rows per forward pass.
-        split: Split to read from a GenomicBenchmarks folder.
-        sequence_column: Sequence column of a table.
-        label_column: Label column of a table (read, not used).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
         progress: ``auto``, ``bar``, ``lines`` or ``none``.
 
@@ -289,10 +279,10 @@ def dependencies(
     from genoseq.runtime import atomic_directory, atomic_output, save_figure, write_json
     from genoseq.tasks.interpret.ism import dependency_map, language_model
 
+    table = coerce(OptionalTableInput, table)
     lm = language_model(model, device)
-    targets = read_targets(lm, fasta=fasta, region=[region] if region else None, input=input, flank=0,
-                           max_length=max_length, split=split, sequence_column=sequence_column,
-                           label_column=label_column)
+    targets = read_targets(lm, fasta=fasta, region=[region] if region else None, table=table, flank=0,
+                           max_length=max_length)
     t = targets[0]
     started = time.perf_counter()
     result = dependency_map(lm, t.ids, strands=strands, block=block, max_length=max_length, batch_size=batch_size,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from genoseq.errors import InputError
+from genoseq.options import TableInput, coerce
 from genoseq.progress import ProgressChoice
 
 NPZ = "attributions.npz"
@@ -58,7 +59,7 @@ def _load_classifier(path: str, device: str):
 
 def attributions(
     model: str,
-    input: str,
+    table: TableInput,
     out: str,
     class_name: str | None = None,
     method: Literal["ism", "ig", "deepliftshap"] = "ig",
@@ -68,9 +69,6 @@ def attributions(
     n_steps: int = 20,
     logos: int = 10,
     batch_size: int = 64,
-    split: str = "test",
-    sequence_column: str = "sequence",
-    label_column: str = "label",
     device: str = "auto",
     seed: int = 0,
     progress: bool | ProgressChoice = "auto",
@@ -79,8 +77,8 @@ def attributions(
 
     Args:
         model: Classifier directory written by ``genoseq classify fit``.
-        input: TSV/CSV (``sequence`` column; ``label`` and ``name`` optional), GenomicBenchmarks
-            folder or FASTA file.
+        table: The sequences (``--input``, ``--split``, ``--sequence_column``, ``--label_column``,
+            or ``--table.input``...): a table, GenomicBenchmarks folder or FASTA file.
         out: Output folder (replaced when the run succeeds).
         class_name: Class to explain (default: each sequence's predicted class).
         method: ``ism`` (saturation mutagenesis through the head), ``ig`` (integrated gradients)
@@ -92,9 +90,6 @@ def attributions(
         n_steps: Integration steps per reference (``ig``).
         logos: Write a logo PNG for the first this many sequences.
         batch_size: Rows per forward pass.
-        split: Split to read from a GenomicBenchmarks folder.
-        sequence_column: Sequence column of a table.
-        label_column: Label column of a table.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
         seed: Seed of the shuffled references.
         progress: ``auto``, ``bar``, ``lines`` or ``none``.
@@ -108,10 +103,10 @@ def attributions(
 
     from genoseq.figures import attribution_figure
     from genoseq.runtime import atomic_directory, atomic_output, safe_name, save_figure, write_json
-    from genoseq.tables import read_sequence_inputs
     from genoseq.tasks.interpret.attribution import classifier_attributions, stack_padded
 
-    inputs = read_sequence_inputs(input, split=split, sequence_column=sequence_column, label_column=label_column)
+    table = coerce(TableInput, table)
+    inputs = table.read()
     names, sequences, labels = inputs.names, inputs.sequences, inputs.labels
     clf = _load_classifier(model, device)
     started = time.perf_counter()
@@ -124,7 +119,7 @@ def attributions(
     classes = result.classes
     predicted = [classes[int(i)] for i in result.probabilities.argmax(1)]
     summary = {
-        "model": str(model), "input": str(input), "n": len(names), "method": method, "score": score,
+        "model": str(model), "input": str(table.input), "n": len(names), "method": method, "score": score,
         "baseline": result.baseline, "classes": classes, "seconds": round(seconds, 2),
         "sequences_per_second": round(len(names) / seconds, 3) if seconds > 0 else None, **result.settings,
     }

@@ -1,25 +1,14 @@
-"""What every job that trains shares: the Trainer options, the one place a Lightning ``Trainer``
-is built, and option dataclasses given as instances or dicts.
+"""What every job that trains shares: the Trainer options and the one place a Lightning
+``Trainer`` is built (option dataclasses given as instances or dicts: :func:`genoseq.options.coerce`).
 
 Nothing heavy is imported at module level, so building the CLI parser stays fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, fields
 
-T = TypeVar("T")
-
-
-def coerce(cls: type[T], value: Any) -> T:
-    """An option dataclass from what a caller gave: jsonargparse passes instances, Python
-    callers may pass dicts. Always a copy, so a signature's default instance is never changed."""
-    if isinstance(value, cls):
-        return replace(value)
-    if isinstance(value, dict):
-        return cls(**value)
-    raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+from genoseq.options import coerce  # noqa: F401  (here too: every training job imports it from this module)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from sklearn import metrics
 
 from genoseq.cli import main
 from genoseq.models.classifier import SequenceClassifier
+from genoseq.options import TableInput
 from genoseq.pipelines.classify import evaluate, fit, predict
 from genoseq.tasks.classification import classification_metrics
 
@@ -50,7 +51,8 @@ def model_dir(workdir):
 @pytest.fixture(scope="module")
 def probe_dir(model_dir, tables, workdir):
     out = workdir / "probe"
-    summary = fit(str(model_dir), str(tables[0]), str(out), frozen=True, pooling="mean", device="cpu", progress=False)
+    summary = fit(str(model_dir), str(tables[0]), str(out), frozen=True, embedding={"pooling": "mean"}, device="cpu",
+                  progress=False)
     assert summary["method"] == "probe" and summary["n_train"] == 300
     return out
 
@@ -98,7 +100,7 @@ def test_probe_saves_without_pickle_and_predicts(probe_dir, tables, workdir):
     assert config["classifier"]["method"] == "probe"
     assert sorted(p.name for p in probe_dir.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "training.json"]
     out = workdir / "probe_pred.tsv"
-    predict(str(probe_dir), str(tables[1]), str(out), device="cpu", progress=False)
+    predict(str(probe_dir), TableInput(str(tables[1])), str(out), device="cpu", progress=False)
     rows = read_tsv(out)
     assert len(rows) == 90 and list(rows[0]) == ["name", "label", "predicted"] + [f"p_{c}" for c in CLASSES]
     proba = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
@@ -132,7 +134,7 @@ def test_finetuned_weights_round_trip(finetuned_dir, tables):
 def test_evaluate_metrics_agree_with_sklearn(which, probe_dir, finetuned_dir, tables, workdir):
     clf_dir = probe_dir if which == "probe" else finetuned_dir[0]
     report = workdir / f"report_{which}"
-    result = evaluate(str(clf_dir), str(tables[1]), str(report), device="cpu", progress=False)
+    result = evaluate(str(clf_dir), TableInput(str(tables[1])), str(report), device="cpu", progress=False)
     assert json.loads((report / "metrics.json").read_text())["accuracy"] == result["accuracy"]
     assert (report / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_tsv(report / "predictions.tsv")
@@ -182,18 +184,18 @@ def test_cli_fit_predict_evaluate_and_bad_input(model_dir, probe_dir, tables, wo
 
 def test_probe_with_phase_ends_and_both_strands_round_trips(model_dir, tables, workdir):
     out = workdir / "probe_phase_ends"
-    summary = fit(str(model_dir), str(tables[0]), str(out), frozen=True, pooling="phase+ends", rc_concat=True,
-                  layer=None, device="cpu", progress=False)
+    summary = fit(str(model_dir), str(tables[0]), str(out), frozen=True,
+                  embedding={"pooling": "phase+ends", "rc_concat": True, "layer": None}, device="cpu", progress=False)
     assert (summary["pooling"], summary["rc_concat"]) == ("phase+ends", True)
     clf = SequenceClassifier.from_pretrained(out)
     assert (clf.pooling, clf.rc_concat, clf.layer, clf.embed_dim) == ("phase+ends", True, None, 2 * 5 * 32)
     preds = workdir / "probe_phase_ends.tsv"
-    predict(str(out), str(tables[1]), str(preds), device="cpu", progress=False)
+    predict(str(out), TableInput(str(tables[1])), str(preds), device="cpu", progress=False)
     rows = read_tsv(preds)
     accuracy = np.mean([r["predicted"] == r["label"] for r in rows])
     assert len(rows) == 90 and accuracy > 1 / len(CLASSES)  # an untrained backbone still beats chance here
-    averaged = fit(str(model_dir), str(tables[0]), str(workdir / "probe_rc_average"), frozen=True, rc_average=True,
-                   device="cpu", progress=False)  # averaging replaces the default concatenation
+    averaged = fit(str(model_dir), str(tables[0]), str(workdir / "probe_rc_average"), frozen=True,
+                   embedding={"rc_average": True}, device="cpu", progress=False)  # averaging replaces the default concatenation
     assert (averaged["rc_average"], averaged["rc_concat"]) == (True, False)
     assert SequenceClassifier.from_pretrained(workdir / "probe_rc_average").embed_dim == 5 * 32
 

@@ -18,6 +18,7 @@ from genoseq.cli import main
 from genoseq.errors import InputError
 from genoseq.genome import open_genome
 from genoseq.models.classifier import SequenceClassifier
+from genoseq.options import TableInput
 from genoseq.pipelines.classify import evaluate, fit, predict
 from genoseq.tasks.regression import regression_metrics
 from genoseq.tokenizer import Tokenizer
@@ -84,7 +85,7 @@ def model_dir(workdir):
 
 # Layer 1 (after the first block): its short convolution sees neighbouring bases, so the pooled
 # states carry dinucleotide counts; one plain mean of the forward strand keeps the test fast.
-PROBE = {"pooling": "mean", "layer": 1, "rc_concat": False, "device": "cpu", "progress": False}
+PROBE = {"embedding": {"pooling": "mean", "layer": 1, "rc_concat": False}, "device": "cpu", "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_multitask_probe_learns_gc_and_cpg_of_another_genus(probe_dir, tables, w
     assert config["format_version"] == 2 and config["classifier"]["task"] == "regression"
     assert config["classifier"]["targets"] == TARGETS and config["classifier"]["loss"] == "mse"
     report = workdir / "report"
-    result = evaluate(str(probe_dir), str(tables[1]), str(report), device="cpu", progress=False)
+    result = evaluate(str(probe_dir), TableInput(str(tables[1])), str(report), device="cpu", progress=False)
     assert json.loads((report / "metrics.json").read_text()) == result
     gc, cpg = result["per_target"]["gc"], result["per_target"]["cpg"]
     # GC is linear in pooled base counts: near perfect even on a genome of another GC content.
@@ -178,13 +179,13 @@ def test_multitask_probe_learns_gc_and_cpg_of_another_genus(probe_dir, tables, w
 
 def test_predict_writes_one_column_per_target(probe_dir, tables, workdir):
     out = workdir / "pred.tsv"
-    predict(str(probe_dir), str(tables[1]), str(out), device="cpu", progress=False)
+    predict(str(probe_dir), TableInput(str(tables[1])), str(out), device="cpu", progress=False)
     rows = read_tsv(out)
     assert [r["name"] for r in rows[:2]] == ["w0", "w1"] and "predicted_cpg" in rows[0]
     seqs = [r["sequence"] for r in read_tsv(tables[1])]
     fasta = workdir / "windows.fa"
     fasta.write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs[:5])))
-    predict(str(probe_dir), str(fasta), str(workdir / "pred_fa.tsv"), device="cpu", progress=False)
+    predict(str(probe_dir), TableInput(str(fasta)), str(workdir / "pred_fa.tsv"), device="cpu", progress=False)
     from_fasta = read_tsv(workdir / "pred_fa.tsv")
     assert list(from_fasta[0]) == ["name", "predicted_gc", "predicted_cpg"]
     model = genoseq.load(probe_dir, device="cpu")
@@ -197,8 +198,8 @@ def test_predict_writes_one_column_per_target(probe_dir, tables, workdir):
 
 def test_finetune_learns_gc(model_dir, tables, workdir):
     out = workdir / "finetuned"
-    summary = fit(str(model_dir), str(tables[0]), str(out), task="regression", target_column="gc", pooling="mean",
-                  rc_concat=False, max_epochs=4, patience=4, lr=3e-3, batch_size=16, accelerator="cpu", progress=False)
+    summary = fit(str(model_dir), str(tables[0]), str(out), task="regression", target_column="gc",
+                  embedding={"pooling": "mean", "rc_concat": False}, max_epochs=4, patience=4, lr=3e-3, batch_size=16, accelerator="cpu", progress=False)
     assert summary["method"] == "finetune" and summary["n_val"] == 24 and summary["n_train"] == 216
     losses = [h["val/loss"] for h in summary["history"]]
     assert summary["best_val_loss"] == pytest.approx(min(losses))
