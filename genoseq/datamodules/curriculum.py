@@ -11,11 +11,8 @@ mix, and by the end every bucket is equally likely.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Literal, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -24,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from genoseq.errors import InputError
 from genoseq.genome import Genome
 
-from .sampling import distributed_context, plan_sampler, saved_position, with_position
-from .windows import _WindowPlanner, open_split
+from .sampling import distributed_context, plan_sampler, with_position
+from .windows import GenomeSplitDataModule, _WindowPlanner, source_list
 
 __all__ = ["CURRICULA", "bucket_weights", "CurriculumWindowDataset", "CurriculumWindowDataModule"]
 
@@ -141,7 +138,7 @@ class CurriculumWindowDataset(Dataset):
         return {"input_ids": torch.from_numpy(np.stack(windows).astype(np.int64))}
 
 
-class CurriculumWindowDataModule(L.LightningDataModule):
+class CurriculumWindowDataModule(GenomeSplitDataModule):
     """Language-model windows from genomes in length buckets, mixed short to long over training.
 
     Every training batch holds ``tokens_per_batch // length`` windows of one ``length`` from
@@ -202,9 +199,7 @@ class CurriculumWindowDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # as GenomeWindowDataModule: not sent to loggers
-        self.sources = [str(sources)] if isinstance(sources, (str, os.PathLike)) else [str(s) for s in sources]
-        if not self.sources:
-            raise ValueError("at least one source is needed")
+        self.sources = source_list(sources)
         self.buckets = _check_buckets(buckets)
         _check_tokens_per_batch(tokens_per_batch, self.buckets)
         if curriculum not in CURRICULA:
@@ -217,39 +212,21 @@ class CurriculumWindowDataModule(L.LightningDataModule):
             raise InputError(f"batches_per_epoch must be positive, not {batches_per_epoch}", field="batches_per_epoch")
         if val_length is not None and val_length < 1:
             raise InputError(f"val_length must be positive, not {val_length}", field="val_length")
-        if not 0.0 <= max_n_fraction <= 1.0:
-            raise ValueError("max_n_fraction must be in [0, 1]")
-        val_sources = [str(s) for s in (val_sources or [])]
-        unknown = [s for s in val_sources if s not in self.sources]
-        if unknown:
-            raise ValueError(f"val_sources must be among sources: {unknown}")
+        self._keep_split_options(
+            max_n_fraction=max_n_fraction, rc_augment=rc_augment, val_contigs=val_contigs, val_sources=val_sources,
+            val_fraction=val_fraction, val_block_length=val_block_length, max_val_windows=max_val_windows,
+            num_workers=num_workers, seed=seed, convert_gzip=convert_gzip)
         self.tokens_per_batch = tokens_per_batch
         self.curriculum = curriculum
         self.curriculum_steps = curriculum_steps if curriculum == "short_to_long" else None
         self.batches_per_epoch = batches_per_epoch
-        self.max_n_fraction = max_n_fraction
-        self.rc_augment = rc_augment
         self.val_length = val_length or self.buckets[-1]
-        self.val_contigs = list(val_contigs or [])
-        self.val_sources = val_sources
-        self.val_fraction = val_fraction
-        self.val_block_length = val_block_length
-        self.max_val_windows = max_val_windows
-        self.num_workers = num_workers
-        self.seed = seed
-        self.convert_gzip = convert_gzip
-        self.genomes: list[Genome] | None = None
-        self._resume_position: tuple[int, int] | None = None
         self._resume_schedule: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.genomes is not None:
             return
-        split = open_split(self.sources, convert_gzip=self.convert_gzip, val_contigs=self.val_contigs,
-                           val_sources=self.val_sources, val_fraction=self.val_fraction,
-                           val_block_length=self.val_block_length)
-        self.genomes, self.contig_keys = split.genomes, split.contig_keys
-        self.train_regions, self.val_regions = [r for _, r in split.train], [r for _, r in split.val]
+        split = self._open_split()
         bucket_planners = [
             _WindowPlanner(split.train, split.n_runs, window_length=length, max_n=self._max_n(length))
             for length in self.buckets
@@ -276,11 +253,9 @@ class CurriculumWindowDataModule(L.LightningDataModule):
         return int(math.floor(self.max_n_fraction * length))
 
     def _no_room_message(self, bucket: int, longest: int) -> str:
-        names = ", ".join(Path(s).name for s in self.sources if s not in self.val_sources)
-        split = (f" after holding out {self.val_fraction:g} of every {self.val_block_length}-base block"
-                 if self.val_fraction else "")
-        return (f"bucket {bucket} is longer than every training region of {names}: the longest is {longest} bases{split}; "
-                "drop the bucket or use shorter ones")
+        names, held_out = self._training_sources()
+        return (f"bucket {bucket} is longer than every training region of {names}: the longest is {longest} bases"
+                f"{held_out}; drop the bucket or use shorter ones")
 
     def _loader(self, planner, train: bool) -> DataLoader:
         # Plan items are whole batches, which the dataset reads at once (batch_size=None): the
@@ -325,12 +300,6 @@ class CurriculumWindowDataModule(L.LightningDataModule):
             "with the run's own curriculum_steps, processes and gradient accumulation to continue it exactly"
         )
 
-    def val_dataloader(self) -> DataLoader | list:
-        self.setup()
-        if not self.val_regions:
-            return []  # Lightning skips validation
-        return self._loader(self._val_planner, train=False)
-
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints, with the position in the epoch for exact resume."""
         state = {"sources": self.sources, "buckets": self.buckets, "tokens_per_batch": self.tokens_per_batch,
@@ -340,7 +309,7 @@ class CurriculumWindowDataModule(L.LightningDataModule):
         return with_position(state, self.trainer)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._resume_position = saved_position(state_dict)
+        super().load_state_dict(state_dict)
         self._resume_schedule = state_dict.get("schedule")
 
 

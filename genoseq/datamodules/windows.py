@@ -19,7 +19,7 @@ from genoseq.genome import Genome, open_genome
 from .regions import Region, count_n, split_regions
 from .sampling import plan_sampler, saved_position, with_position
 
-__all__ = ["GenomeSplit", "GenomeWindowDataset", "GenomeWindowDataModule", "open_split"]
+__all__ = ["GenomeSplit", "GenomeSplitDataModule", "GenomeWindowDataset", "GenomeWindowDataModule", "open_split"]
 
 
 @dataclass
@@ -161,7 +161,72 @@ class GenomeWindowDataset(Dataset):
         return {"input_ids": torch.from_numpy(ids.astype(np.int64))}
 
 
-class GenomeWindowDataModule(L.LightningDataModule):
+class GenomeSplitDataModule(L.LightningDataModule):
+    """What the genome window DataModules (:class:`GenomeWindowDataModule`, the curriculum's)
+    share: their sources and the options of their validation split (checked and kept by
+    :meth:`_keep_split_options`), the opened split (:meth:`_open_split`), validation batches and
+    the resume position. A subclass plans ``self._val_planner`` in ``setup`` and reads it with
+    its ``_loader(planner, train)``."""
+
+    def _keep_split_options(self, *, max_n_fraction: float, rc_augment: bool, val_contigs: list[str] | None,
+                            val_sources: list[str] | None, val_fraction: float, val_block_length: int,
+                            max_val_windows: int | None, num_workers: int, seed: int, convert_gzip: bool) -> None:
+        if not 0.0 <= max_n_fraction <= 1.0:
+            raise ValueError("max_n_fraction must be in [0, 1]")
+        val_sources = [str(s) for s in (val_sources or [])]
+        unknown = [s for s in val_sources if s not in self.sources]
+        if unknown:
+            raise ValueError(f"val_sources must be among sources: {unknown}")
+        self.max_n_fraction = max_n_fraction
+        self.rc_augment = rc_augment
+        self.val_contigs = list(val_contigs or [])
+        self.val_sources = val_sources
+        self.val_fraction = val_fraction
+        self.val_block_length = val_block_length
+        self.max_val_windows = max_val_windows
+        self.num_workers = num_workers
+        self.seed = seed
+        self.convert_gzip = convert_gzip
+        self.genomes: list[Genome] | None = None
+        self._resume_position: tuple[int, int] | None = None
+
+    def _open_split(self) -> GenomeSplit:
+        """Open the sources and split them into training and validation regions (kept as
+        ``genomes``, ``contig_keys``, ``train_regions``, ``val_regions``)."""
+        split = open_split(self.sources, convert_gzip=self.convert_gzip, val_contigs=self.val_contigs,
+                           val_sources=self.val_sources, val_fraction=self.val_fraction,
+                           val_block_length=self.val_block_length)
+        self.genomes, self.contig_keys = split.genomes, split.contig_keys
+        self.train_regions, self.val_regions = [r for _, r in split.train], [r for _, r in split.val]
+        return split
+
+    def _training_sources(self) -> tuple[str, str]:
+        """The training sources' file names, and what ``val_fraction`` held out of them, for an
+        error that no window fits."""
+        names = ", ".join(Path(s).name for s in self.sources if s not in self.val_sources)
+        held_out = (f" after holding out {self.val_fraction:g} of every {self.val_block_length}-base block"
+                    if self.val_fraction else "")
+        return names, held_out
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if not self.val_regions:
+            return []  # Lightning skips validation
+        return self._loader(self._val_planner, train=False)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_position = saved_position(state_dict)
+
+
+def source_list(sources: str | os.PathLike | list) -> list[str]:
+    """One or more sources as a list of path strings; at least one."""
+    found = [str(sources)] if isinstance(sources, (str, os.PathLike)) else [str(s) for s in sources]
+    if not found:
+        raise ValueError("at least one source is needed")
+    return found
+
+
+class GenomeWindowDataModule(GenomeSplitDataModule):
     """Language-model windows from FASTA files and/or HDF5 token stores.
 
     Batches are ``{"input_ids": LongTensor (batch_size, window_length)}``.
@@ -213,48 +278,28 @@ class GenomeWindowDataModule(L.LightningDataModule):
         # Kept in checkpoints, not sent to loggers: Lightning refuses to log a DataModule and a
         # LightningModule whose hparams share a key with different values (both have rc_augment).
         self.save_hyperparameters(logger=False)
-        self.sources = [str(sources)] if isinstance(sources, (str, os.PathLike)) else [str(s) for s in sources]
-        if not self.sources:
-            raise ValueError("at least one source is needed")
+        self.sources = source_list(sources)
         if window_length < 1:
             raise ValueError("window_length must be positive")
         if sampling not in ("sliding", "random"):
             raise ValueError(f"sampling must be 'sliding' or 'random', not {sampling!r}")
         if sampling == "random" and not windows_per_epoch:
             raise ValueError("sampling='random' needs windows_per_epoch")
-        if not 0.0 <= max_n_fraction <= 1.0:
-            raise ValueError("max_n_fraction must be in [0, 1]")
-        val_sources = [str(s) for s in (val_sources or [])]
-        unknown = [s for s in val_sources if s not in self.sources]
-        if unknown:
-            raise ValueError(f"val_sources must be among sources: {unknown}")
+        self._keep_split_options(
+            max_n_fraction=max_n_fraction, rc_augment=rc_augment, val_contigs=val_contigs, val_sources=val_sources,
+            val_fraction=val_fraction, val_block_length=val_block_length, max_val_windows=max_val_windows,
+            num_workers=num_workers, seed=seed, convert_gzip=convert_gzip)
         self.window_length = window_length
         self.stride = stride or window_length
         self.sampling = sampling
         self.windows_per_epoch = windows_per_epoch
-        self.max_n_fraction = max_n_fraction
-        self.rc_augment = rc_augment
-        self.val_contigs = list(val_contigs or [])
-        self.val_sources = list(val_sources or [])
-        self.val_fraction = val_fraction
-        self.val_block_length = val_block_length
-        self.max_val_windows = max_val_windows
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.shuffle = shuffle
-        self.convert_gzip = convert_gzip
-        self.genomes: list[Genome] | None = None
-        self._resume_position: tuple[int, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.genomes is not None:
             return
-        split = open_split(self.sources, convert_gzip=self.convert_gzip, val_contigs=self.val_contigs,
-                           val_sources=self.val_sources, val_fraction=self.val_fraction,
-                           val_block_length=self.val_block_length)
-        self.genomes, self.contig_keys = split.genomes, split.contig_keys
-        self.train_regions, self.val_regions = [r for _, r in split.train], [r for _, r in split.val]
+        split = self._open_split()
         max_n = int(math.floor(self.max_n_fraction * self.window_length))
         common = dict(window_length=self.window_length, max_n=max_n, seed=self.seed)
         self._train_planner = _WindowPlanner(
@@ -277,11 +322,9 @@ class GenomeWindowDataModule(L.LightningDataModule):
 
     def _no_room_message(self) -> str:
         longest = max((len(r) for r in self.train_regions), default=0)
-        names = ", ".join(Path(str(s)).name for s in self.sources if s not in self.val_sources)
-        split = (f" after holding out {self.val_fraction:g} of every {self.val_block_length}-base block"
-                 if self.val_fraction else "")
+        names, held_out = self._training_sources()
         return (f"no training windows of {self.window_length} bases fit in {names}: its longest training region is "
-                f"{longest} bases{split} (or every window has too many N); use a shorter window length")
+                f"{longest} bases{held_out} (or every window has too many N); use a shorter window length")
 
     def _loader(self, planner: _WindowPlanner, train: bool) -> DataLoader:
         dataset = GenomeWindowDataset(self.genomes, self.contig_keys, self.window_length)
@@ -297,16 +340,7 @@ class GenomeWindowDataModule(L.LightningDataModule):
         self.setup()
         return self._loader(self._train_planner, train=True)
 
-    def val_dataloader(self) -> DataLoader | list:
-        self.setup()
-        if not self.val_regions:
-            return []  # Lightning skips validation
-        return self._loader(self._val_planner, train=False)
-
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints, with the position in the epoch for exact resume."""
         state = {"sources": self.sources, "window_length": self.window_length, "seed": self.seed}
         return with_position(state, self.trainer)
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._resume_position = saved_position(state_dict)
