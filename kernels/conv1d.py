@@ -41,16 +41,10 @@ def _activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
     return F.silu(y) if activation == "silu" else y
 
 
-def causal_conv1d_reference(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    activation: str | None = None,
-    seq_idx: torch.Tensor | None = None,
-    initial_state: torch.Tensor | None = None,
-    return_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Plain PyTorch causal depthwise conv; float32 accumulation, output in the dtype of ``x``.
+def causal_conv1d_reference(x, weight, bias=None, activation=None, seq_idx=None, initial_state=None,
+                            return_final_state=False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Plain PyTorch causal depthwise conv, :func:`causal_conv1d`'s reference backend, with its
+    arguments (but ``backend``); float32 accumulation, output in the dtype of ``x``.
 
     Returns ``(y, final_state or None)``; the final state (B, D, K-1) has the dtype of ``x``.
     """

@@ -35,13 +35,10 @@ def _tap(x_ptr, init_ptr, seg_ptr, pid_b, src, seg_t, offs_d, valid_t, valid_d,
 
 
 @triton.jit
-def _conv_fwd_kernel(
-    x_ptr, w_ptr, bias_ptr, seg_ptr, init_ptr, out_ptr,
-    seqlen, dim,
-    s_x_b, s_x_l, s_x_d, s_w_d, s_w_k, s_seg_b, s_seg_l, s_i_b, s_i_d, s_i_k, s_o_b, s_o_l, s_o_d,
-    WIDTH: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SEG: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
-):
+def _tile(seg_ptr, seqlen, dim, s_seg_b, s_seg_l,
+          BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, HAS_SEG: tl.constexpr):
+    """This program's tile of one batch row: its positions and channels with their bounds masks,
+    and the positions' segment ids (0 without packed sequences)."""
     pid_b, pid_l, pid_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -49,7 +46,16 @@ def _conv_fwd_kernel(
     seg_t = 0
     if HAS_SEG:
         seg_t = tl.load(seg_ptr + pid_b * s_seg_b + offs_t * s_seg_l, mask=valid_t, other=0)
+    return pid_b, pid_l, offs_t, offs_d, valid_t, valid_d, seg_t
 
+
+@triton.jit
+def _preactivation(x_ptr, w_ptr, bias_ptr, init_ptr, seg_ptr, pid_b, offs_t, seg_t, offs_d, valid_t, valid_d,
+                   s_x_b, s_x_l, s_x_d, s_w_d, s_w_k, s_i_b, s_i_d, s_i_k, s_seg_b, s_seg_l,
+                   WIDTH: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEG: tl.constexpr):
+    """The convolution before its activation over the tile, in float32: bias + the K taps times
+    their weights (the forward's output, and what the backward recomputes)."""
     acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_d, mask=valid_d, other=0.0).to(tl.float32)[None, :]
@@ -58,6 +64,22 @@ def _conv_fwd_kernel(
                  s_x_b, s_x_l, s_x_d, s_i_b, s_i_d, s_i_k, s_seg_b, s_seg_l, WIDTH, HAS_INIT, HAS_SEG)
         w = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=valid_d, other=0.0).to(tl.float32)
         acc += v * w[None, :]
+    return acc
+
+
+@triton.jit
+def _conv_fwd_kernel(
+    x_ptr, w_ptr, bias_ptr, seg_ptr, init_ptr, out_ptr,
+    seqlen, dim,
+    s_x_b, s_x_l, s_x_d, s_w_d, s_w_k, s_seg_b, s_seg_l, s_i_b, s_i_d, s_i_k, s_o_b, s_o_l, s_o_d,
+    WIDTH: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_SEG: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
+):
+    pid_b, pid_l, offs_t, offs_d, valid_t, valid_d, seg_t = _tile(seg_ptr, seqlen, dim, s_seg_b, s_seg_l,
+                                                                  BLOCK_L, BLOCK_D, HAS_SEG)
+    acc = _preactivation(x_ptr, w_ptr, bias_ptr, init_ptr, seg_ptr, pid_b, offs_t, seg_t, offs_d, valid_t, valid_d,
+                         s_x_b, s_x_l, s_x_d, s_w_d, s_w_k, s_i_b, s_i_d, s_i_k, s_seg_b, s_seg_l,
+                         WIDTH, BLOCK_L, BLOCK_D, HAS_BIAS, HAS_INIT, HAS_SEG)
     if SILU:
         acc = acc * tl.sigmoid(acc)
     tl.store(out_ptr + pid_b * s_o_b + offs_t[:, None] * s_o_l + offs_d[None, :] * s_o_d,
@@ -74,24 +96,14 @@ def _conv_bwd_weight_kernel(
     HAS_BIAS: tl.constexpr, HAS_SEG: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
 ):
     """Gradient of the pre-activation (stored when there is an activation) and per-tile dw, db."""
-    pid_b, pid_l, pid_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    offs_t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    valid_t, valid_d = offs_t < seqlen, offs_d < dim
+    pid_b, pid_l, offs_t, offs_d, valid_t, valid_d, seg_t = _tile(seg_ptr, seqlen, dim, s_seg_b, s_seg_l,
+                                                                  BLOCK_L, BLOCK_D, HAS_SEG)
     mask = valid_t[:, None] & valid_d[None, :]
-    seg_t = 0
-    if HAS_SEG:
-        seg_t = tl.load(seg_ptr + pid_b * s_seg_b + offs_t * s_seg_l, mask=valid_t, other=0)
-
     du = tl.load(dy_ptr + pid_b * s_dy_b + offs_t[:, None] * s_dy_l + offs_d[None, :] * s_dy_d, mask=mask, other=0.0).to(tl.float32)
     if SILU:  # recompute the pre-activation u, then du = dy * silu'(u)
-        u = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
-        if HAS_BIAS:
-            u += tl.load(bias_ptr + offs_d, mask=valid_d, other=0.0).to(tl.float32)[None, :]
-        for k in tl.static_range(WIDTH):
-            v = _tap(x_ptr, init_ptr, seg_ptr, pid_b, offs_t - (WIDTH - 1) + k, seg_t, offs_d, valid_t, valid_d,
-                     s_x_b, s_x_l, s_x_d, s_i_b, s_i_d, s_i_k, s_seg_b, s_seg_l, WIDTH, HAS_INIT, HAS_SEG)
-            u += v * tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=valid_d, other=0.0).to(tl.float32)[None, :]
+        u = _preactivation(x_ptr, w_ptr, bias_ptr, init_ptr, seg_ptr, pid_b, offs_t, seg_t, offs_d, valid_t, valid_d,
+                           s_x_b, s_x_l, s_x_d, s_w_d, s_w_k, s_i_b, s_i_d, s_i_k, s_seg_b, s_seg_l,
+                           WIDTH, BLOCK_L, BLOCK_D, HAS_BIAS, HAS_INIT, HAS_SEG)
         sig = tl.sigmoid(u)
         du = du * sig * (1.0 + u * (1.0 - sig))
         tl.store(du_ptr + pid_b * seqlen * dim + offs_t[:, None] * dim + offs_d[None, :], du, mask=mask)

@@ -64,20 +64,10 @@ def _segsum(x: torch.Tensor, same_segment: torch.Tensor | None = None) -> torch.
     return out.masked_fill(~keep, float("-inf"))
 
 
-def ssd_chunked_reference(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    chunk_size: int = 64,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    initial_state: torch.Tensor | None = None,
-    seq_idx: torch.Tensor | None = None,
-    return_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The chunked SSD algorithm in plain PyTorch (see the module docstring for the semantics)."""
+def ssd_chunked_reference(x, dt, A, B, C, chunk_size=64, D=None, z=None, initial_state=None, seq_idx=None,
+                          return_final_state=False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The chunked SSD algorithm in plain PyTorch: :func:`ssd_scan`'s reference backend, with its
+    arguments (but ``backend``; see the module docstring for the semantics)."""
     _check_ssd_args(x, dt, A, B, C, D, z, initial_state, seq_idx)
     batch, L, nheads, headdim = x.shape
     ngroups, dstate = B.shape[2:]
@@ -182,20 +172,10 @@ def ssd_step(
     return y.to(x_t.dtype), new_state.to(state.dtype)
 
 
-def ssd_recurrent_reference(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    chunk_size: int | None = None,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    initial_state: torch.Tensor | None = None,
-    seq_idx: torch.Tensor | None = None,
-    return_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The SSD recurrence step by step: slow, obviously right. ``chunk_size`` is ignored."""
+def ssd_recurrent_reference(x, dt, A, B, C, chunk_size=None, D=None, z=None, initial_state=None, seq_idx=None,
+                            return_final_state=False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The SSD recurrence step by step: slow, obviously right. :func:`ssd_scan`'s arguments (but
+    ``backend``); ``chunk_size`` is ignored."""
     _check_ssd_args(x, dt, A, B, C, D, z, initial_state, seq_idx)
     batch, L, nheads, headdim = x.shape
     dstate = B.shape[-1]
