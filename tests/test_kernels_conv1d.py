@@ -3,25 +3,13 @@ the Triton kernels (CPU interpreter when there is no GPU) against the reference.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
+# kernel_checks (tests/) sets TRITON_INTERPRET on a machine without CUDA before anything imports triton
+from kernel_checks import DEVICE, outputs_and_gradients, random_packing, requires_triton
 
-if not torch.cuda.is_available():
-    # Triton reads TRITON_INTERPRET when it is first imported (its own tl.* helpers are jit
-    # functions), so this must run before anything imports triton.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-try:
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-except ImportError:  # no triton on this platform: only the reference tests run
-    tl = InterpretedFunction = None
-
-from genoseq.kernels import causal_conv1d, causal_conv1d_reference, causal_conv1d_step  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from genoseq.kernels import causal_conv1d, causal_conv1d_reference, causal_conv1d_step
 
 
 def make_inputs(batch=2, length=29, dim=12, width=4, *, bias=True, initial=True, packed=False,
@@ -35,11 +23,7 @@ def make_inputs(batch=2, length=29, dim=12, width=4, *, bias=True, initial=True,
         "seq_idx": None,
     }
     if packed:
-        seq_idx = torch.zeros(batch, length, dtype=torch.int32)
-        for row in range(batch):
-            cuts = torch.randperm(length - 1, generator=g)[:4] + 1
-            for c in cuts.tolist():
-                seq_idx[row, c:] += 1
+        seq_idx = random_packing(batch, length, 4, g)
         # a sequence of length 1 right at the end exercises the final-state masking
         seq_idx[0, -1] = seq_idx[0, -2] + 1
         inputs["seq_idx"] = seq_idx.to(device)
@@ -121,19 +105,11 @@ def test_bad_arguments_raise():
 
 # --- the Triton kernels equal the reference ------------------------------------------------
 
-requires_triton = pytest.mark.skipif(
-    tl is None or (DEVICE == "cpu" and not isinstance(tl.cumsum, InterpretedFunction)),
-    reason="needs CUDA, or triton imported under TRITON_INTERPRET=1 (run the kernel tests in their own process)",
-)
-
-
 def forward_backward(inputs, backend, activation):
-    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items() if v is not None and v.is_floating_point()}
-    y, state = causal_conv1d(**{**inputs, **leaves}, activation=activation, return_final_state=True, backend=backend)
-    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device)
-    loss = (y.float() * weights).sum() + (state.float() * state.detach().float().cos()).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    return y, state, dict(zip(leaves, grads))
+    def state_loss(state):
+        return (state.float() * state.detach().float().cos()).sum()
+
+    return outputs_and_gradients(causal_conv1d, inputs, state_loss, activation=activation, backend=backend)
 
 
 @requires_triton

@@ -3,30 +3,18 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+# kernel_checks (tests/) sets TRITON_INTERPRET on a machine without CUDA before anything imports triton
+from kernel_checks import DEVICE, outputs_and_gradients, random_packing, requires_triton
 
-if not torch.cuda.is_available():
-    # Triton reads TRITON_INTERPRET when it is first imported (its own tl.* helpers are jit
-    # functions), so this must run before anything imports triton.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-try:
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-except ImportError:  # no triton on this platform: only the reference tests run
-    tl = InterpretedFunction = None
-
-from genoseq.kernels import (  # noqa: E402
+from genoseq.kernels import (
     ssd_chunked_reference,
     ssd_recurrent_reference,
     ssd_scan,
     ssd_step,
     use_backend,
 )
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make_inputs(
@@ -62,13 +50,7 @@ def make_inputs(
         "seq_idx": None,
     }
     if packed:
-        # Each row: random cut points, so sequences start mid-chunk and on chunk boundaries.
-        seq_idx = torch.zeros(batch, length, dtype=torch.int32)
-        for row in range(batch):
-            cuts = torch.randperm(length - 1, generator=g)[:3] + 1
-            for c in cuts.tolist():
-                seq_idx[row, c:] += 1
-        inputs["seq_idx"] = seq_idx.to(device)
+        inputs["seq_idx"] = random_packing(batch, length, 3, g).to(device)
     return inputs
 
 
@@ -230,20 +212,10 @@ def test_backend_selection(monkeypatch):
 
 # --- the Triton kernels equal the reference ------------------------------------------------
 
-requires_triton = pytest.mark.skipif(
-    tl is None or (DEVICE == "cpu" and not isinstance(tl.cumsum, InterpretedFunction)),
-    reason="needs CUDA, or triton imported under TRITON_INTERPRET=1 (run the kernel tests in their own process)",
-)
-
-
 def forward_backward(inputs, backend, chunk_size):
     """Outputs and gradients of a loss touching y and the final state, for every float input."""
-    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items() if v is not None and v.is_floating_point()}
-    y, state = ssd_scan(**{**inputs, **leaves}, chunk_size=chunk_size, return_final_state=True, backend=backend)
-    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device)
-    loss = (y.float() * weights).sum() + (state * state.detach().sin()).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    return y, state, dict(zip(leaves, grads))
+    return outputs_and_gradients(ssd_scan, inputs, lambda state: (state * state.detach().sin()).sum(),
+                                 chunk_size=chunk_size, backend=backend)
 
 
 @requires_triton
