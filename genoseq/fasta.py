@@ -88,7 +88,75 @@ def _bad_char_message(line: str, col: int) -> str:
     )
 
 
+def invalid_column(text: str) -> int | None:
+    """The index of the first character of ``text`` that is not a base (A C G T or an IUPAC
+    code, any case), or None when there is none."""
+    leftover = text.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES)
+    if not leftover:
+        return None
+    return next(i for i, ch in enumerate(text) if ch.encode("ascii", "surrogateescape") in leftover)
+
+
 # ---------------------------------------------------------------------------- streaming
+def _header(line: str, line_no: int, seen: dict[str, int], spath: str) -> tuple[str, str]:
+    """The record name and description of a header line, checked (a name, not seen before);
+    ``seen`` (name -> header line) gains it."""
+    fields = line[1:].strip().split(None, 1)
+    if not fields:
+        raise InputError("header line has no record name", path=spath, line=line_no)
+    name = fields[0]
+    if name in seen:
+        raise InputError(f"duplicate record name (first seen on line {seen[name]})", path=spath, record=name,
+                         line=line_no)
+    seen[name] = line_no
+    return name, fields[1] if len(fields) > 1 else ""
+
+
+class _Layout:
+    """What stops a FASTA file from being indexed as it is, line by line: the first such thing
+    is appended to ``found`` (when it is a list) as ``(message, line number)``."""
+
+    def __init__(self, found: list | None) -> None:
+        self.found = found
+        self.ending: str | None = None  # the file's first line ending
+        self.width = 0  # the record's first line length
+        self.short_line = 0  # a line shorter than `width` (must be the record's last) or a blank line
+
+    def irregular(self, message: str, at: int) -> None:
+        if self.found is not None and not self.found:
+            self.found.append((message, at))
+
+    def line_end(self, end: str, line_no: int) -> None:
+        """A line ending other than the first one's (or the first one)."""
+        if not end:  # the last line, without one
+            return
+        if self.ending is None:
+            self.ending = end
+        else:
+            self.irregular(f"line endings change from {self.ending!r} to {end!r}", line_no)
+        if end == "\r":
+            self.irregular("lines end in a bare carriage return (classic Mac)", line_no)
+
+    def new_record(self) -> None:
+        self.width = self.short_line = 0
+
+    def blank(self, line_no: int) -> None:
+        self.short_line = self.short_line or line_no  # blank lines are read past
+
+    def sequence_line(self, line: str, stripped: str, line_no: int) -> None:
+        """A sequence line as it is (``line``) and without whitespace (``stripped``)."""
+        if stripped != line:
+            self.irregular("whitespace inside a sequence line", line_no)
+        if self.short_line:
+            self.irregular("a blank or shorter line inside a record", self.short_line)
+        if not self.width:
+            self.width = len(line)
+        elif len(line) > self.width:
+            self.irregular(f"a line longer than the record's first line ({len(line)} > {self.width})", line_no)
+        if len(line) < self.width:
+            self.short_line = line_no
+
+
 def _scan(path: Path, keep_sequence: bool, layout: list | None = None) -> Iterator[tuple[str, str, int, list[str] | int]]:
     """Walk a FASTA file once, checking it; yield (name, description, header line, body).
 
@@ -98,22 +166,13 @@ def _scan(path: Path, keep_sequence: bool, layout: list | None = None) -> Iterat
     (such a line, a line ending unlike the first one, or a line of another length than the
     record's first one before its last line) is appended to it as ``(message, line number)``.
     """
-    # Over 80 lines: one pass over the bytes, every check of a line in one place, so no line is read twice.
     seen: dict[str, int] = {}
     name: str | None = None
     description = ""
-    header_line = 0
+    header_line = line_no = length = 0
     chunks: list[str] = []
-    length = 0
-    line_no = 0
     spath = str(path)
-    ending: str | None = None  # the file's first line ending
-    width = 0  # the record's first line length
-    short_line = 0  # a line shorter than `width` (must be the record's last) or a blank line
-
-    def irregular(message: str, at: int) -> None:
-        if layout is not None and not layout:
-            layout.append((message, at))
+    shape = _Layout(layout)
 
     def finish():
         if length == 0:
@@ -124,54 +183,26 @@ def _scan(path: Path, keep_sequence: bool, layout: list | None = None) -> Iterat
         for line_no, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
             end = raw[len(line):]
-            if end:
-                if ending is None:
-                    ending = end
-                elif end != ending:
-                    irregular(f"line endings change from {ending!r} to {end!r}", line_no)
-                if end == "\r":
-                    irregular("lines end in a bare carriage return (classic Mac)", line_no)
+            if end != shape.ending:
+                shape.line_end(end, line_no)
             if line.startswith(">"):
                 if name is not None:
                     yield finish()
-                fields = line[1:].strip().split(None, 1)
-                if not fields:
-                    raise InputError("header line has no record name", path=spath, line=line_no)
-                name = fields[0]
-                description = fields[1] if len(fields) > 1 else ""
-                if name in seen:
-                    raise InputError(
-                        f"duplicate record name (first seen on line {seen[name]})",
-                        path=spath, record=name, line=line_no,
-                    )
-                seen[name] = line_no
-                header_line = line_no
-                chunks = []
-                length = width = short_line = 0
+                name, description = _header(line, line_no, seen, spath)
+                header_line, chunks, length = line_no, [], 0
+                shape.new_record()
                 continue
             stripped = "".join(line.split())
             if not stripped:
-                short_line = short_line or line_no  # blank lines are read past
+                shape.blank(line_no)
                 continue
             if name is None:
-                raise InputError(
-                    "sequence line before any '>' header (is this a FASTA file?)",
-                    path=spath, line=line_no,
-                )
-            if stripped != line:
-                irregular("whitespace inside a sequence line", line_no)
-            leftover = stripped.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES)
-            if leftover:
-                col = next(i for i, ch in enumerate(stripped) if ch.encode("ascii", "surrogateescape") in leftover)
-                raise InputError(_bad_char_message(stripped, col), path=spath, record=name, line=line_no)
-            if short_line:
-                irregular("a blank or shorter line inside a record", short_line)
-            if not width:
-                width = len(line)
-            elif len(line) > width:
-                irregular(f"a line longer than the record's first line ({len(line)} > {width})", line_no)
-            if len(line) < width:
-                short_line = line_no
+                raise InputError("sequence line before any '>' header (is this a FASTA file?)", path=spath,
+                                 line=line_no)
+            if stripped.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES):
+                raise InputError(_bad_char_message(stripped, invalid_column(stripped)), path=spath, record=name,
+                                 line=line_no)
+            shape.sequence_line(line, stripped, line_no)
             if keep_sequence:
                 chunks.append(stripped)
             length += len(stripped)

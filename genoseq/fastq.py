@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from genoseq.errors import InputError
-from genoseq.fasta import SEQUENCE_BYTES, _check_exists, open_text
+from genoseq.fasta import _check_exists, invalid_column, open_text
 
 # Phred+33 quality characters: '!' (Q0) to '~' (Q93).
 _QUALITY_BYTES = bytes(range(33, 127))
@@ -86,9 +86,8 @@ def iter_fastq(path: str | os.PathLike) -> Iterator[FastqRecord]:
                     "(wrapped multi-line FASTQ is not supported)",
                     path=spath, record=name, line=line_no - 1,
                 )
-            leftover = sequence.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES)
-            if leftover:
-                col = next(i for i, ch in enumerate(sequence) if ch.encode("ascii", "surrogateescape") in leftover)
+            col = invalid_column(sequence)
+            if col is not None:
                 raise InputError(
                     f"invalid sequence character {sequence[col]!r} at column {col + 1}",
                     path=spath, record=name, line=seq_line,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genoseq.errors import InputError
-from genoseq.fasta import SEQUENCE_BYTES, _check_exists, is_fasta, iter_fasta, open_text
+from genoseq.fasta import SEQUENCE_BYTES, _check_exists, invalid_column, is_fasta, iter_fasta, open_text
 from genoseq.runtime import require_file
 
 
@@ -37,9 +37,8 @@ class LabelledSequence:
 def _check_sequence(seq: str, path: str, record: str, line: int | None) -> None:
     if not seq:
         raise InputError("empty sequence", path=path, record=record, line=line)
-    leftover = seq.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES)
-    if leftover:
-        col = next(i for i, ch in enumerate(seq) if ch.encode("ascii", "surrogateescape") in leftover)
+    col = invalid_column(seq)
+    if col is not None:
         raise InputError(
             f"invalid character {seq[col]!r} at sequence position {col + 1}",
             path=path, record=record, line=line,
