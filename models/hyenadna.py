@@ -188,93 +188,119 @@ def backbone_tensors(state: dict[str, torch.Tensor], path) -> tuple[dict[str, to
     return backbone, head, other
 
 
+class _Checkpoint:
+    """HyenaDNA backbone tensors taken one by one, each checked against the shape the config
+    implies; it remembers which were taken, so none is left out unnoticed."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], path) -> None:
+        self.tensors, self.path, self.used = tensors, path, set()
+
+    def take(self, name: str, shape: tuple | None = None, optional: bool = False) -> torch.Tensor | None:
+        if name not in self.tensors:
+            if optional:
+                return None
+            raise InputError(f"the checkpoint has no backbone.{name}, which the config implies", path=str(self.path))
+        value = self.tensors[name].detach().to(torch.float32)
+        if shape is not None and tuple(value.shape) != tuple(shape):
+            raise InputError(f"backbone.{name} has shape {tuple(value.shape)}, the config implies {tuple(shape)}",
+                             path=str(self.path))
+        self.used.add(name)
+        return value
+
+    def check_all_taken(self, n_layers: int) -> None:
+        unused = sorted(set(self.tensors) - self.used)
+        if unused:
+            extra = re.match(r"layers\.(\d+)\.", unused[0])
+            hint = (f" (layer {extra.group(1)} is beyond n_layer = {n_layers})"
+                    if extra and int(extra.group(1)) >= n_layers else "")
+            raise InputError(f"{len(unused)} checkpoint tensors do not match the config, e.g. backbone.{unused[0]}{hint}",
+                             path=str(self.path))
+
+
+def _filter_tensors(ckpt: _Checkpoint, cfg: ModelConfig, f: str, g: str, reference, t_ref) -> dict[str, torch.Tensor]:
+    """A Hyena block's implicit filter (HyenaDNA's ``filter_fn.`` keys ``f``, genoseq's layer
+    prefix ``g``): the sine MLP and the positional features; the buffers genoseq computes itself
+    are held to ``reference`` (an ``ImplicitFilter`` of the config) instead of imported."""
+    filt, hidden, lmax = (cfg.hyena_order - 1) * cfg.d_model, cfg.hyena_filter_dim, cfg.hyena_filter_len
+    out: dict[str, torch.Tensor] = {}
+    n_layers = cfg.hyena_filter_layers
+    for j in range(n_layers):
+        lin, act = 2 * j, 2 * j + 1
+        fan_in = cfg.hyena_filter_emb if j == 0 else hidden
+        out[g + f"mixer.filter.mlp.{lin}.weight"] = ckpt.take(f + f"implicit_filter.{lin}.weight", (hidden, fan_in))
+        out[g + f"mixer.filter.mlp.{lin}.bias"] = ckpt.take(f + f"implicit_filter.{lin}.bias", (hidden,))
+        out[g + f"mixer.filter.mlp.{act}.freq"] = ckpt.take(f + f"implicit_filter.{act}.freq", (1, hidden))[0]
+    last = 2 * n_layers
+    out[g + f"mixer.filter.mlp.{last}.weight"] = ckpt.take(f + f"implicit_filter.{last}.weight", (filt, hidden))
+    out[g + "mixer.filter.features"] = ckpt.take(f + "pos_emb.z", (1, lmax, cfg.hyena_filter_emb))[0]
+    # Buffers genoseq computes (HyenaDNA never trains them): hold the checkpoint to them.
+    for name, stored, computed in (
+        ("pos_emb.t", ckpt.take(f + "pos_emb.t", (1, lmax, 1), optional=True), t_ref[None]),
+        ("modulation.deltas", ckpt.take(f + "modulation.deltas", (1, 1, filt)), reference.rates[None, None]),
+    ):
+        if stored is None:
+            continue
+        stored = stored.abs() if name == "modulation.deltas" else stored
+        err = float((stored - computed).abs().max())
+        if err > 1e-6:
+            raise InputError(f"backbone.{f}{name} differs from HyenaDNA's formula by {err:.2g} (trained "
+                             "decay rates cannot be imported exactly)", path=str(ckpt.path))
+    return out
+
+
+def _layer_tensors(ckpt: _Checkpoint, cfg: ModelConfig, i: int, reference, t_ref) -> dict[str, torch.Tensor]:
+    """Block ``i`` under genoseq's names: its two norms, the Hyena mixer (projections, short
+    conv, filter) and the MLP."""
+    D, order = cfg.d_model, cfg.hyena_order
+    streams, filt = (order + 1) * D, (order - 1) * D
+    take = ckpt.take
+    h, g = f"layers.{i}.", f"backbone.layers.{i}."
+    out: dict[str, torch.Tensor] = {}
+    for a, b in (("norm1", "norm"), ("norm2", "mlp_norm")):
+        out[g + b + ".weight"] = take(h + a + ".weight", (D,))
+        out[g + b + ".bias"] = take(h + a + ".bias", (D,))
+    m = h + "mixer."
+    out[g + "mixer.in_proj.weight"] = take(m + "in_proj.weight", (streams, D))
+    bias = take(m + "in_proj.bias", (streams,), optional=True)  # later HyenaDNA code has none
+    out[g + "mixer.in_proj.bias"] = torch.zeros(streams) if bias is None else bias
+    out[g + "mixer.conv_weight"] = take(m + "short_filter.weight", (streams, 1, cfg.hyena_short_conv))[:, 0]
+    out[g + "mixer.conv_bias"] = take(m + "short_filter.bias", (streams,))
+    fb = take(m + "filter_fn.bias", (filt,), optional=True)  # absent where HyenaDNA adds no skip
+    out[g + "mixer.filter_bias"] = torch.zeros(order - 1, D) if fb is None else fb.view(order - 1, D)
+    out[g + "mixer.out_proj.weight"] = take(m + "out_proj.weight", (D, D))
+    out[g + "mixer.out_proj.bias"] = take(m + "out_proj.bias", (D,))
+    out.update(_filter_tensors(ckpt, cfg, m + "filter_fn.", g, reference, t_ref))
+    mlp = h + "mlp."
+    out[g + "mlp.w_in.weight"] = take(mlp + "fc1.weight", (cfg.mlp_hidden, D))
+    out[g + "mlp.w_in.bias"] = take(mlp + "fc1.bias", (cfg.mlp_hidden,))
+    out[g + "mlp.w_out.weight"] = take(mlp + "fc2.weight", (D, cfg.mlp_hidden))
+    out[g + "mlp.w_out.bias"] = take(mlp + "fc2.bias", (D,))
+    return out
+
+
 def convert_state_dict(hyena: dict[str, torch.Tensor], head: torch.Tensor | None, cfg: ModelConfig,
                        path) -> tuple[dict[str, torch.Tensor], bool]:
     """genoseq ``GenoSeqLM`` state dict from HyenaDNA backbone tensors; every tensor must be
     used and have the shape the config implies (else :class:`InputError` naming the key).
     Returns the state dict and whether the head is tied."""
-    # Over 80 lines: one flat table from HyenaDNA's keys to genoseq's, read top to bottom against its layout.
     from .blocks import ImplicitFilter
 
-    D, L, order = cfg.d_model, cfg.n_layers, cfg.hyena_order
-    used: set[str] = set()
-    out: dict[str, torch.Tensor] = {}
-
-    def take(name: str, shape: tuple | None = None, optional: bool = False) -> torch.Tensor | None:
-        if name not in hyena:
-            if optional:
-                return None
-            raise InputError(f"the checkpoint has no backbone.{name}, which the config implies", path=str(path))
-        value = hyena[name].detach().to(torch.float32)
-        if shape is not None and tuple(value.shape) != tuple(shape):
-            raise InputError(f"backbone.{name} has shape {tuple(value.shape)}, the config implies {tuple(shape)}",
-                             path=str(path))
-        used.add(name)
-        return value
-
-    emb = take("embeddings.word_embeddings.weight")
+    D = cfg.d_model
+    ckpt = _Checkpoint(hyena, path)
+    emb = ckpt.take("embeddings.word_embeddings.weight")
     if tuple(emb.shape) != (cfg.vocab_size, D):
         raise InputError(f"backbone.embeddings.word_embeddings.weight has shape {tuple(emb.shape)}; vocab_size and "
                          f"pad_vocab_size_multiple imply ({cfg.vocab_size}, {D})", path=str(path))
     rows = vocabulary_map(cfg.vocab_size)
-    out["backbone.embedding.weight"] = emb[rows]
-    streams, filt = (order + 1) * D, (order - 1) * D
-    hidden = cfg.hyena_filter_dim
-    reference = ImplicitFilter(filt, cfg.hyena_filter_emb, hidden, cfg.hyena_filter_len, style="hyenadna",
-                               layers=cfg.hyena_filter_layers)
+    out = {"backbone.embedding.weight": emb[rows]}
+    reference = ImplicitFilter((cfg.hyena_order - 1) * D, cfg.hyena_filter_emb, cfg.hyena_filter_dim,
+                               cfg.hyena_filter_len, style="hyenadna", layers=cfg.hyena_filter_layers)
     t_ref, _ = reference.positions(cfg.hyena_filter_len)
-    for i in range(L):
-        h, g = f"layers.{i}.", f"backbone.layers.{i}."
-        for a, b in (("norm1", "norm"), ("norm2", "mlp_norm")):
-            out[g + b + ".weight"] = take(h + a + ".weight", (D,))
-            out[g + b + ".bias"] = take(h + a + ".bias", (D,))
-        m = h + "mixer."
-        out[g + "mixer.in_proj.weight"] = take(m + "in_proj.weight", (streams, D))
-        bias = take(m + "in_proj.bias", (streams,), optional=True)  # later HyenaDNA code has none
-        out[g + "mixer.in_proj.bias"] = torch.zeros(streams) if bias is None else bias
-        out[g + "mixer.conv_weight"] = take(m + "short_filter.weight", (streams, 1, cfg.hyena_short_conv))[:, 0]
-        out[g + "mixer.conv_bias"] = take(m + "short_filter.bias", (streams,))
-        fb = take(m + "filter_fn.bias", (filt,), optional=True)  # absent where HyenaDNA adds no skip
-        out[g + "mixer.filter_bias"] = torch.zeros(order - 1, D) if fb is None else fb.view(order - 1, D)
-        out[g + "mixer.out_proj.weight"] = take(m + "out_proj.weight", (D, D))
-        out[g + "mixer.out_proj.bias"] = take(m + "out_proj.bias", (D,))
-        f = m + "filter_fn."
-        n_layers = cfg.hyena_filter_layers
-        for j in range(n_layers):
-            lin, act = 2 * j, 2 * j + 1
-            fan_in = cfg.hyena_filter_emb if j == 0 else hidden
-            out[g + f"mixer.filter.mlp.{lin}.weight"] = take(f + f"implicit_filter.{lin}.weight", (hidden, fan_in))
-            out[g + f"mixer.filter.mlp.{lin}.bias"] = take(f + f"implicit_filter.{lin}.bias", (hidden,))
-            out[g + f"mixer.filter.mlp.{act}.freq"] = take(f + f"implicit_filter.{act}.freq", (1, hidden))[0]
-        last = 2 * n_layers
-        out[g + f"mixer.filter.mlp.{last}.weight"] = take(f + f"implicit_filter.{last}.weight", (filt, hidden))
-        lmax = cfg.hyena_filter_len
-        out[g + "mixer.filter.features"] = take(f + "pos_emb.z", (1, lmax, cfg.hyena_filter_emb))[0]
-        # Buffers genoseq computes (HyenaDNA never trains them): hold the checkpoint to them.
-        for name, stored, computed in (
-            ("pos_emb.t", take(f + "pos_emb.t", (1, lmax, 1), optional=True), t_ref[None]),
-            ("modulation.deltas", take(f + "modulation.deltas", (1, 1, filt)), reference.rates[None, None]),
-        ):
-            if stored is None:
-                continue
-            stored = stored.abs() if name == "modulation.deltas" else stored
-            err = float((stored - computed).abs().max())
-            if err > 1e-6:
-                raise InputError(f"backbone.{f}{name} differs from HyenaDNA's formula by {err:.2g} (trained "
-                                 "decay rates cannot be imported exactly)", path=str(path))
-        mlp = h + "mlp."
-        out[g + "mlp.w_in.weight"] = take(mlp + "fc1.weight", (cfg.mlp_hidden, D))
-        out[g + "mlp.w_in.bias"] = take(mlp + "fc1.bias", (cfg.mlp_hidden,))
-        out[g + "mlp.w_out.weight"] = take(mlp + "fc2.weight", (D, cfg.mlp_hidden))
-        out[g + "mlp.w_out.bias"] = take(mlp + "fc2.bias", (D,))
-    out["backbone.norm_f.weight"] = take("ln_f.weight", (D,))
-    out["backbone.norm_f.bias"] = take("ln_f.bias", (D,))
-    unused = sorted(set(hyena) - used)
-    if unused:
-        extra = re.match(r"layers\.(\d+)\.", unused[0])
-        hint = (f" (layer {extra.group(1)} is beyond n_layer = {L})" if extra and int(extra.group(1)) >= L else "")
-        raise InputError(f"{len(unused)} checkpoint tensors do not match the config, e.g. backbone.{unused[0]}{hint}",
-                         path=str(path))
+    for i in range(cfg.n_layers):
+        out.update(_layer_tensors(ckpt, cfg, i, reference, t_ref))
+    out["backbone.norm_f.weight"] = ckpt.take("ln_f.weight", (D,))
+    out["backbone.norm_f.bias"] = ckpt.take("ln_f.bias", (D,))
+    ckpt.check_all_taken(cfg.n_layers)
     tied = True
     if head is not None:
         head = head.detach().to(torch.float32)
