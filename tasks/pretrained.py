@@ -81,13 +81,26 @@ def load(path: str | os.PathLike, device: str = "auto"):
                      path=str(path))
 
 
-class LanguageModel:
-    """A DNA language model (:class:`~genoseq.models.lm.GenoSeqLM`, in ``.model``) with the
-    questions genoseq answers about sequences."""
+class _Loaded:
+    """What every loaded model shares: the model itself (``.model``, in eval mode) and the folder
+    it came from (``.path``; None for a model made in memory)."""
 
     def __init__(self, model, path: str | os.PathLike | None = None) -> None:
         self.model = model.eval()
         self.path = None if path is None else Path(path)
+
+
+class _Labeller(_Loaded):
+    """A loaded model that gives each sequence (or base) one of its ``classes``."""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+
+class LanguageModel(_Loaded):
+    """A DNA language model (:class:`~genoseq.models.lm.GenoSeqLM`, in ``.model``) with the
+    questions genoseq answers about sequences."""
 
     @property
     def tokenizer(self):
@@ -211,17 +224,9 @@ class LanguageModel:
         return designs if return_designs else designs.sequences
 
 
-class Annotator:
+class Annotator(_Labeller):
     """A per-base annotator (:class:`~genoseq.models.segmenter.Segmenter`, in ``.model``) from
     ``genoseq annotate fit``: the features ``genoseq annotate predict`` and ``POST /v1/annotate`` give."""
-
-    def __init__(self, model, path: str | os.PathLike | None = None) -> None:
-        self.model = model.eval()
-        self.path = None if path is None else Path(path)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.model.classes)
 
     def __repr__(self) -> str:
         return f"Annotator({str(self.path)!r}, classes={self.classes})"
@@ -237,17 +242,9 @@ class Annotator:
         return found[0] if one else found
 
 
-class Classifier:
+class Classifier(_Labeller):
     """A sequence classifier (:class:`~genoseq.models.classifier.SequenceClassifier`, in ``.model``),
     or a regression model of numeric targets (``classify fit --task regression``)."""
-
-    def __init__(self, model, path: str | os.PathLike | None = None) -> None:
-        self.model = model.eval()
-        self.path = None if path is None else Path(path)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.model.classes)
 
     @property
     def targets(self) -> list[str]:
