@@ -26,7 +26,6 @@ the CDS calls of the shared Prokka annotation, so there it agrees by constructio
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genoseq.runtime import write_json
+from genoseq.runtime import print_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GFF = ROOT.parent / "shared" / "data" / "ecoli_draft_prokka.gff3.gz"
@@ -238,9 +237,7 @@ def main(argv=None) -> dict:
         genes, note = run_prodigal(genome, held, tmp)
         result["prodigal"] = {**score([g for g in genes if g.type == "CDS"]), "note": note} if genes is not None else {"note": note}
     result["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        write_json(args.out, result)
+    print_json(result, args.out)
     return result
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genoseq.runtime import write_json
+from genoseq.runtime import print_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -414,9 +414,7 @@ def main() -> int:
     if args.figures:
         report["figures"] = figures(lm, upstream, upstream_res, Path(args.figures))
         report["figures"].append(checks_figure(report, Path(args.figures) / "lm_checks.png"))
-    print(json.dumps(report, indent=2))
-    if args.out:
-        write_json(args.out, report)
+    print_json(report, args.out)
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genoseq.runtime import write_json
+from genoseq.runtime import print_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -155,8 +155,7 @@ def main() -> int:
         shutil.copy(logo, fig_dir / "upstream_contribution_logo.png")
         if best:
             shutil.copy(work / "motifs" / "logos" / f"{best['name']}.png", fig_dir / "sd_motif_logo.png")
-    print(json.dumps(result, indent=2))
-    write_json(args.out, result)
+    print_json(result, args.out)
     return 0 if result["pass"] else 1
 
 

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from genoseq.runtime import write_json
+from genoseq.runtime import print_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -95,9 +95,7 @@ def main() -> int:
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "eval" / "scatter_gc.png", args.figure)
         report["figure"] = args.figure
-    print(json.dumps(report, indent=2))
-    if args.out:
-        write_json(args.out, report)
+    print_json(report, args.out)
     return 0
 
 

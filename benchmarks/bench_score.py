@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genoseq.runtime import write_json
+from genoseq.runtime import print_json
 
 
 def run_score(model: str, fasta: str, setting: str, out: Path) -> tuple[float, dict]:
@@ -70,9 +70,7 @@ def main() -> None:
                    f"{torch.get_num_threads()} threads",
         "model": args.model, "fasta": args.fasta, "startup_seconds": round(startup, 1), "runs": runs,
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        write_json(args.out, result)
+    print_json(result, args.out)
 
 
 if __name__ == "__main__":

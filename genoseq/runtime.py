@@ -134,6 +134,14 @@ def write_json(path: str | os.PathLike, data) -> None:
         handle.write(json.dumps(data, indent=2) + "\n")
 
 
+def print_json(data, out: str | os.PathLike | None = None) -> None:
+    """``data`` on stdout as :func:`write_json` writes it, and into ``out`` too when one is given
+    (a benchmark's report and its ``--out``)."""
+    print(json.dumps(data, indent=2))
+    if out:
+        write_json(out, data)
+
+
 def write_tsv(path: str | os.PathLike, columns: list[str], rows) -> None:
     """A tab-separated table (a header of ``columns``, then one line per row of strings), written atomically."""
     with atomic_output(path) as handle:
