@@ -58,3 +58,17 @@ def lambda_fasta() -> Path:
     import genoseq
 
     return Path(genoseq.default_genome())
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """Makes the small untrained hybrid (Mamba2 + attention, d_model 32) the task tests start
+    from: the same weights at every call (seed 0)."""
+
+    def make():
+        from genoseq.models import GenoSeqLM, ModelConfig
+
+        torch.manual_seed(0)
+        return GenoSeqLM(ModelConfig(d_model=32, pattern="MA", n_heads=2, headdim=16, d_state=16, chunk_size=32))
+
+    return make

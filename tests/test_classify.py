@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from sklearn import metrics
 
 from genoseq.cli import main
@@ -40,12 +39,8 @@ def tables(data_dir, workdir):
 
 
 @pytest.fixture(scope="module")
-def model_dir(workdir):
-    from genoseq.models import GenoSeqLM, ModelConfig
-
-    torch.manual_seed(0)
-    model = GenoSeqLM(ModelConfig(d_model=32, pattern="MA", n_heads=2, headdim=16, d_state=16, chunk_size=32))
-    return model.save_pretrained(workdir / "model")
+def model_dir(workdir, tiny_lm):
+    return tiny_lm().save_pretrained(workdir / "model")
 
 
 @pytest.fixture(scope="module")
@@ -200,15 +195,12 @@ def test_probe_with_phase_ends_and_both_strands_round_trips(model_dir, tables, w
     assert SequenceClassifier.from_pretrained(workdir / "probe_rc_average").embed_dim == 5 * 32
 
 
-def test_fine_tuning_follows_the_one_schedule():
+def test_fine_tuning_follows_the_one_schedule(tiny_lm):
     """Warmup then cosine to a tenth of the peak: OptimConfig.lr_factor, the language model's schedule."""
-    from genoseq.models import GenoSeqLM, ModelConfig
     from genoseq.models.config import OptimConfig
     from genoseq.models.optim import FINETUNE_DEFAULT_STEPS
 
-    torch.manual_seed(0)
-    lm = GenoSeqLM(ModelConfig(d_model=32, pattern="MA", n_heads=2, headdim=16, d_state=16, chunk_size=32))
-    scheduler = SequenceClassifier(lm, CLASSES, lr=1e-3, warmup_ratio=0.1).configure_optimizers()["lr_scheduler"]
+    scheduler = SequenceClassifier(tiny_lm(), CLASSES, lr=1e-3, warmup_ratio=0.1).configure_optimizers()["lr_scheduler"]
     factor = scheduler["scheduler"].lr_lambdas[0]
     expected = OptimConfig(lr=1e-3, warmup_steps=FINETUNE_DEFAULT_STEPS // 10, min_lr_ratio=0.1)
     for step in (0, 500, 999, 1000, 5000, FINETUNE_DEFAULT_STEPS):

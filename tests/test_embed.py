@@ -17,11 +17,8 @@ TOK = Tokenizer()
 
 
 @pytest.fixture(scope="module")
-def model():
-    from genoseq.models import GenoSeqLM, ModelConfig
-
-    torch.manual_seed(0)
-    return GenoSeqLM(ModelConfig(d_model=32, pattern="MA", n_heads=2, headdim=16, d_state=16, chunk_size=32)).eval()
+def model(tiny_lm):
+    return tiny_lm().eval()
 
 
 @pytest.fixture(scope="module")

@@ -44,12 +44,8 @@ def reference(ecoli_fasta, workdir):
 
 
 @pytest.fixture(scope="module")
-def model_dir(workdir):
-    from genoseq.models import GenoSeqLM, ModelConfig
-
-    torch.manual_seed(0)
-    model = GenoSeqLM(ModelConfig(d_model=32, pattern="MA", n_heads=2, headdim=16, d_state=16, chunk_size=32))
-    return model.save_pretrained(workdir / "model")
+def model_dir(workdir, tiny_lm):
+    return tiny_lm().save_pretrained(workdir / "model")
 
 
 @pytest.fixture(scope="module")
