@@ -27,6 +27,14 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def assert_names_the_place(read, path: Path, reason: str, record: str | None, line: int | None) -> None:
+    """``read(path)`` raises an ``InputError`` that gives ``reason`` and names the file, record and line."""
+    with pytest.raises(InputError) as err:
+        read(path)
+    assert reason in str(err.value)
+    assert (err.value.path, err.value.record, err.value.line) == (str(path), record, line)
+
+
 # ----------------------------------------------------------------------------- FASTA
 def test_iter_fasta_reads_the_bundled_genome(lambda_fasta):
     (record,) = list(iter_fasta(lambda_fasta))
@@ -58,12 +66,7 @@ def test_malformed_fasta_names_file_record_and_line(tmp_path, case):
     text, reason, record, line = MALFORMED[case]
     path = write(tmp_path / f"{case}.fa", text)
     for reader in (validate_fasta, lambda p: list(iter_fasta(p)), open_indexed_fasta, open_genome):
-        with pytest.raises(InputError) as err:
-            reader(path)
-        assert reason in str(err.value)
-        assert err.value.path == str(path)
-        assert err.value.record == record
-        assert err.value.line == line
+        assert_names_the_place(reader, path, reason, record, line)
     assert not Path(str(path) + ".fai").exists() or case == "empty"
 
 
@@ -231,10 +234,7 @@ def test_malformed_fastq_names_file_read_and_line(tmp_path, case):
     path = tmp_path / f"{case}.fq.gz"
     with gzip.open(path, "wt") as handle:
         handle.write(text)
-    with pytest.raises(InputError) as err:
-        list(iter_fastq(path))
-    assert reason in str(err.value)
-    assert (err.value.path, err.value.record, err.value.line) == (str(path), record, line)
+    assert_names_the_place(lambda p: list(iter_fastq(p)), path, reason, record, line)
 
 
 # ----------------------------------------------------------------------------- BED
@@ -265,11 +265,7 @@ BED_CASES = {
 @pytest.mark.parametrize("case", sorted(BED_CASES))
 def test_malformed_bed_names_file_record_and_line(tmp_path, case):
     text, reason, record, line = BED_CASES[case]
-    path = write(tmp_path / f"{case}.bed", text)
-    with pytest.raises(InputError) as err:
-        read_bed(path)
-    assert reason in str(err.value)
-    assert (err.value.path, err.value.record, err.value.line) == (str(path), record, line)
+    assert_names_the_place(read_bed, write(tmp_path / f"{case}.bed", text), reason, record, line)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -302,11 +298,7 @@ TABLE_CASES = {
 @pytest.mark.parametrize("case", sorted(TABLE_CASES))
 def test_malformed_table_names_file_row_and_line(tmp_path, case):
     text, reason, record, line = TABLE_CASES[case]
-    path = write(tmp_path / f"{case}.tsv", text)
-    with pytest.raises(InputError) as err:
-        read_labelled_table(path)
-    assert reason in str(err.value)
-    assert (err.value.path, err.value.record, err.value.line) == (str(path), record, line)
+    assert_names_the_place(read_labelled_table, write(tmp_path / f"{case}.tsv", text), reason, record, line)
 
 
 def make_genomic_benchmarks(root: Path, rows_by_split: dict[str, list]) -> Path:
@@ -344,6 +336,19 @@ def _join(lines: list[str], ending: str, final_newline: bool) -> str:
     return text if final_newline else text.rstrip("\r\n")
 
 
+def _write_layout(path: Path, header: list[str], records: list[list[str]], ending: str, final_newline: bool,
+                  blank_every: int) -> Path:
+    """``header`` lines, then each record's lines with a blank line after every ``blank_every``-th
+    record (0: none), in the line layout :func:`_join` makes."""
+    lines = list(header)
+    for i, record in enumerate(records):
+        lines += record
+        if blank_every and i % blank_every == 0:
+            lines.append("")
+    path.write_bytes(_join(lines, ending, final_newline).encode())
+    return path
+
+
 _text_layout = dict(ending=st.sampled_from(["\n", "\r\n", "\r", "mixed"]), final_newline=st.booleans(),
                     blank_every=st.integers(0, 3))
 _bases = st.text(alphabet="ACGTN", min_size=1, max_size=60)
@@ -352,13 +357,8 @@ _bases = st.text(alphabet="ACGTN", min_size=1, max_size=60)
 @settings(max_examples=40, deadline=None)
 @given(reads=st.lists(_bases, min_size=1, max_size=5), **_text_layout)
 def test_fastq_reads_the_same_under_any_line_layout(tmp_path_factory, reads, ending, final_newline, blank_every):
-    lines = []
-    for i, seq in enumerate(reads):
-        lines += [f"@read{i} x", seq, "+", "I" * len(seq)]
-        if blank_every and i % blank_every == 0:
-            lines.append("")
-    path = tmp_path_factory.mktemp("fq") / "r.fq"
-    path.write_bytes(_join(lines, ending, final_newline).encode())
+    records = [[f"@read{i} x", seq, "+", "I" * len(seq)] for i, seq in enumerate(reads)]
+    path = _write_layout(tmp_path_factory.mktemp("fq") / "r.fq", [], records, ending, final_newline, blank_every)
     assert [(r.name, r.sequence, r.quality) for r in iter_fastq(path)] == [
         (f"read{i}", s, "I" * len(s)) for i, s in enumerate(reads)]
 
@@ -366,13 +366,9 @@ def test_fastq_reads_the_same_under_any_line_layout(tmp_path_factory, reads, end
 @settings(max_examples=40, deadline=None)
 @given(spans=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 500)), min_size=1, max_size=6), **_text_layout)
 def test_bed_reads_the_same_under_any_line_layout(tmp_path_factory, spans, ending, final_newline, blank_every):
-    lines = ["track name=test", "# a comment"]
-    for i, (start, size) in enumerate(spans):
-        lines.append(f"chr1\t{start}\t{start + size}\tr{i}\t0\t+")
-        if blank_every and i % blank_every == 0:
-            lines.append("")
-    path = tmp_path_factory.mktemp("bed") / "x.bed"
-    path.write_bytes(_join(lines, ending, final_newline).encode())
+    records = [[f"chr1\t{start}\t{start + size}\tr{i}\t0\t+"] for i, (start, size) in enumerate(spans)]
+    path = _write_layout(tmp_path_factory.mktemp("bed") / "x.bed", ["track name=test", "# a comment"], records,
+                         ending, final_newline, blank_every)
     assert [(b.start, b.end, b.name, b.strand) for b in read_bed(path)] == [
         (s, s + n, f"r{i}", "+") for i, (s, n) in enumerate(spans)]
 
@@ -380,13 +376,9 @@ def test_bed_reads_the_same_under_any_line_layout(tmp_path_factory, spans, endin
 @settings(max_examples=40, deadline=None)
 @given(rows=st.lists(st.tuples(_bases, st.sampled_from(["up", "down"])), min_size=1, max_size=6), **_text_layout)
 def test_labelled_tables_read_the_same_under_any_line_layout(tmp_path_factory, rows, ending, final_newline, blank_every):
-    lines = ["sequence\tlabel"]
-    for i, (seq, label) in enumerate(rows):
-        lines.append(f"{seq}\t{label}")
-        if blank_every and i % blank_every == 0:
-            lines.append("")
-    path = tmp_path_factory.mktemp("tsv") / "t.tsv"
-    path.write_bytes(_join(lines, ending, final_newline).encode())
+    records = [[f"{seq}\t{label}"] for seq, label in rows]
+    path = _write_layout(tmp_path_factory.mktemp("tsv") / "t.tsv", ["sequence\tlabel"], records, ending, final_newline,
+                         blank_every)
     assert [(r.sequence, r.label) for r in read_labelled(path)] == rows
 
 
