@@ -46,7 +46,7 @@ from genoseq.errors import InputError
 from genoseq.tokenizer import BOS, EOS, MASK, PAD, UNK, A, C, G, N, T, Tokenizer
 
 from .config import ModelConfig
-from .untrusted import load_untrusted, tensor_dict
+from .untrusted import CheckedTensors, load_untrusted, tensor_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.ckpt"
@@ -188,27 +188,14 @@ def backbone_tensors(state: dict[str, torch.Tensor], path) -> tuple[dict[str, to
     return backbone, head, other
 
 
-class _Checkpoint:
-    """HyenaDNA backbone tensors taken one by one, each checked against the shape the config
-    implies; it remembers which were taken, so none is left out unnoticed."""
+class _Checkpoint(CheckedTensors):
+    """HyenaDNA backbone tensors taken one by one (named ``backbone.<key>`` in messages)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], path) -> None:
-        self.tensors, self.path, self.used = tensors, path, set()
-
-    def take(self, name: str, shape: tuple | None = None, optional: bool = False) -> torch.Tensor | None:
-        if name not in self.tensors:
-            if optional:
-                return None
-            raise InputError(f"the checkpoint has no backbone.{name}, which the config implies", path=str(self.path))
-        value = self.tensors[name].detach().to(torch.float32)
-        if shape is not None and tuple(value.shape) != tuple(shape):
-            raise InputError(f"backbone.{name} has shape {tuple(value.shape)}, the config implies {tuple(shape)}",
-                             path=str(self.path))
-        self.used.add(name)
-        return value
+        super().__init__(tensors, path, prefix="backbone.")
 
     def check_all_taken(self, n_layers: int) -> None:
-        unused = sorted(set(self.tensors) - self.used)
+        unused = self.unused()
         if unused:
             extra = re.match(r"layers\.(\d+)\.", unused[0])
             hint = (f" (layer {extra.group(1)} is beyond n_layer = {n_layers})"

@@ -162,4 +162,28 @@ def tensor_dict(obj, *, path: str | Path, where: str = "state_dict") -> dict[str
     return dict(obj)
 
 
-__all__ = ["Opaque", "UnsafeCheckpoint", "load_untrusted", "tensor_dict"]
+class CheckedTensors:
+    """A checkpoint's tensors taken one by one, each checked against the shape its config implies
+    and returned as float32; :meth:`unused` lists those never taken, so none is left out unnoticed.
+    Messages name a tensor as ``prefix + name`` and the file as ``path``."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], path, prefix: str = "") -> None:
+        self.tensors, self.path, self.prefix, self.used = tensors, path, prefix, set()
+
+    def take(self, name: str, shape: tuple | None = None, optional: bool = False) -> torch.Tensor | None:
+        if name not in self.tensors:
+            if optional:
+                return None
+            raise InputError(f"the checkpoint has no {self.prefix}{name}, which the config implies", path=str(self.path))
+        value = self.tensors[name].detach().to(torch.float32)
+        if shape is not None and tuple(value.shape) != tuple(shape):
+            raise InputError(f"{self.prefix}{name} has shape {tuple(value.shape)}, the config implies {tuple(shape)}",
+                             path=str(self.path))
+        self.used.add(name)
+        return value
+
+    def unused(self) -> list[str]:
+        return sorted(set(self.tensors) - self.used)
+
+
+__all__ = ["CheckedTensors", "Opaque", "UnsafeCheckpoint", "load_untrusted", "tensor_dict"]
