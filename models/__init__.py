@@ -15,6 +15,7 @@ _EXPORTS = {
     "Backbone": "backbone",
     "InferenceCache": "backbone",
     "GenoSeqLM": "lm",
+    "StripedHyenaLM": "striped_hyena",
     "token_log_probs": "inference",
     "sequence_log_likelihood": "inference",
     "generate": "inference",

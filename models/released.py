@@ -8,6 +8,7 @@ safetensors, the rest JSON. Each file is written through a temporary file and a 
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,9 @@ from genoseq.tokenizer import TOKENIZER_FILE, Tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# Imported families whose folders are of an existing model type but not built from its own config
+# (``config.json`` names them in "architecture"): (model_type, architecture) -> "module:builder".
+ARCHITECTURES = {("GenoSeqLM", "striped_hyena2"): "genoseq.models.striped_hyena:build_released"}
 
 
 def save_released(module: nn.Module, directory: str | Path, *, model_type: str, format_version: int,
@@ -58,7 +62,7 @@ def load_released(directory: str | Path, *, model_type: str, format_version: int
             raise ValueError(f"model_type is {meta.get('model_type')!r}, expected {model_type!r}")
         if meta.get("format_version", 0) > format_version:
             raise ValueError(f"format_version {meta['format_version']} is newer than this genoseq reads")
-        module = build(meta, Tokenizer.from_dict(meta["tokenizer"]))
+        module = _builder(meta, model_type, build)(meta, Tokenizer.from_dict(meta["tokenizer"]))
     except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
         raise InputError(f"corrupt or incompatible {model_type} config: {err}", path=str(config_path)) from err
     try:
@@ -66,3 +70,15 @@ def load_released(directory: str | Path, *, model_type: str, format_version: int
     except (SafetensorError, RuntimeError, OSError) as err:
         raise InputError(f"cannot load weights: {err}", path=str(weights_path)) from err
     return module.eval()
+
+
+def _builder(meta: dict, model_type: str, build: Callable) -> Callable:
+    """``build``, or the builder of the family ``meta["architecture"]`` names (:data:`ARCHITECTURES`)."""
+    architecture = meta.get("architecture")
+    if architecture is None:
+        return build
+    spec = ARCHITECTURES.get((model_type, architecture))
+    if spec is None:
+        raise ValueError(f"architecture {architecture!r} is not one this genoseq reads")
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
