@@ -202,7 +202,8 @@ def _scan(path: Path, keep_sequence: bool, layout: list | None = None) -> Iterat
             if stripped.encode("ascii", "surrogateescape").translate(None, SEQUENCE_BYTES):
                 raise InputError(_bad_char_message(stripped, invalid_column(stripped)), path=spath, record=name,
                                  line=line_no)
-            shape.sequence_line(line, stripped, line_no)
+            if len(line) != shape.width or shape.short_line or stripped != line:  # else nothing to note
+                shape.sequence_line(line, stripped, line_no)
             if keep_sequence:
                 chunks.append(stripped)
             length += len(stripped)
