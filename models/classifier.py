@@ -50,11 +50,10 @@ import torch.nn.functional as F
 from genoseq.errors import InputError
 from genoseq.tokenizer import Tokenizer
 
-from .config import ModelConfig
 from .embedding import check_strands, pooled_dim, pooled_embeddings, pooling_parts
 from .lm import GenoSeqLM
 from .optim import finetune_optimizers
-from .released import load_released, save_released
+from .released import language_model, language_model_config, load_released, save_released
 
 MODEL_TYPE = "GenoSeqClassifier"
 FORMAT_VERSION = 2  # the newest this code reads; classifiers are still written as 1
@@ -373,7 +372,7 @@ class SequenceClassifier(L.LightningModule):
         return save_released(self, directory, model_type=MODEL_TYPE, format_version=version,
                              tokenizer=self.tokenizer, config={
                                  "classifier": self.classifier_config(),
-                                 "model": self.lm.config.to_dict(),
+                                 **language_model_config(self.lm),
                                  "training": training or {},
                              })
 
@@ -384,7 +383,7 @@ class SequenceClassifier(L.LightningModule):
         training = {}
 
         def build(meta: dict, tokenizer: Tokenizer) -> "SequenceClassifier":
-            lm = GenoSeqLM(ModelConfig.from_dict(meta["model"]), tokenizer=tokenizer)
+            lm = language_model(meta, tokenizer)
             conf = meta["classifier"]
             training.update(meta.get("training", {}))
             common = dict(pooling=conf["pooling"], layer=conf["layer"], rc_average=conf["rc_average"],

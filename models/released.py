@@ -82,3 +82,22 @@ def _builder(meta: dict, model_type: str, build: Callable) -> Callable:
         raise ValueError(f"architecture {architecture!r} is not one this genoseq reads")
     module, name = spec.split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def language_model_config(lm) -> dict:
+    """How a model built on a language model (a classifier, a segmenter) records it in its
+    ``config.json``: ``"model"``, its config, and for an imported family ``"model_architecture"``."""
+    architecture = getattr(lm, "architecture", None)
+    return {"model": lm.config.to_dict(), **({"model_architecture": architecture} if architecture else {})}
+
+
+def language_model(meta: dict, tokenizer: Tokenizer) -> nn.Module:
+    """The (untrained) language model a ``config.json`` written with :func:`language_model_config`
+    describes."""
+    from .config import ModelConfig
+    from .lm import GenoSeqLM
+
+    architecture = meta.get("model_architecture")
+    if architecture is None:
+        return GenoSeqLM(ModelConfig.from_dict(meta["model"]), tokenizer=tokenizer)
+    return _builder({"architecture": architecture}, "GenoSeqLM", GenoSeqLM)({"model": meta["model"]}, tokenizer)

@@ -40,10 +40,9 @@ import torch.nn.functional as F
 
 from genoseq.tokenizer import A, Tokenizer
 
-from .config import ModelConfig
 from .lm import GenoSeqLM
 from .optim import finetune_optimizers
-from .released import load_released, save_released
+from .released import language_model, language_model_config, load_released, save_released
 
 MODEL_TYPE = "GenoSeqSegmenter"
 FORMAT_VERSION = 1
@@ -217,7 +216,7 @@ class Segmenter(L.LightningModule):
     def save_pretrained(self, directory: str | Path, training: dict | None = None) -> Path:
         return save_released(self, directory, model_type=MODEL_TYPE, format_version=FORMAT_VERSION,
                              tokenizer=self.tokenizer, config={"segmenter": self.segmenter_config(),
-                                                               "model": self.lm.config.to_dict(),
+                                                               **language_model_config(self.lm),
                                                                "training": training or {}})
 
     @classmethod
@@ -226,7 +225,7 @@ class Segmenter(L.LightningModule):
         training: dict = {}
 
         def build(meta: dict, tokenizer: Tokenizer) -> "Segmenter":
-            lm = GenoSeqLM(ModelConfig.from_dict(meta["model"]), tokenizer=tokenizer)
+            lm = language_model(meta, tokenizer)
             conf = meta["segmenter"]
             training.update(meta.get("training", {}))
             return cls(lm, conf["classes"], conf.get("type_map"), layer=conf["layer"], method=conf["method"],

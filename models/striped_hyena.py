@@ -367,6 +367,8 @@ class StripedHyenaLM(GenoSeqLM):
     """A :class:`GenoSeqLM` whose backbone is a :class:`StripedHyenaBackbone`: the forward pass,
     loss, ``hidden_states``, ``new_cache`` and generation are GenoSeqLM's own."""
 
+    architecture = ARCHITECTURE  # how folders of models built on it record it (models.released)
+
     def __init__(self, config: StripedHyenaConfig | dict, optim: OptimConfig | dict | None = None,
                  tokenizer: Tokenizer | dict | None = None, window_length: int | None = None) -> None:
         L.LightningModule.__init__(self)  # GenoSeqLM.__init__ builds the generic backbone
@@ -390,7 +392,7 @@ class StripedHyenaLM(GenoSeqLM):
     def save_pretrained(self, directory):
         return save_released(self, directory, model_type="GenoSeqLM", format_version=FORMAT_VERSION,
                              tokenizer=self.tokenizer, config={
-                                 "architecture": ARCHITECTURE, "model": self.config.to_dict(),
+                                 "architecture": self.architecture, "model": self.config.to_dict(),
                                  "training": {"optim": self.optim.to_dict(),
                                               "window_length": self.training_config.window_length}})
 

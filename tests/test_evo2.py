@@ -227,3 +227,20 @@ def test_missing_files_are_input_errors(tmp_path, capsys):
     assert main(["convert", "evo2", "--checkpoint", str(CHECKPOINT), "--model_config", str(tmp_path / "none.yml"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "no such Evo 2 config file" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_classifier_on_the_converted_model_saves_and_loads(converted, tmp_path):
+    rows = ["sequence\tlabel"]
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        alphabet = list("ACGT") if i % 2 else list("AT")
+        rows.append("".join(rng.choice(alphabet, 40)) + ("\tgc" if i % 2 else "\tat"))
+    table = tmp_path / "t.tsv"
+    table.write_text("\n".join(rows) + "\n")
+    clf = tmp_path / "clf"
+    assert main(["classify", "fit", "--model", str(converted), "--train", str(table), "--out", str(clf),
+                 "--frozen", "true", "--progress", "none"]) == 0
+    assert json.loads((clf / "config.json").read_text())["model_architecture"] == "striped_hyena2"
+    assert main(["classify", "predict", "--classifier", str(clf), "--input", str(table),
+                 "--out", str(tmp_path / "p.tsv"), "--progress", "none"]) == 0
+    assert len((tmp_path / "p.tsv").read_text().splitlines()) == 25
