@@ -83,21 +83,14 @@ def _time_steps(step, steps: int, device) -> float:
 def run_model(job: dict) -> dict:
     import torch
 
+    from bench_models import lm_training_step
     from genoseq.models import GenoSeqLM, ModelConfig
 
     device = torch.device(job["device"])
     torch.manual_seed(0)
     lm = GenoSeqLM(ModelConfig(**job["model"])).to(device).train()
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-4)
-    ids = torch.randint(5, 9, (1, job["length"]), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step():
-        with autocast:
-            loss, _ = lm.lm_loss({"input_ids": ids})
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = lm_training_step(lm, optimizer, torch.randint(5, 9, (1, job["length"]), device=device))
 
     base = _peak_gib(device)
     seconds = _time_steps(step, job["steps"], device)

@@ -98,6 +98,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def lm_training_step(model: GenoSeqLM, optimizer: torch.optim.Optimizer, ids: torch.Tensor):
+    """A function running one language-model training step on ``ids`` (bf16 autocast on CUDA)."""
+    device = ids.device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with autocast:
+            loss, _ = model.lm_loss({"input_ids": ids})
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def bench_train(device, lengths, d_model, repeats, recipe: str | None = None) -> list[dict]:
     """One training step at batch 1 per block type and length; with ``recipe`` (a pretraining
     YAML) also the recipe's own model at its own batch and window length."""
@@ -114,17 +129,8 @@ def bench_train(device, lengths, d_model, repeats, recipe: str | None = None) ->
         pattern = model.config.pattern
         model = model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
         for L in case_lengths:
-            ids = torch.randint(5, 9, (batch, L), device=device)
-
-            def step():
-                with autocast:
-                    loss, _ = model.lm_loss({"input_ids": ids})
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
+            step = lm_training_step(model, optimizer, torch.randint(5, 9, (batch, L), device=device))
             try:
                 step()  # warm up (and Triton compilation on GPU)
                 sync(device)
