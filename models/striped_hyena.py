@@ -54,7 +54,7 @@ from .tensor_utils import select_rows, to_acc
 ARCHITECTURE = "striped_hyena2"
 LAYER_KINDS = {"hyena_se": "S", "hyena_mr": "R", "hyena_li": "L", "attention": "A"}
 SKIP_FROM_TAPS = 128  # explicit filters this long or longer carry the skip term (Evo 2's rule)
-MODAL_CHUNK = 256  # positions per step of the cached long-filter path (bounds its power table)
+MODAL_CHUNK = 1024  # positions per (d, S, positions) table of the long filter (bounds its memory)
 
 
 @dataclass
@@ -197,14 +197,17 @@ class ModalFilter(nn.Module):
         self.log_poles = nn.Parameter(-torch.exp(torch.randn(channels, state) - 1.0))
         self.residues = nn.Parameter(torch.randn(channels, state) * 0.1)
 
-    def powers(self, n: int, dtype: torch.dtype) -> torch.Tensor:
-        """``p[d, s] ** t`` for t = 0..n-1, (d, S, n)."""
-        t = torch.arange(n, device=self.log_poles.device, dtype=dtype)
+    def powers(self, stop: int, dtype: torch.dtype, start: int = 0) -> torch.Tensor:
+        """``p[d, s] ** t`` for t = start..stop-1, (d, S, stop - start)."""
+        t = torch.arange(start, stop, device=self.log_poles.device, dtype=dtype)
         return torch.exp(self.log_poles.to(dtype)[..., None] * t)
 
     def taps(self, n: int, dtype: torch.dtype) -> torch.Tensor:
-        """The filter's first ``n`` taps (n, d)."""
-        return torch.einsum("ds,dsn->nd", self.residues.to(dtype), self.powers(n, dtype))
+        """The filter's first ``n`` taps (n, d), built ``MODAL_CHUNK`` positions at a time so the
+        (d, S, positions) table stays small at any length."""
+        residues = self.residues.to(dtype)
+        return torch.cat([torch.einsum("ds,dsn->nd", residues, self.powers(min(a + MODAL_CHUNK, n), dtype, a))
+                          for a in range(0, n, MODAL_CHUNK)])
 
     def forward(self, u: torch.Tensor, cache: CascadeCache | None) -> torch.Tensor:
         uf = to_acc(u)

@@ -87,10 +87,10 @@ def test_cached_generation_equals_vortex(converted, reference):
     assert np.abs(cached_log_probs(model, ids, prefill) - ref["cached"]).max() < 1e-4
     wide = copy.deepcopy(model).double()  # and, in float64, the cache is the full forward pass exactly
     assert np.abs(cached_log_probs(wide, ids, prefill) - base_log_probs(wide, ids)).max() < 1e-10
-    # prefill in uneven chunks longer than the modal filter's step (256), then continue
-    long_ids = ids.repeat(1, 3)
+    # prefill in uneven chunks, one longer than the long filter's table (MODAL_CHUNK = 1024), then continue
+    long_ids = ids.repeat(1, 8)
     cache = wide.new_cache(max_len=long_ids.shape[1])
-    parts = [base_log_probs(wide, long_ids[:, a:b], cache) for a, b in ((0, 37), (37, 600), (600, 900))]
+    parts = [base_log_probs(wide, long_ids[:, a:b], cache) for a, b in ((0, 37), (37, 1500), (1500, 2400))]
     assert np.abs(np.concatenate(parts) - base_log_probs(wide, long_ids)).max() < 1e-10
 
 
