@@ -111,7 +111,16 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, wi
     return torch.cat(outputs, dim=2)
 
 
-class Attention(nn.Module):
+class WindowedAttention(nn.Module):
+    """What every attention layer of every model family has: ``window`` (attend to at most the last
+    ``window`` positions; None: all) and ``sink`` (the first positions every query also sees), which
+    :func:`genoseq.models.inference.limit_attention` sets for a call."""
+
+    window: int | None = None
+    sink: int = 0
+
+
+class Attention(WindowedAttention):
     """Causal multi-head attention with rotary embeddings (on ``rope_fraction`` of each head), optional grouped-query heads and an
     optional sliding window (``window`` positions, the query's own included)."""
 

@@ -28,6 +28,8 @@ import torch
 
 from genoseq.tokenizer import A, BOS, G, PAD, T, C
 
+from .attention import WindowedAttention
+
 DEFAULT_CHUNK = 8192  # for models whose training window is unknown
 MIN_CONTEXT = 256  # bases of context the default never goes below (unless the chunk is short)
 
@@ -54,14 +56,12 @@ def limit_attention(model, window: int | None, sink: int = 0):
     never meets a distance it was not trained on, so a model runs on sequences longer than its
     training window while its Hyena and Mamba2 layers still see everything. ``window=None``
     changes nothing."""
-    from .attention import Attention
-
     if window is None:
         yield model
         return
     if window < 1 or sink < 0:
         raise ValueError(f"attention window must be >= 1 and sink >= 0, got {window} and {sink}")
-    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    layers = [m for m in model.modules() if isinstance(m, WindowedAttention)]
     saved = [(m.window, m.sink) for m in layers]
     for m in layers:
         m.window, m.sink = min(m.window or window, window), sink

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from genoseq.kernels import causal_conv1d
 from genoseq.tokenizer import Tokenizer
 
-from .attention import AttentionCache, apply_rotary
+from .attention import AttentionCache, WindowedAttention, apply_rotary, blockwise_attention, visible
 from .backbone import InferenceCache
 from .blocks import fft_causal_conv
 from .config import OptimConfig, TrainingConfig
@@ -265,8 +265,9 @@ class HyenaCascade(nn.Module):
         return self.out_proj((y.to(x.dtype) * q))
 
 
-class RotaryAttention(nn.Module):
-    """Causal multi-head attention, rotary positions on every head dimension, an optional cache."""
+class RotaryAttention(WindowedAttention):
+    """Causal multi-head attention, rotary positions on every head dimension, an optional cache;
+    a sliding ``window`` (with ``sink``) when :func:`~genoseq.models.inference.limit_attention` sets one."""
 
     def __init__(self, cfg: StripedHyenaConfig) -> None:
         super().__init__()
@@ -287,7 +288,9 @@ class RotaryAttention(nn.Module):
         q, k, v = self.qkv(x).view(batch, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         positions = torch.arange(offset, offset + n, device=x.device, dtype=torch.float32) / self.rope_scale
         q, k = apply_rotary(q, positions, self.inv_freq), apply_rotary(k, positions, self.inv_freq)
-        if cache is None:
+        if cache is None and self.window is not None and self.window < n:
+            y = blockwise_attention(q, k, v, window=self.window, sink=self.sink)
+        elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             if offset + n > cache.max_len:
@@ -296,8 +299,8 @@ class RotaryAttention(nn.Module):
                 cache.k = k.new_zeros(batch, self.n_heads, cache.max_len, self.head_dim)
                 cache.v = torch.zeros_like(cache.k)
             cache.k[:, :, offset : offset + n], cache.v[:, :, offset : offset + n] = k, v
-            keys = torch.arange(offset + n, device=x.device)
-            mask = keys[None, :] <= torch.arange(offset, offset + n, device=x.device)[:, None]
+            mask = visible(torch.arange(offset, offset + n, device=x.device), torch.arange(offset + n, device=x.device),
+                           self.window, self.sink)
             y = F.scaled_dot_product_attention(q, cache.k[:, :, : offset + n], cache.v[:, :, : offset + n], attn_mask=mask)
         return self.out_proj(y.transpose(1, 2).reshape(batch, n, d))
 

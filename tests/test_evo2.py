@@ -26,7 +26,7 @@ import genoseq
 from genoseq.cli import main
 from genoseq.models import GenoSeqLM
 from genoseq.models.evo2 import EVO2_BYTES, import_evo2, vocabulary_map
-from genoseq.models.inference import token_log_probs
+from genoseq.models.inference import limit_attention, token_log_probs
 from genoseq.models.striped_hyena import StripedHyenaLM
 from genoseq.models.untrusted import UnsafeCheckpoint, load_untrusted
 from genoseq.tokenizer import Tokenizer
@@ -92,6 +92,19 @@ def test_cached_generation_equals_vortex(converted, reference):
     cache = wide.new_cache(max_len=long_ids.shape[1])
     parts = [base_log_probs(wide, long_ids[:, a:b], cache) for a, b in ((0, 37), (37, 1500), (1500, 2400))]
     assert np.abs(np.concatenate(parts) - base_log_probs(wide, long_ids)).max() < 1e-10
+
+
+def test_limit_attention_windows_the_imported_attention_layers(converted, reference):
+    """`score --attention_window` reaches Evo 2's attention too: the full pass (blockwise) and the
+    cached pass (masked) agree under the window, and the window changes what attention sees."""
+    ids, _ = reference
+    wide = copy.deepcopy(GenoSeqLM.from_pretrained(converted)).double()
+    free = base_log_probs(wide, ids)
+    with limit_attention(wide, 16, sink=2):
+        windowed = base_log_probs(wide, ids)
+        assert np.abs(cached_log_probs(wide, ids, 40) - windowed).max() < 1e-10
+    assert np.abs(windowed - free)[:16].max() < 1e-12 and np.abs(windowed - free)[20:].max() > 1e-6
+    assert np.abs(base_log_probs(wide, ids) - free).max() == 0  # restored
 
 
 def test_config_read_off_the_tensors_matches_the_file(converted):
