@@ -108,9 +108,17 @@ class Backbone(nn.Module):
                 x = layer(x, seq_idx=seq_idx, cache=None if cache is None else cache.layers[i], offset=offset, cp=cp)
             if hidden is not None:
                 hidden.append(x)
-        if cache is not None:
-            cache.offset += input_ids.shape[1]
-        if num_layers is not None:
-            return x
-        x = self.norm_f(x)
-        return (x, hidden) if output_hidden_states else x
+        return finish_forward(x, hidden, self.norm_f, cache, input_ids.shape[1], num_layers, output_hidden_states)
+
+
+def finish_forward(x: torch.Tensor, hidden: list | None, norm_f: nn.Module, cache: InferenceCache | None,
+                   n_tokens: int, num_layers: int | None, output_hidden_states: bool):
+    """The end of every backbone's forward: move the cache on by ``n_tokens``, then return the
+    residual stream after ``num_layers`` blocks, or the final norm of it (with ``hidden``, the
+    stream after the embedding and after each block, when ``output_hidden_states``)."""
+    if cache is not None:
+        cache.offset += n_tokens
+    if num_layers is not None:
+        return x
+    x = norm_f(x)
+    return (x, hidden) if output_hidden_states else x

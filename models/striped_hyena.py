@@ -44,7 +44,7 @@ from genoseq.kernels import causal_conv1d
 from genoseq.tokenizer import Tokenizer
 
 from .attention import AttentionCache, WindowedAttention, apply_rotary, blockwise_attention, visible
-from .backbone import InferenceCache
+from .backbone import InferenceCache, finish_forward
 from .blocks import fft_causal_conv
 from .config import OptimConfig, TrainingConfig
 from .lm import FORMAT_VERSION, GenoSeqLM
@@ -360,12 +360,7 @@ class StripedHyenaBackbone(nn.Module):
             x = layer(x, None if cache is None else cache.layers[i], offset)
             if hidden is not None:
                 hidden.append(x)
-        if cache is not None:
-            cache.offset += input_ids.shape[1]
-        if num_layers is not None:
-            return x
-        x = self.norm_f(x)
-        return (x, hidden) if output_hidden_states else x
+        return finish_forward(x, hidden, self.norm_f, cache, input_ids.shape[1], num_layers, output_hidden_states)
 
 
 # ----------------------------------------------------------------------------- the language model
