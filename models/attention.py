@@ -121,7 +121,8 @@ class WindowedAttention(nn.Module):
 
 
 class Attention(WindowedAttention):
-    """Causal multi-head attention with rotary embeddings (on ``rope_fraction`` of each head), optional grouped-query heads and an
+    """Causal multi-head attention with rotary embeddings (on ``rope_fraction`` of each head),
+    optional grouped-query heads, an optional short conv over q, k, v (``attention_conv``) and an
     optional sliding window (``window`` positions, the query's own included)."""
 
     def __init__(self, cfg: ModelConfig, window: int | None = None) -> None:
