@@ -76,6 +76,7 @@ def mutate(source: np.ndarray, length: int, profile: ErrorProfile, rng: np.rando
     return out[:filled], consumed
 
 
+@dataclass
 class FragmentReadDataset:
     """``(fragment, read)`` pairs drawn from reference contigs, deterministic per index.
 
@@ -83,24 +84,25 @@ class FragmentReadDataset:
     random fragment start, a random strand (the fragment is reverse-complemented for ``-``),
     and a read simulated from a random offset inside that (oriented) fragment, so the read
     lies wholly within its positive. Fragments with more than ``max_n_fraction`` N are redrawn.
-    ``contigs`` maps names to token-id arrays held in memory.
+    ``contigs`` maps names to token-id arrays held in memory; those shorter than a fragment
+    are dropped.
     """
 
-    def __init__(self, contigs: dict[str, np.ndarray], length: int, fragment_length: int, read_length: int,
-                 profile: ErrorProfile, seed: int = 0, max_n_fraction: float = 0.1) -> None:
-        usable = {name: ids for name, ids in contigs.items() if len(ids) >= fragment_length}
-        if not usable:
-            raise ValueError(f"no contig is at least fragment_length={fragment_length} bases long")
-        self.names = list(usable)
-        self.contigs = usable
-        sizes = np.array([len(ids) - fragment_length + 1 for ids in usable.values()], dtype=np.float64)
+    contigs: dict[str, np.ndarray]
+    length: int
+    fragment_length: int
+    read_length: int
+    profile: ErrorProfile
+    seed: int = 0
+    max_n_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.contigs = {name: ids for name, ids in self.contigs.items() if len(ids) >= self.fragment_length}
+        if not self.contigs:
+            raise ValueError(f"no contig is at least fragment_length={self.fragment_length} bases long")
+        self.names = list(self.contigs)
+        sizes = np.array([len(ids) - self.fragment_length + 1 for ids in self.contigs.values()], dtype=np.float64)
         self.weights = sizes / sizes.sum()
-        self.length = length
-        self.fragment_length = fragment_length
-        self.read_length = read_length
-        self.profile = profile
-        self.seed = seed
-        self.max_n_fraction = max_n_fraction
 
     def __len__(self) -> int:
         return self.length
