@@ -2,7 +2,7 @@
 order-k Markov model per class, and Prodigal. Prints JSON (and writes it with ``--out``).
 
 Whole contigs are held out: a seeded random order of the contigs, taken until at least
-``--holdout`` of the bases (``genoseq.pipelines.annotate.choose_holdout``). The segmenter is
+``--holdout`` of the bases (``genoseq.tasks.genome_annotation.choose_holdout``). The segmenter is
 fitted on the other contigs (``genoseq annotate fit``, probe mode, the defaults apart from
 ``--max_train_bases``/``--epochs``, which bound the CPU time), then scored on the held-out ones
 with the same metrics as every baseline:
@@ -160,7 +160,9 @@ def main(argv=None) -> dict:
     from genoseq.annotation import ClassScheme, label_bases, read_annotated_genome
     from genoseq.markov import MarkovModel
     from genoseq.models.segmenter import Segmenter
-    from genoseq.pipelines.annotate import choose_holdout, evaluate_contigs, fit
+    from genoseq.pipelines.annotate import fit
+    from genoseq.tasks.annotation_metrics import evaluate_contigs
+    from genoseq.tasks.genome_annotation import choose_holdout
     from genoseq.tasks.annotation_metrics import base_metrics, feature_metrics, features_to_labels
     from genoseq.tokenizer import Tokenizer
 

@@ -30,38 +30,6 @@ from genoseq.progress import ProgressChoice
 TRAINING_FILE = "training.json"
 
 
-def choose_holdout(contigs: dict[str, int], holdout, seed: int = 0) -> list[str]:
-    """Held-out contig names from ``holdout``: a list or comma-separated names, or a share of the
-    bases in (0, 1) (contigs drawn in a seeded random order until at least that share)."""
-    import numpy as np
-
-    if holdout is None or holdout == "":
-        return []
-    if isinstance(holdout, str):
-        try:
-            holdout = float(holdout)
-        except ValueError:
-            holdout = [h.strip() for h in holdout.split(",") if h.strip()]
-    if isinstance(holdout, float):
-        if not 0.0 < holdout < 1.0:
-            raise InputError(f"holdout fraction {holdout} is not in (0, 1)", field="holdout", kind="bad_holdout")
-        names = list(contigs)
-        total, chosen, have = sum(contigs.values()), [], 0
-        for i in np.random.default_rng(seed).permutation(len(names)):
-            if have >= holdout * total:
-                break
-            chosen.append(names[int(i)])
-            have += contigs[names[int(i)]]
-        if len(chosen) == len(names):
-            raise InputError("the holdout takes every contig; lower it", field="holdout", kind="bad_holdout")
-        return chosen
-    unknown = [h for h in holdout if h not in contigs]
-    if unknown:
-        raise InputError(f"holdout contig(s) not in the genome: {', '.join(unknown[:5])}", field="holdout",
-                         kind="unknown_contig")
-    return list(holdout)
-
-
 def fit(
     model: str,
     annotation: str,
@@ -137,6 +105,7 @@ def fit(
     from genoseq.models.inference import scoring_window
     from genoseq.models.segmenter import Segmenter
     from genoseq.runtime import atomic_directory, resolve_device, write_json
+    from genoseq.tasks.genome_annotation import choose_holdout
 
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -347,6 +316,7 @@ def evaluate(
     """
     from genoseq.annotation import read_annotated_genome
     from genoseq.runtime import write_json
+    from genoseq.tasks.annotation_metrics import evaluate_contigs
 
     seg = _load(segmenter, device)
     ann, gen = read_annotated_genome(annotation, genome)
@@ -359,27 +329,3 @@ def evaluate(
     cds = metrics["per_base"].get("CDS", {})
     print(f"wrote {out}: CDS F1 {cds.get('f1')} MCC {cds.get('mcc')} over {len(names)} contigs", file=sys.stderr)
     return metrics
-
-
-def evaluate_contigs(seg, ann, genome, names, *, min_gene_length: int = 90, batch_size: int = 8, progress="auto") -> dict:
-    """Metrics of ``seg`` on contigs ``names`` of ``genome`` against annotation ``ann``; also
-    returns the predicted features under ``"predicted"`` (not JSON: popped by callers that write)."""
-    import numpy as np
-
-    from genoseq.annotation import ClassScheme, label_bases
-    from genoseq.tasks.annotation_metrics import base_metrics, feature_metrics, features_to_labels
-    from genoseq.tasks.genome_annotation import annotate_genome, probs_to_labels
-
-    scheme = ClassScheme(tuple(seg.classes), seg.type_map)
-    sub = {n: genome.contigs[n] for n in names}
-    truth, _ = label_bases(ann.features, sub, scheme, path=ann.path, warn=False)
-    predicted, from_features, features = {}, {}, []
-    for result in annotate_genome(seg, genome, contigs=names, batch_size=batch_size, progress=progress,
-                                  decode_options={"min_gene_length": min_gene_length}):
-        predicted[result.contig] = probs_to_labels(result.probs, scheme)
-        features.extend(result.features)
-    from_features = features_to_labels(features, sub, scheme)
-    return {"contigs": list(names), "bases": int(sum(sub.values())),
-            "per_base": base_metrics(truth, predicted, scheme),
-            "per_base_from_features": base_metrics(truth, from_features, scheme),
-            "features": feature_metrics(features, ann.features, names, type_map=scheme.type_map)}

@@ -3,7 +3,8 @@
 * :func:`base_metrics`: per class and strand, precision, recall, F1 and MCC of per-base labels
   (and coding bases on either strand);
 * :func:`features_to_labels`: predicted features as per-base labels, to score them the same way;
-* :func:`feature_metrics`: gene start/stop exact matches and RNA recall.
+* :func:`feature_metrics`: gene start/stop exact matches and RNA recall;
+* :func:`evaluate_contigs`: all of them for a segmenter run over held-out contigs.
 """
 
 from __future__ import annotations
@@ -121,4 +122,27 @@ def feature_metrics(predicted: Sequence[Feature], truth: Sequence[Feature], cont
     return out
 
 
-__all__ = ["base_metrics", "feature_metrics", "features_to_labels"]
+def evaluate_contigs(seg, ann, genome, names, *, min_gene_length: int = 90, batch_size: int = 8, progress="auto") -> dict:
+    """Metrics of segmenter ``seg`` on contigs ``names`` of ``genome`` against annotation ``ann``:
+    ``per_base`` from the per-base labels (:func:`tasks.genome_annotation.probs_to_labels`),
+    ``per_base_from_features`` from the decoded features, and ``features`` (gene start/stop
+    exact matches, RNA recall). JSON-ready."""
+    from genoseq.annotation import label_bases
+    from genoseq.tasks.genome_annotation import annotate_genome, probs_to_labels
+
+    scheme = ClassScheme(tuple(seg.classes), seg.type_map)
+    sub = {n: genome.contigs[n] for n in names}
+    truth, _ = label_bases(ann.features, sub, scheme, path=ann.path, warn=False)
+    predicted, from_features, features = {}, {}, []
+    for result in annotate_genome(seg, genome, contigs=names, batch_size=batch_size, progress=progress,
+                                  decode_options={"min_gene_length": min_gene_length}):
+        predicted[result.contig] = probs_to_labels(result.probs, scheme)
+        features.extend(result.features)
+    from_features = features_to_labels(features, sub, scheme)
+    return {"contigs": list(names), "bases": int(sum(sub.values())),
+            "per_base": base_metrics(truth, predicted, scheme),
+            "per_base_from_features": base_metrics(truth, from_features, scheme),
+            "features": feature_metrics(features, ann.features, names, type_map=scheme.type_map)}
+
+
+__all__ = ["base_metrics", "evaluate_contigs", "feature_metrics", "features_to_labels"]

@@ -518,3 +518,33 @@ def annotate_sequences(seg: "Segmenter", sequences: Sequence[str | np.ndarray], 
     genome = MemoryGenome(dict(zip(names, sequences)))
     options.setdefault("progress", False)
     return list(annotate_genome(seg, genome, **options))
+
+
+def choose_holdout(contigs: dict[str, int], holdout, seed: int = 0) -> list[str]:
+    """Held-out contig names from ``holdout``: a list or comma-separated names, or a share of the
+    bases in (0, 1) (contigs drawn in a seeded random order until at least that share)."""
+    if holdout is None or holdout == "":
+        return []
+    if isinstance(holdout, str):
+        try:
+            holdout = float(holdout)
+        except ValueError:
+            holdout = [h.strip() for h in holdout.split(",") if h.strip()]
+    if isinstance(holdout, float):
+        if not 0.0 < holdout < 1.0:
+            raise InputError(f"holdout fraction {holdout} is not in (0, 1)", field="holdout", kind="bad_holdout")
+        names = list(contigs)
+        total, chosen, have = sum(contigs.values()), [], 0
+        for i in np.random.default_rng(seed).permutation(len(names)):
+            if have >= holdout * total:
+                break
+            chosen.append(names[int(i)])
+            have += contigs[names[int(i)]]
+        if len(chosen) == len(names):
+            raise InputError("the holdout takes every contig; lower it", field="holdout", kind="bad_holdout")
+        return chosen
+    unknown = [h for h in holdout if h not in contigs]
+    if unknown:
+        raise InputError(f"holdout contig(s) not in the genome: {', '.join(unknown[:5])}", field="holdout",
+                         kind="unknown_contig")
+    return list(holdout)
