@@ -132,6 +132,12 @@ def _state_passing_kernel(
 
 
 @triton.jit
+def _tile(ptr, rows, s_rows, row_ok, cols, s_cols, col_ok):
+    """Load the (rows, cols) tile at ``ptr`` with the given strides; zeros outside the masks."""
+    return tl.load(ptr + rows[:, None] * s_rows + cols[None, :] * s_cols, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+
+
+@triton.jit
 def _chunk_scan_kernel(
     x_ptr, dA_ptr, scale_ptr, b_ptr, c_ptr, seg_ptr, states_ptr, d_ptr, z_ptr, out_ptr, ssm_ptr,
     seqlen, headdim, dstate, heads_per_group_b, heads_per_group_c,
@@ -161,18 +167,9 @@ def _chunk_scan_kernel(
     dA = tl.load(dA_ptr + pid_b * s_dA_b + pid_h * s_dA_h + offs_l * s_dA_l, mask=valid_l, other=0.0)
     a = tl.cumsum(dA, axis=0)
 
-    Cm = tl.load(
-        c_ptr + pid_b * s_c_b + (pid_h // heads_per_group_c) * s_c_g + offs_l[:, None] * s_c_l + offs_n[None, :] * s_c_n,
-        mask=valid_l[:, None] & valid_n[None, :], other=0.0,
-    )
-    Bm = tl.load(
-        b_ptr + pid_b * s_b_b + (pid_h // heads_per_group_b) * s_b_g + offs_l[:, None] * s_b_l + offs_n[None, :] * s_b_n,
-        mask=valid_l[:, None] & valid_n[None, :], other=0.0,
-    )
-    x = tl.load(
-        x_ptr + pid_b * s_x_b + pid_h * s_x_h + offs_l[:, None] * s_x_l + offs_p[None, :] * s_x_p,
-        mask=valid_l[:, None] & valid_p[None, :], other=0.0,
-    )
+    Cm = _tile(c_ptr + pid_b * s_c_b + (pid_h // heads_per_group_c) * s_c_g, offs_l, s_c_l, valid_l, offs_n, s_c_n, valid_n)
+    Bm = _tile(b_ptr + pid_b * s_b_b + (pid_h // heads_per_group_b) * s_b_g, offs_l, s_b_l, valid_l, offs_n, s_b_n, valid_n)
+    x = _tile(x_ptr + pid_b * s_x_b + pid_h * s_x_h, offs_l, s_x_l, valid_l, offs_p, s_x_p, valid_p)
 
     # Inside the chunk: y_l = sum_{s <= l, same sequence} (C_l . B_s) exp(a_l - a_s) dt_s x_s.
     keep = offs_l[:, None] >= offs_l[None, :]
@@ -189,10 +186,7 @@ def _chunk_scan_kernel(
     y = _dot(scores.to(x.dtype), x, FP32)
 
     # The state entering the chunk, read out through C.
-    prev = tl.load(
-        states_ptr + pid_b * s_st_b + pid_c * s_st_c + pid_h * s_st_h + offs_p[None, :] * s_st_p + offs_n[:, None] * s_st_n,
-        mask=valid_n[:, None] & valid_p[None, :], other=0.0,
-    )  # (N, P)
+    prev = _tile(states_ptr + pid_b * s_st_b + pid_c * s_st_c + pid_h * s_st_h, offs_n, s_st_n, valid_n, offs_p, s_st_p, valid_p)
     y += _dot(Cm, prev.to(Cm.dtype), FP32) * incoming[:, None]
 
     io_mask = valid_l[:, None] & valid_p[None, :]
@@ -201,9 +195,7 @@ def _chunk_scan_kernel(
     if HAS_D:
         y += tl.load(d_ptr + pid_h).to(tl.float32) * x.to(tl.float32)
     if HAS_Z:
-        z = tl.load(
-            z_ptr + pid_b * s_z_b + pid_h * s_z_h + offs_l[:, None] * s_z_l + offs_p[None, :] * s_z_p, mask=io_mask, other=0.0
-        ).to(tl.float32)
+        z = _tile(z_ptr + pid_b * s_z_b + pid_h * s_z_h, offs_l, s_z_l, valid_l, offs_p, s_z_p, valid_p).to(tl.float32)
         y *= z * tl.sigmoid(z)
     tl.store(
         out_ptr + pid_b * s_o_b + pid_h * s_o_h + offs_l[:, None] * s_o_l + offs_p[None, :] * s_o_p,
