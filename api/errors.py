@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from genoseq.errors import InputError
 
+from .batching import Overloaded, ShuttingDown
 from .service import NotLoaded, NotReady
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,6 +103,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(ShuttingDown)
+    async def _shutting_down(request: Request, exc: ShuttingDown) -> JSONResponse:
+        return JSONResponse({"detail": "the server is shutting down"}, status_code=503,
+                            headers={"Retry-After": "5", "Connection": "close"})
 
     @app.exception_handler(NotLoaded)
     async def _not_loaded(request: Request, exc: NotLoaded) -> JSONResponse:

@@ -85,7 +85,11 @@ class ModelsInfo(BaseModel):
     generator: LoadedModel | None = None
     reference: Reference | None = None
     index: IndexInfo | None = None
-    scoring: dict = Field(description="chunk_size and context used for long sequences, as `genoseq score`")
+    scoring: dict = Field(description="chunk_size and context used for long sequences, as `genoseq score`; "
+                                      "`batches`: forward passes of stacked rows, `batched_rows`: their rows")
+    batching: dict = Field(default_factory=dict,
+                           description="dynamic batching of /v1/score and /v1/embed: its settings, and per route "
+                                       "the batches gathered, their sequences and tokens, refusals (503) and queue")
     limits: dict
 
 

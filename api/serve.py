@@ -7,6 +7,7 @@ stays fast.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -53,6 +54,11 @@ def serve(
     max_batch_rows: int = 16,
     max_interpret_length: int = 1000,
     max_interpret_sequences: int = 4,
+    batch_wait_ms: float = 5.0,
+    max_batch_tokens: int = 8192,
+    max_queue: int = 512,
+    shutdown_timeout: float = 60.0,
+    threads: int | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve the models over HTTP: /v1/score, /v1/embed, /v1/variants, /v1/classify, /v1/generate, /v1/align,
@@ -60,6 +66,12 @@ def serve(
 
     The models are loaded once per worker process. Docs at ``http://HOST:PORT/docs``;
     ``/healthz`` answers while they load, ``/readyz`` once they are loaded.
+
+    Concurrent /v1/score and /v1/embed requests are batched: their sequences are gathered for up
+    to ``--batch_wait_ms`` into forward passes of at most ``--max_batch_tokens`` and answered
+    separately, each as it would be alone. Past ``--max_queue`` waiting sequences a request gets
+    503 with ``Retry-After``. On SIGTERM (or Ctrl-C) the server stops accepting connections,
+    answers the requests in flight (for up to ``--shutdown_timeout`` seconds) and exits.
 
     Authentication: clients send ``X-API-Key``; the key is ``--api_key``, the first line of
     ``--api_key_file`` or ``$GENOSEQ_API_KEY``. Without a key the API is open, which is allowed
@@ -93,10 +105,19 @@ def serve(
         max_batch_rows: Most sequences of equal length scored in one forward pass.
         max_interpret_length: Longest sequence of a /v1/interpret request (bases).
         max_interpret_sequences: Most sequences per /v1/interpret request.
+        batch_wait_ms: How long a /v1/score or /v1/embed sequence may wait for others to share
+            its forward pass (0: only those that queued while the model was busy).
+        max_batch_tokens: Most tokens gathered into one batch.
+        max_queue: Most sequences waiting for the model per batched route (and most other
+            requests waiting); past that: 503 with Retry-After.
+        shutdown_timeout: On SIGTERM, how long requests in flight may take before the server
+            exits anyway (seconds).
+        threads: Torch threads per worker (default: ``$OMP_NUM_THREADS`` if set, else the cores
+            less one, shared by the workers, at least 1; the other core answers HTTP).
         log_level: uvicorn and genoseq.api log level.
     """
     # Over 80 lines for its signature and Args, which are the command's options and help.
-    from genoseq.api.settings import ApiSettings, Limits, is_loopback, read_api_key
+    from genoseq.api.settings import ApiSettings, Limits, default_threads, is_loopback, read_api_key
 
     for path, option in ((model, "--model"), (classifier, "--classifier"), (generator, "--generator"),
                          (segmenter, "--segmenter")):
@@ -110,12 +131,16 @@ def serve(
             raise InputError(f"--index: not a genoseq align index (no {MANIFEST_FILE})", path=str(index))
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
+    if shutdown_timeout <= 0:
+        raise InputError(f"--shutdown_timeout must be > 0, got {shutdown_timeout}")
     key = read_api_key(api_key, api_key_file)
     if key is None and os.environ.get(API_KEY_ENV):
         key = os.environ[API_KEY_ENV].strip()
     if key is None and not is_loopback(host) and not no_auth:
         raise InputError(f"refusing to serve without an API key on {host} (not a loopback address): give "
                          f"--api_key_file (or --api_key, ${API_KEY_ENV}), or --no_auth true to serve it open")
+    if threads is None and not os.environ.get("OMP_NUM_THREADS"):  # torch follows $OMP_NUM_THREADS when set
+        threads = default_threads(workers)
     try:
         limits = Limits(max_sequence_length=max_sequence_length, max_sequences=max_sequences, max_reads=max_reads,
                         max_variants=max_variants, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
@@ -123,7 +148,8 @@ def serve(
                         max_interpret_length=max_interpret_length, max_interpret_sequences=max_interpret_sequences)
         settings = ApiSettings(model=model, classifier=classifier, generator=generator, reference=reference,
                                index=index, segmenter=segmenter, device=device, chunk_size=chunk_size, context=context, api_key=key,
-                               limits=limits)
+                               limits=limits, batch_wait_ms=batch_wait_ms, max_batch_tokens=max_batch_tokens,
+                               max_queue=max_queue, threads=threads)
     except ValueError as err:
         raise InputError(str(err)) from None
 
@@ -132,7 +158,10 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"genoseq serve: http://{host}:{port} (docs at /docs; authentication "
           f"{'on' if key else 'off'}; {workers} worker{'s' if workers > 1 else ''})", file=sys.stderr)
-    common = dict(host=host, port=port, log_level=log_level, access_log=False)  # genoseq.api.access logs requests
+    # genoseq.api.access logs requests. On SIGTERM uvicorn closes the socket, waits for the
+    # requests in flight (at most shutdown_timeout s), then runs the app's shutdown.
+    common = dict(host=host, port=port, log_level=log_level, access_log=False,
+                  timeout_graceful_shutdown=math.ceil(shutdown_timeout))
     if workers == 1:
         from genoseq.api import create_app
 

@@ -6,10 +6,12 @@ model call on a single dedicated worker thread: the event loop never blocks on t
 requests never run forward passes on the same weights at the same time (which on a CPU would
 only split the same cores between them, and on a GPU would compete for its memory).
 
-Concurrent ``/v1/score`` requests are batched by :class:`ScoreBatcher`: while the worker is
-busy, new sequences queue up; the next time it is free, every queued sequence of the same
-length (up to ``max_batch_rows``) goes through the model in one forward pass. An idle server
-therefore adds no waiting, and a busy one turns many small passes into a few larger ones.
+Concurrent ``/v1/score`` and ``/v1/embed`` requests are batched dynamically
+(:class:`~genoseq.api.batching.DynamicBatcher`): their sequences are gathered for up to
+``batch_wait_ms`` (and at most ``max_batch_tokens``), then run together on the model thread,
+sequences of equal length in one forward pass (up to ``max_batch_rows``), and answered
+separately, each exactly as it would be alone. At most ``max_queue`` sequences (score, embed)
+and ``max_queue`` other model calls wait; past that a request gets 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from .batching import DynamicBatcher, Overloaded, ShuttingDown
 from .settings import ApiSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +78,12 @@ class ModelService:
         self.load_seconds: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genoseq-model")
         self._loaded = threading.Event()
-        self.batcher: ScoreBatcher | None = None
+        self.scoring: DynamicBatcher | None = None  # /v1/score
+        self.embedding: DynamicBatcher | None = None  # /v1/embed
+        self.forward_passes = 0  # stacked forward passes of scoring, for /v1/models and tests
+        self.forward_rows = 0
+        self._waiting_calls = 0  # model calls of other routes queued or running (bounded by max_queue)
+        self._closing = False
 
     # ------------------------------------------------------------------ loading
     def load(self) -> None:
@@ -99,6 +107,10 @@ class ModelService:
         from genoseq.runtime import resolve_device
 
         s = self.settings
+        if s.threads is not None:
+            import torch
+
+            torch.set_num_threads(s.threads)
         self.device = resolve_device(s.device)
         self.lm = GenoSeqLM.from_pretrained(s.model, map_location=self.device).eval()
         if s.classifier is not None:
@@ -126,15 +138,21 @@ class ModelService:
             self.align_header = pysam.AlignmentHeader.from_dict(self.aligner.sam_header("POST /v1/align"))
 
     async def start(self, background: bool = True) -> None:
-        """Start loading (in the worker thread) and the score batcher; wait unless ``background``."""
-        self.batcher = ScoreBatcher(self)
+        """Start loading (in the worker thread) and the batchers; wait unless ``background``."""
+        s = self.settings
+        options = dict(max_wait_s=s.batch_wait_ms / 1000, max_batch_tokens=s.max_batch_tokens, max_queue=s.max_queue)
+        self.scoring = DynamicBatcher(self._score_batch, self._execute, name="scoring", **options)
+        self.embedding = DynamicBatcher(self._embed_batch, self._execute, name="embedding", **options)
         future = asyncio.get_running_loop().run_in_executor(self._executor, self.load)
         if not background:
             await future
 
     async def stop(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.stop()
+        """Finish what is queued for the model (requests in flight get their answers), then let go."""
+        self._closing = True
+        for batcher in (self.scoring, self.embedding):
+            if batcher is not None:
+                await batcher.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.reference is not None:
             self.reference.close()
@@ -150,98 +168,67 @@ class ModelService:
             raise NotReady(f"the models failed to load: {self.error}")
 
     async def run(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """Run ``fn`` on the model thread without blocking the event loop."""
+        """Run ``fn`` on the model thread without blocking the event loop.
+
+        :class:`~genoseq.api.batching.Overloaded` (503) when ``max_queue`` calls are already
+        queued or running there.
+        """
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        if self._waiting_calls >= self.settings.max_queue:
+            raise Overloaded(f"the server is busy ({self._waiting_calls} requests waiting for the model); retry later",
+                             retry_after=1)
+        self._waiting_calls += 1
+        try:
+            return await self._execute(fn, *args, **kwargs)
+        finally:
+            self._waiting_calls -= 1
+
+    async def _execute(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def score(self, sequences: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        """Token log-probs (L-1,) of each sequence of token ids (1-D int64), batched with other requests'."""
+        return await self.scoring.submit(sequences, [ids.numel() for ids in sequences])
+
+    async def embed(self, sequences: list, options: tuple) -> list:
+        """Pooled vectors of token-id arrays; ``options`` = (layer, pooling, rc_average, rc_concat)."""
+        return await self.embedding.submit(sequences, [len(ids) for ids in sequences], group=options)
 
     @property
     def model_name(self) -> str:
         return Path(self.settings.model).name
 
 
-# ---------------------------------------------------------------------- scoring
-@dataclass
-class _Pending:
-    ids: "torch.Tensor"  # 1-D int64
-    future: asyncio.Future
-
-
-class ScoreBatcher:
-    """Collects sequences from concurrent score requests and scores them together.
-
-    Each sequence's result is exactly what ``genoseq score`` computes for it
-    (:func:`~genoseq.models.inference.token_log_probs` with the server's ``chunk_size`` and
-    ``context``). Sequences that fit one window of a non-recurrent model are stacked by length
-    into batches of up to ``max_batch_rows`` rows; the rest are scored one by one.
-    """
-
-    def __init__(self, service: ModelService) -> None:
-        self.service = service
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.max_rows = service.settings.limits.max_batch_rows
-        self.batches = 0  # forward passes of stacked rows, for /v1/models and tests
-        self.batched_rows = 0
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="genoseq-score-batcher")
-
-    async def score(self, ids: "torch.Tensor") -> "torch.Tensor":
-        """Token log-probs (L-1,) of one sequence of token ids."""
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(ids, future))
-        return await future
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        while not self.queue.empty():
-            pending = self.queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(NotReady("the server is shutting down"))
-
-    async def _loop(self) -> None:
-        while True:
-            items = [await self.queue.get()]
-            while not self.queue.empty():
-                items.append(self.queue.get_nowait())
-            items = [it for it in items if not it.future.done()]  # the client may have gone
-            if not items:
-                continue
-            try:
-                results = await self.service.run(self._compute, [it.ids for it in items])
-            except Exception as err:  # noqa: BLE001 - handed to every waiting request
-                results = [err] * len(items)
-            for item, result in zip(items, results):
-                if item.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
-
-    def _compute(self, sequences: list["torch.Tensor"]) -> list:
-        """Runs on the model thread: one result (tensor or exception) per sequence.
-
-        All of them together first (:func:`genoseq.tasks.scoring.log_probs_many`); if that
-        fails, one by one, so that one request's failure is not every request's.
-        """
+    # ------------------------------------------------------------------ batched work (model thread)
+    def _score_batch(self, group, sequences: list["torch.Tensor"]) -> list:
+        """:func:`genoseq.tasks.scoring.log_probs_many` with the server's ``chunk_size`` and ``context``:
+        what ``genoseq score`` computes for each sequence; equal lengths share a forward pass."""
         from genoseq.tasks.scoring import log_probs_many
 
-        s, lm = self.service.settings, self.service.lm
-        options = dict(chunk_size=s.chunk_size, context=s.context, batch_size=s.window_batch_size,
-                       max_rows=self.max_rows, device=self.service.device)
-        try:
-            return log_probs_many(lm, sequences, **options, on_batch=self._count)
-        except Exception:  # noqa: BLE001 - retried alone below
-            results = []
-            for ids in sequences:
-                try:
-                    results.extend(log_probs_many(lm, [ids], **options, on_batch=self._count))
-                except Exception as err:  # noqa: BLE001 - handed to its request
-                    results.append(err)
-            return results
+        s = self.settings
+        return log_probs_many(self.lm, sequences, chunk_size=s.chunk_size, context=s.context,
+                              batch_size=s.window_batch_size, max_rows=s.limits.max_batch_rows, device=self.device,
+                              on_batch=self._count_pass)
 
-    def _count(self, rows: int) -> None:
-        self.batches += 1
-        self.batched_rows += rows
+    def _embed_batch(self, options: tuple, sequences: list) -> list:
+        """:class:`genoseq.models.embedding.Embedder` vectors, one call per length, so that no
+        sequence is padded to another's length (its vector is the one it gets alone)."""
+        from genoseq.models.embedding import Embedder
+
+        layer, pooling, rc_average, rc_concat = options
+        embedder = Embedder(self.lm, layer=layer, pooling=pooling, rc_average=rc_average, rc_concat=rc_concat,
+                            batch_size=self.settings.limits.max_batch_rows, device=self.device)
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(sequences):
+            by_length.setdefault(len(ids), []).append(i)
+        out: list = [None] * len(sequences)
+        for rows in by_length.values():
+            for i, vector in zip(rows, embedder.embed([sequences[i] for i in rows])):
+                out[i] = vector
+        return out
+
+    def _count_pass(self, rows: int) -> None:
+        self.forward_passes += 1
+        self.forward_rows += rows

@@ -55,6 +55,13 @@ class ApiSettings:
         chunk_size, context, window_batch_size: long-sequence scoring, as ``genoseq score``.
         api_key: The key clients send in ``X-API-Key``; None turns authentication off.
         limits: Request limits.
+        batch_wait_ms: How long a sequence sent to ``/v1/score`` or ``/v1/embed`` may wait for
+            others to share its forward pass (0: only those that queued while the model was busy).
+        max_batch_tokens: Most tokens gathered into one batch (a longer sequence runs alone).
+        max_queue: Most sequences waiting for the scoring (and for the embedding) batcher, and
+            most other requests waiting for the model; past that a request gets 503 with
+            ``Retry-After``.
+        threads: Torch threads of the model (None: leave torch's setting).
     """
 
     model: str
@@ -69,8 +76,17 @@ class ApiSettings:
     window_batch_size: int = 4
     api_key: str | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
+    batch_wait_ms: float = 5.0
+    max_batch_tokens: int = 8192
+    max_queue: int = 512
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.batch_wait_ms < 0 or self.max_batch_tokens < 1 or self.max_queue < 1:
+            raise ValueError(f"need batch_wait_ms >= 0, max_batch_tokens >= 1 and max_queue >= 1; got "
+                             f"{self.batch_wait_ms}, {self.max_batch_tokens}, {self.max_queue}")
         if (self.chunk_size is not None and self.chunk_size < 2) or (
             self.context is not None and not 0 <= self.context < (self.chunk_size or DEFAULT_CHUNK)
         ):
@@ -86,6 +102,20 @@ class ApiSettings:
         data = json.loads(text)
         data["limits"] = Limits(**data.get("limits", {}))
         return cls(**data)
+
+
+def default_threads(workers: int = 1) -> int:
+    """Torch threads per worker of ``genoseq serve``: the usable cores less one, shared by the
+    workers, at least 1. The core left over runs the event loop (HTTP, JSON): on a small machine
+    a model thread that takes every core makes the two fight, and OpenMP threads that wait their
+    turn while a busy event loop holds the core make each forward pass several times slower."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, (cores - 1) // workers)
 
 
 def is_loopback(host: str) -> bool:

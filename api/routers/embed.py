@@ -11,19 +11,16 @@ router = APIRouter(prefix="/v1", tags=["embed"])
 
 
 @router.post("/embed", response_model=EmbedResponse, summary="Pooled embeddings of sequences",
-             responses={422: {"description": "bad sequence (field and position named), bad layer, too long or too many"}})
+             responses={422: {"description": "bad sequence (field and position named), bad layer, too long or too many"},
+                        503: {"description": "the server is busy (too many sequences waiting) or shutting down; "
+                                             "retry after the Retry-After header's seconds"}})
 async def embed(body: EmbedRequest, request: Request, service: Service) -> EmbedResponse:
-    """Layer, pooling and strand averaging or concatenation as in :mod:`genoseq.models.embedding`."""
-    from genoseq.models.embedding import Embedder
-
+    """Layer, pooling and strand averaging or concatenation as in :mod:`genoseq.models.embedding`;
+    each sequence's vector is the one it gets alone (sequences are batched with other requests'
+    of the same length and options, never padded)."""
     limits = service.settings.limits
     encoded = request_sequences(request, service.lm.tokenizer, body.sequences, limits)
-
-    def run():
-        embedder = Embedder(service.lm, layer=body.layer, pooling=body.pooling, rc_average=body.rc_average,
-                            rc_concat=body.rc_concat, batch_size=limits.max_batch_rows, device=service.device)
-        return embedder.embed(encoded)
-
-    vectors = await service.run(run)
-    return EmbedResponse(model=service.model_name, dim=int(vectors.shape[1]), layer=body.layer, pooling=body.pooling,
-                         rc_average=body.rc_average, rc_concat=body.rc_concat, embeddings=vectors.tolist())
+    vectors = await service.embed(encoded, (body.layer, body.pooling, body.rc_average, body.rc_concat))
+    return EmbedResponse(model=service.model_name, dim=int(vectors[0].shape[0]), layer=body.layer,
+                         pooling=body.pooling, rc_average=body.rc_average, rc_concat=body.rc_concat,
+                         embeddings=[v.tolist() for v in vectors])

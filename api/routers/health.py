@@ -44,7 +44,10 @@ async def models(service: Service) -> ModelsInfo:
         device=str(service.device),
         model=_describe(s.model, lm, "GenoSeqLM", lm.config.to_dict(), conditions=list(lm.tokenizer.condition_labels)),
         scoring={"chunk_size": chunk_size, "context": context, "recurrent": lm.is_recurrent,
-                 "batches": service.batcher.batches, "batched_rows": service.batcher.batched_rows},
+                 "batches": service.forward_passes, "batched_rows": service.forward_rows},
+        batching={"batch_wait_ms": s.batch_wait_ms, "max_batch_tokens": s.max_batch_tokens, "max_queue": s.max_queue,
+                  "score": service.scoring.stats.to_dict() | {"queued": service.scoring.queued},
+                  "embed": service.embedding.stats.to_dict() | {"queued": service.embedding.queued}},
         limits=s.limits.__dict__.copy(),
     )
     if service.classifier is not None:

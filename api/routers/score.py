@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 
 from genoseq.tasks.scoring import per_base_log_probs, summarize
@@ -15,7 +13,9 @@ router = APIRouter(prefix="/v1", tags=["score"])
 
 
 @router.post("/score", response_model=ScoreResponse, summary="Log-likelihood and bits/base per sequence",
-             responses={422: {"description": "bad sequence (field and position named), too long or too many"}})
+             responses={422: {"description": "bad sequence (field and position named), too long or too many"},
+                        503: {"description": "the server is busy (too many sequences waiting) or shutting down; "
+                                             "retry after the Retry-After header's seconds"}})
 async def score(body: ScoreRequest, request: Request, service: Service) -> ScoreResponse:
     """Each sequence is scored like a FASTA record by ``genoseq score`` (same ``chunk_size`` and
     ``context``): position 1 has no context and N bases are never scored."""
@@ -24,7 +24,7 @@ async def score(body: ScoreRequest, request: Request, service: Service) -> Score
     limits = service.settings.limits
     encoded = [torch.from_numpy(ids.astype("int64"))
                for ids in request_sequences(request, service.lm.tokenizer, body.sequences, limits)]
-    all_log_probs = await asyncio.gather(*(service.batcher.score(ids) for ids in encoded))
+    all_log_probs = await service.score(encoded)  # batched with concurrent requests' sequences
 
     names = body.names or [f"#{i + 1}" for i in range(len(encoded))]
     scores = []
