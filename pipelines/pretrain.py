@@ -290,6 +290,7 @@ def _trainer(trainer: TrainerConfig, run_dir: Path, has_val: bool, logger: str, 
         LearningRateMonitor(logging_interval="step"),
     ]
     return make_trainer(trainer, job="pretrain", root_dir=run_dir, logger=logger, progress=progress, callbacks=callbacks,
+                        resume_hint=f"run the same command with --resume true (from {run_dir / 'checkpoints'})",
                         max_epochs=-1, check_val_every_n_epoch=None,
                         limit_val_batches=trainer.limit_val_batches if has_val else 0)
 

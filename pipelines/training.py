@@ -52,18 +52,21 @@ class TrainerConfig:
 
 
 def make_trainer(config: TrainerConfig, *, job: str, root_dir, logger: str = "csv", log_dir=None, csv_name: str = "",
-                 callbacks: list | tuple = (), progress="auto", **options):
+                 callbacks: list | tuple = (), progress="auto", resume_hint: str | None = None, **options):
     """The Lightning ``Trainer`` of a training job.
 
     ``config`` gives the options a user may set; ``options`` are the job's own fixed choices
     (``max_epochs``, ``enable_checkpointing``...), which win. Loggers come from ``logger``
     (:func:`genoseq.runtime.training_loggers` in ``log_dir``, default ``root_dir``), progress from ``progress``
     (:func:`genoseq.models.progress_callbacks.training_callbacks`, after the job's ``callbacks``).
-    No model summary, no sanity validation, and none of Lightning's construction noise.
+    No model summary, no sanity validation, and none of Lightning's construction noise. A run over
+    several processes stops all of them with a message when one dies
+    (:class:`genoseq.models.ranks.RankWatch`; ``resume_hint`` says how to continue).
     """
     import lightning as L
 
     from genoseq.models.progress_callbacks import training_callbacks
+    from genoseq.models.ranks import RankWatch
     from genoseq.runtime import quiet_lightning, trainer_precision, training_loggers
 
     if config.context_parallel > 1 and job != "pretrain":
@@ -80,7 +83,7 @@ def make_trainer(config: TrainerConfig, *, job: str, root_dir, logger: str = "cs
     kwargs.update(
         default_root_dir=str(root_dir), enable_progress_bar=show_progress, enable_model_summary=False,
         num_sanity_val_steps=0, logger=training_loggers(logger, log_dir or root_dir, csv_name=csv_name),
-        callbacks=[*callbacks, *progress_callbacks],
+        callbacks=[*callbacks, RankWatch(job, resume_hint), *progress_callbacks],
     )
     kwargs.update(options)
     with quiet_lightning():  # no hardware lines or tips at construction

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,19 +122,75 @@ def test_create_needs_a_process_group():
 
 
 # ---------------------------------------------------------------------------- genoseq pretrain
-def _pretrain_cli(out, max_steps: int, *extra: str) -> None:
-    """`genoseq pretrain` over 2 CPU processes (Lightning's DDP launcher runs the command twice)."""
-    args = ["pretrain", "--out", str(out), "--model.d_model", "32", "--model.pattern", "HMA", "--model.n_heads", "4",
+def _pretrain_args(out, max_steps: int, *extra: str) -> list[str]:
+    return ["pretrain", "--out", str(out), "--model.d_model", "32", "--model.pattern", "HMA", "--model.n_heads", "4",
             "--model.headdim", "16", "--model.d_state", "16", "--model.hyena_filter_dim", "16",
             "--window.buckets", "[64, 128]", "--window.tokens_per_batch", "256", "--window.windows_per_epoch", "16",
             "--window.max_val_windows", "4", "--optim.total_steps", "8", "--optim.warmup_steps", "2",
             "--trainer.max_steps", str(max_steps), "--trainer.val_check_interval", "5",
             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.context_parallel", "2",
             "--progress", "none", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "genoseq.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+
+
+def _pretrain_cli(out, max_steps: int, *extra: str) -> None:
+    """`genoseq pretrain` over 2 CPU processes (Lightning's DDP launcher runs the command twice)."""
+    done = subprocess.run([sys.executable, "-m", "genoseq.cli", *_pretrain_args(out, max_steps, *extra)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc: field 4 of each process's stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _kill_after_checkpoint(out, victim: str, *extra: str) -> tuple[int, str]:
+    """Start a 2-rank pretrain, SIGKILL rank 0 (``victim="main"``) or rank 1 once it has written a
+    checkpoint, and return the exit status of rank 0 and everything both ranks wrote to stderr (read
+    to its end: both processes have gone)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "genoseq.cli", *_pretrain_args(out, 100_000, *extra)],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt, deadline = out / "checkpoints" / "last.ckpt", time.monotonic() + 240
+    before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ckpt.exists() and ckpt.stat().st_mtime_ns != before:
+            break
+        time.sleep(0.5)
+    children = _children(proc.pid)
+    if not children:
+        proc.kill()
+    assert children and ckpt.stat().st_mtime_ns != before, "the run made no checkpoint or has no second rank"
+    time.sleep(1.0)
+    os.kill(proc.pid if victim == "main" else int(children[0]), signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr
+
+
+def test_a_lost_rank_stops_the_run_with_a_message_and_resume_continues(tmp_path):
+    """A rank killed mid-run (the kernel's out-of-memory killer, a node lost) stops the others within
+    seconds, with a message naming it and how to continue, not a hang or a traceback; --resume then
+    continues from the checkpoint."""
+    run = tmp_path / "run"
+    status, stderr = _kill_after_checkpoint(run, "rank1", "--optim.total_steps", "200")
+    assert status == 1, stderr[-3000:]
+    assert "rank 1 of 2" in stderr and "killed by SIGKILL" in stderr and "--resume true" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr
+    status, stderr = _kill_after_checkpoint(run, "main", "--optim.total_steps", "200", "--resume", "true")
+    assert status == -9 and "rank 0 (pid" in stderr and "rank 1 stops too" in stderr, stderr[-3000:]
+    step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    _pretrain_cli(run, step + 2, "--optim.total_steps", "200", "--resume", "true")
+    assert json.loads((run / "metrics.json").read_text())["steps"] == step + 2
 
 
 def test_pretrain_over_two_ranks_resumes_exactly(tmp_path):
