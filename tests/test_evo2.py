@@ -148,6 +148,66 @@ def test_converted_folder_runs_the_pipelines(converted, lambda_fasta, tmp_path):
     assert len(samples) == 2 and all(len(s) == 60 and set(s[40:]) <= set("ACGT") for s in samples)
     hidden = lm.model.hidden_states(torch.from_numpy(TOK.encode(seq[:50]).astype(np.int64))[None], layer=4)
     assert hidden.shape == (1, 50, 32)
+    # (classify fit --frozen: test_a_classifier_on_the_converted_model_saves_and_loads)
+
+
+def test_converted_folder_runs_vep_embed_ism_annotate_and_serve(converted, lambda_fasta, tmp_path):
+    """The other jobs take the converted folder unchanged, on inputs of a few hundred bases."""
+    import h5py
+    from fastapi.testclient import TestClient
+
+    from genoseq.api import create_app
+
+    lm = genoseq.load(converted, device="cpu")
+    genome = "".join(line.strip() for line in Path(lambda_fasta).read_text().splitlines()[1:]).upper()
+    # vep: the CLI's LLRs are the Python API's
+    alt_of = {"A": "G", "C": "T", "G": "A", "T": "C"}
+    variants = [("NC_001416.1", p, genome[p - 1], alt_of[genome[p - 1]]) for p in (500, 20_000, 40_000)]
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=NC_001416.1,length=48502>\n"
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   + "".join(f"{c}\t{p}\t.\t{r}\t{a}\t.\t.\t.\n" for c, p, r, a in variants))
+    assert main(["vep", "--model", str(converted), "--reference", str(lambda_fasta), "--vcf", str(vcf),
+                 "--out", str(tmp_path / "vep.tsv"), "--format", "tsv", "--window_length", "64", "--device", "cpu",
+                 "--progress", "none"]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "vep.tsv").read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    llr = [float(r[header.index("llr")]) for r in rows]
+    assert [r[header.index("status")] for r in rows] == ["ok"] * 3
+    effects = lm.variant_effects(lambda_fasta, variants, window_length=64)
+    assert np.allclose(llr, [e.llr for e in effects], atol=1e-4) and len(set(llr)) == 3
+    # embed at a named layer: that layer's states, not the final ones
+    fasta = tmp_path / "two.fa"
+    fasta.write_text(f">a\n{genome[1000:1200]}\n>b\n{genome[30_000:30_150]}\n")
+    for layer, name in ((4, "l4.h5"), (None, "final.h5")):
+        assert main(["embed", "--model", str(converted), "--fasta", str(fasta), "--out", str(tmp_path / name),
+                     "--pooling", "mean", "--device", "cpu", "--progress", "none",
+                     *(["--layer", str(layer)] if layer is not None else [])]) == 0
+    with h5py.File(tmp_path / "l4.h5") as h5, h5py.File(tmp_path / "final.h5") as final:
+        assert h5["embeddings"].shape == (2, 32) and np.isfinite(h5["embeddings"][:]).all()
+        assert not np.allclose(h5["embeddings"][:], final["embeddings"][:])
+    # interpret ism: every substitution of a 20-base region
+    assert main(["interpret", "ism", "--model", str(converted), "--fasta", str(lambda_fasta), "--region",
+                 "NC_001416.1:1001-1020", "--radius", "8", "--block", "4", "--figures", "0", "--device", "cpu",
+                 "--progress", "none", "--out", str(tmp_path / "ism")]) == 0
+    with np.load(tmp_path / "ism" / "ism.npz", allow_pickle=False) as ism:
+        assert ism["llr"].shape == (1, 20, 4) and np.isfinite(ism["llr"]).any()
+    # annotate fit: a segmenter on the imported backbone, two contigs of lambda, one held out
+    gff = tmp_path / "lambda.gff3"
+    features = [("c1", 191, 736, "+"), ("c1", 711, 2636, "+"), ("c2", 100, 999, "+"), ("c2", 1200, 2399, "-")]
+    gff.write_text("##gff-version 3\n" + "".join(f"{c}\tsrc\tCDS\t{a}\t{b}\t.\t{s}\t0\tID={c}_{a}\n"
+                                                  for c, a, b, s in features)
+                   + f"##FASTA\n>c1\n{genome[:3000]}\n>c2\n{genome[3000:6000]}\n")
+    assert main(["annotate", "fit", "--model", str(converted), "--annotation", str(gff), "--out", str(tmp_path / "seg"),
+                 "--holdout", "c2", "--epochs", "1", "--window", "256", "--context", "32", "--hidden", "8",
+                 "--crop", "256", "--max_train_bases", "2000", "--device", "cpu", "--progress", "none"]) == 0
+    assert json.loads((tmp_path / "seg" / "config.json").read_text())["model_architecture"] == "striped_hyena2"
+    # serve: the REST API in-process scores as the Python API does
+    with TestClient(create_app(model=str(converted), device="cpu", load_in_background=False)) as client:
+        response = client.post("/v1/score", json={"sequences": [genome[:300]]})
+        assert response.status_code == 200, response.text
+        got = response.json()["scores"][0]["log_likelihood"]
+    assert abs(got - lm.score(genome[:300]).log_likelihood) < 1e-4
 
 
 # ----------------------------------------------------------------------------- safety and bad input
