@@ -53,35 +53,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from genoseq.models.evo2 import EVO2_1B_8K
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENOSEQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-# Evo 2 1B as published: evo2/configs/evo2-1b-8k.yml of github.com/ArcInstitute/evo2
-EVO2_1B = {
-    "model_name": "shc-evo2-1b-8k-2T-v2", "vocab_size": 512, "hidden_size": 1920, "num_filters": 1920,
-    "attn_layer_idxs": [3, 10, 17, 24], "hcl_layer_idxs": [2, 6, 9, 13, 16, 20, 23],
-    "hcm_layer_idxs": [1, 5, 8, 12, 15, 19, 22], "hcs_layer_idxs": [0, 4, 7, 11, 14, 18, 21],
-    "hcm_filter_length": 128, "hcl_filter_groups": 1920, "hcm_filter_groups": 128, "hcs_filter_groups": 128,
-    "hcs_filter_length": 7, "num_layers": 25, "short_filter_length": 3, "num_attention_heads": 15,
-    "short_filter_bias": False, "mlp_init_method": "torch.nn.init.zeros_",
-    "mlp_output_init_method": "torch.nn.init.zeros_", "eps": 1.0e-6, "state_size": 16, "rotary_emb_base": 10000,
-    "make_vocab_size_divisible_by": 8, "inner_size_multiple_of": 16, "inner_mlp_size": 5120,
-    "log_intermediate_values": False, "proj_groups": 1, "hyena_filter_groups": 1, "column_split_hyena": False,
-    "column_split": True, "interleave": True, "evo2_style_activations": True, "model_parallel_size": 1,
-    "pipe_parallel_size": 1, "tie_embeddings": True, "mha_out_proj_bias": True, "hyena_out_proj_bias": True,
-    "hyena_flip_x1x2": False, "qkv_proj_bias": False, "use_fp8_input_projections": True, "max_seqlen": 8192,
-    "max_batch_size": 1, "final_norm": True, "use_flash_attn": True, "use_flash_rmsnorm": False,
-    "use_flash_depthwise": False, "use_flashfft": False, "use_laughing_hyena": False, "inference_mode": True,
-    "tokenizer_type": "CharLevelTokenizer", "prefill_style": "fft", "mlp_activation": "gelu",
-    "print_activations": False,
-}
 SMALL = {
-    **EVO2_1B, "model_name": "evo2-small-bench", "hidden_size": 256, "num_filters": 256, "num_layers": 8,
+    **EVO2_1B_8K, "model_name": "evo2-small-bench", "hidden_size": 256, "num_filters": 256, "num_layers": 8,
     "hcs_layer_idxs": [0, 4], "hcm_layer_idxs": [1, 5], "hcl_layer_idxs": [2, 6], "attn_layer_idxs": [3, 7],
     "hcl_filter_groups": 256, "hcm_filter_groups": 16, "hcs_filter_groups": 16, "num_attention_heads": 2,
     "inner_mlp_size": 688,
 }
-SHAPES = {"small": SMALL, "1b": EVO2_1B}
+SHAPES = {"small": SMALL, "1b": EVO2_1B_8K}
 # How vortex runs on a CPU: no Transformer Engine (FP8) or flash attention; float32 throughout.
 VORTEX_RUNTIME = {"use_fp8_input_projections": False, "use_flash_attn": False}
 
