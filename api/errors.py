@@ -29,6 +29,11 @@ log = logging.getLogger("genoseq.api")
 Loc = Sequence["str | int"]
 
 
+# The OpenAPI entry of a route whose work is queued (Overloaded and ShuttingDown answer 503).
+BUSY_RESPONSE = {503: {"description": "the server is busy (too many sequences waiting) or shutting down; "
+                                      "retry after the Retry-After header's seconds"}}
+
+
 class RequestInputError(ValueError):
     """A semantically bad request (422): ``loc`` names the field as FastAPI's validation does."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..deps import Service, request_sequences
+from ..errors import BUSY_RESPONSE
 from ..schemas import EmbedRequest, EmbedResponse
 
 router = APIRouter(prefix="/v1", tags=["embed"])
@@ -12,8 +13,7 @@ router = APIRouter(prefix="/v1", tags=["embed"])
 
 @router.post("/embed", response_model=EmbedResponse, summary="Pooled embeddings of sequences",
              responses={422: {"description": "bad sequence (field and position named), bad layer, too long or too many"},
-                        503: {"description": "the server is busy (too many sequences waiting) or shutting down; "
-                                             "retry after the Retry-After header's seconds"}})
+                        **BUSY_RESPONSE})
 async def embed(body: EmbedRequest, request: Request, service: Service) -> EmbedResponse:
     """Layer, pooling and strand averaging or concatenation as in :mod:`genoseq.models.embedding`;
     each sequence's vector is the one it gets alone (sequences are batched with other requests'

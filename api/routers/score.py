@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from genoseq.tasks.scoring import per_base_log_probs, summarize
 
 from ..deps import Service, request_sequences
+from ..errors import BUSY_RESPONSE
 from ..schemas import ScoreRequest, ScoreResponse, SequenceScore
 
 router = APIRouter(prefix="/v1", tags=["score"])
@@ -14,8 +15,7 @@ router = APIRouter(prefix="/v1", tags=["score"])
 
 @router.post("/score", response_model=ScoreResponse, summary="Log-likelihood and bits/base per sequence",
              responses={422: {"description": "bad sequence (field and position named), too long or too many"},
-                        503: {"description": "the server is busy (too many sequences waiting) or shutting down; "
-                                             "retry after the Retry-After header's seconds"}})
+                        **BUSY_RESPONSE})
 async def score(body: ScoreRequest, request: Request, service: Service) -> ScoreResponse:
     """Each sequence is scored like a FASTA record by ``genoseq score`` (same ``chunk_size`` and
     ``context``): position 1 has no context and N bases are never scored."""
