@@ -207,6 +207,8 @@ _LIGHTNING_NOISE = (
     # only last.ckpt, so neither the "dataloader is not resumable" nor the moved-folder note applies
     r".*your dataloader is not resumable.*",
     r".*The dirpath has changed from.*",
+    # a resumed fine-tuning finds its own last.ckpt in its checkpoint folder, by design
+    r".*Checkpoint directory .* exists and is not empty.*",
 )
 
 

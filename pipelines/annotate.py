@@ -19,6 +19,7 @@ Nothing heavy is imported at module level, so building the CLI parser stays fast
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def fit(
     device: str = "auto",
     seed: int = 0,
     progress: bool | ProgressChoice = "auto",
+    resume: bool = False,
 ) -> dict:
     """Train a per-base annotator (segmenter) on a language model, a genome and its annotation.
 
@@ -92,6 +94,9 @@ def fit(
         device: Device for the probe: ``auto``, ``cpu``, ``cuda:1``...
         seed: Seed for the holdout draw, initialisation, crops and order.
         progress: ``auto``, ``bar``, ``lines`` or ``none``.
+        resume: ``finetune``: continue an interrupted run from ``<out>.checkpoints/last.ckpt``
+            (written after every epoch, removed when the run ends), with the same options; the
+            weights at the end are those of an uninterrupted run.
 
     Returns:
         The training summary also written to ``<out>/training.json``.
@@ -105,8 +110,14 @@ def fit(
     from genoseq.models.inference import scoring_window
     from genoseq.models.segmenter import Segmenter
     from genoseq.runtime import atomic_directory, resolve_device, write_json
+    from genoseq.tasks.finetune import check_resume, checkpoint_dir
     from genoseq.tasks.genome_annotation import choose_holdout
 
+    if method == "finetune":
+        check_resume(out, resume)
+    elif resume:
+        raise InputError("--resume continues a fine-tuning (--method finetune); the probe trains in minutes",
+                         field="resume", kind="conflict")
     started = time.perf_counter()
     torch.manual_seed(seed)
     ann, gen = read_annotated_genome(annotation, genome)
@@ -137,35 +148,39 @@ def fit(
     else:
         summary.update(_finetune(seg, dm, epochs=epochs, patience=patience, accelerator=accelerator,
                                  precision=precision, progress=progress, log_dir=out,
-                                 weight_power=class_weight_power))
+                                 weight_power=class_weight_power, resume=resume))
     summary["seconds"] = round(time.perf_counter() - started, 2)
     seg = seg.cpu().eval()
     with atomic_directory(out) as tmp:
         seg.save_pretrained(tmp, training=summary)
         write_json(tmp / TRAINING_FILE, summary)
+    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)  # the run is complete: nothing left to resume
     print(f"wrote segmenter {out} ({method}, classes {', '.join(scheme.classes)}; held out {len(held)} contigs, "
           f"best val loss {summary.get('best_val_loss')})", file=sys.stderr)
     return summary
 
 
-def _finetune(seg, dm, *, epochs, patience, accelerator, precision, progress, log_dir, weight_power) -> dict:
+def _finetune(seg, dm, *, epochs, patience, accelerator, precision, progress, log_dir, weight_power, resume) -> dict:
     import tempfile
 
     import torch
 
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.tasks.finetune import finetune
+    from genoseq.tasks.finetune import checkpoint_dir, finetune
     from genoseq.tasks.genome_annotation import label_class_weights
 
     weights = label_class_weights(dm.labels.values(), seg.num_classes, weight_power)
     seg.class_weights = torch.tensor(weights, dtype=torch.float32)
     config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=accelerator, devices=1, precision=precision,
                            log_every_n_steps=None)
+    checkpoints = checkpoint_dir(log_dir)
     with tempfile.TemporaryDirectory(prefix="genoseq-annotate-") as work_dir:
         result = finetune(seg, dm, lambda callbacks: make_trainer(
             config, job="annotate fit", root_dir=work_dir, log_dir=log_dir + ".logs", csv_name="logs",
-            progress=progress, max_epochs=epochs, enable_checkpointing=False, callbacks=callbacks),
-            monitor="val/loss", patience=patience, validate=len(dm.examples["val"]) > 0)
+            progress=progress, max_epochs=epochs, callbacks=callbacks,
+            resume_hint=f"run the same command with --resume true (from {checkpoints})"),
+            monitor="val/loss", patience=patience, validate=len(dm.examples["val"]) > 0,
+            checkpoint_dir=checkpoints, resume=resume)
     return {**result.to_dict(), "train_windows": len(dm.examples["train"])}
 
 

@@ -39,6 +39,7 @@ parser stays fast.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -80,6 +81,7 @@ class _FitSettings:
     seed: int
     progress: bool | str
     logger: str
+    resume: bool = False
 
     def embedder(self, lm):
         from genoseq.models.embedding import Embedder
@@ -98,17 +100,19 @@ def _finetune(model, datamodule, run: _FitSettings, monitor: str) -> dict:
     import tempfile
 
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.tasks.finetune import finetune
+    from genoseq.tasks.finetune import checkpoint_dir, finetune
 
     config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=run.accelerator, devices=1,
                            precision=run.precision, gradient_clip_val=0, log_every_n_steps=None)
     with tempfile.TemporaryDirectory(prefix="genoseq-classify-") as work_dir:
         result = finetune(model, datamodule, lambda callbacks: make_trainer(
             config, job="classify fit", root_dir=work_dir, log_dir=run.out, csv_name="logs", logger=run.logger,
-            progress=run.progress, max_epochs=run.max_epochs, enable_checkpointing=False, callbacks=callbacks),
-            monitor=monitor, patience=run.patience)
+            progress=run.progress, max_epochs=run.max_epochs, callbacks=callbacks,
+            resume_hint=f"run the same command with --resume true (from {checkpoint_dir(run.out)})"),
+            monitor=monitor, patience=run.patience, checkpoint_dir=checkpoint_dir(run.out), resume=run.resume)
     model.cpu().eval()
     return result.to_dict()
+
 
 
 def _fit_classifier(lm, train: str, val: str | None, run: _FitSettings, *, frozen: bool) -> tuple[object, dict]:
@@ -228,6 +232,7 @@ def fit(
     val_contigs: list[str] | None = None,
     progress: bool | ProgressChoice = "auto",
     logger: LoggerChoice = "csv",
+    resume: bool = False,
 ) -> dict:
     """Train a sequence classifier (or regression model) on a language model: fine-tuning, or a frozen probe.
 
@@ -293,6 +298,9 @@ def fit(
         logger: Fine-tuning's curves: ``csv`` (``out/logs/metrics.csv``, the default) or
             ``tensorboard`` (the CSV too, plus TensorBoard event files in ``out/tensorboard``; needs
             ``pip install 'genoseq[tensorboard]'``). The probe trains no network and logs nothing.
+        resume: Continue an interrupted fine-tuning from ``<out>.checkpoints/last.ckpt``, written
+            after every epoch and removed when the run ends; give the same options again. The
+            weights at the end are those of an uninterrupted run.
 
     Returns:
         The training summary also written to ``<out>/training.json``.
@@ -305,6 +313,7 @@ def fit(
 
     from genoseq.models import GenoSeqLM
     from genoseq.runtime import require_file
+    from genoseq.tasks.finetune import check_resume, checkpoint_dir
     from genoseq.tasks.regression import target_names
 
     started = time.perf_counter()
@@ -319,6 +328,11 @@ def fit(
     for path in (train, val):
         if path is not None:
             require_file(path)
+    if resume and frozen:
+        raise InputError("--resume continues a fine-tuning; a --frozen probe has nothing to resume", field="resume",
+                         kind="conflict")
+    if not frozen:
+        check_resume(out, resume)
     if genome is None and (window_length is not None or stranded or val_contigs):
         raise InputError("--window_length, --stranded and --val_contigs are options of training on intervals: give "
                          "--genome too", field="genome", kind="missing")
@@ -327,7 +341,8 @@ def fit(
         sequence_column=sequence_column, label_column=label_column or "label", val_fraction=val_fraction,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs, patience=patience,
         monitor=monitor, rc_augment=rc_augment, probe_c=0.01 if probe_c is None else probe_c, ridge_alpha=ridge_alpha,
-        accelerator=accelerator, precision=precision, device=device, seed=seed, progress=progress, logger=logger)
+        accelerator=accelerator, precision=precision, device=device, seed=seed, progress=progress, logger=logger,
+        resume=resume)
     with contextlib.ExitStack() as stack:
         tables = (train, val)
         if genome is not None:  # intervals of a genome, read once into the tables the rest of fit reads
@@ -349,7 +364,9 @@ def fit(
             clf, info = _fit_classifier(lm, *tables, run, frozen=frozen)
             summary.update(info, classes=clf.classes)
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    return _save(clf, Path(out), summary)
+    result = _save(clf, Path(out), summary)
+    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)  # the run is complete: nothing left to resume
+    return result
 
 
 def interval_tables(genome: str, train: str, val: str | None, work: Path, *, targets: list[str] | None,

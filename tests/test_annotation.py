@@ -253,3 +253,32 @@ def test_cli_fit_predict_evaluate_and_api(segmenter_dir, slice_gff, workdir):
     one = annot.annotate(seq)
     assert one.probs.shape == (2, 3000, len(annot.classes))
     assert [(f.start, f.end, f.strand) for f in one.features] == [(f["start"], f["end"], f["strand"]) for f in body["features"]]
+
+
+def test_interrupted_fine_tuning_resumes_to_the_same_weights(tiny_lm, slice_gff, workdir, monkeypatch):
+    """annotate fit --method finetune that dies after an epoch's checkpoint and is rerun with
+    --resume true ends with the weights and history of an uninterrupted run."""
+    from genoseq.models.segmenter import Segmenter
+    from genoseq.pipelines.annotate import fit
+    from genoseq.tasks.finetune import RandomState, checkpoint_dir
+
+    options = dict(holdout="BAC_00027", method="finetune", epochs=3, patience=3, window=256, context=32, hidden=16,
+                   batch_size=16, accelerator="cpu", progress="none")
+    straight = fit(str(tiny_lm), str(slice_gff), str(workdir / "ft_straight"), **options)
+
+    def crash(self, trainer, pl_module):
+        if trainer.current_epoch == 2:
+            raise RuntimeError("simulated crash")
+
+    out = workdir / "ft_resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(RandomState, "on_train_epoch_start", crash, raising=False)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(str(tiny_lm), str(slice_gff), str(out), **options)
+    assert (checkpoint_dir(out) / "last.ckpt").is_file() and not out.exists()
+    resumed = fit(str(tiny_lm), str(slice_gff), str(out), resume=True, **options)
+    assert resumed["history"] == straight["history"]
+    a, b = Segmenter.from_pretrained(workdir / "ft_straight"), Segmenter.from_pretrained(out)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not checkpoint_dir(out).exists()

@@ -11,6 +11,7 @@ import pytest
 from sklearn import metrics
 
 from genoseq.cli import main
+from genoseq.errors import InputError
 from genoseq.models.classifier import SequenceClassifier
 from genoseq.options import TableInput
 from genoseq.pipelines.classify import evaluate, fit, predict
@@ -206,3 +207,36 @@ def test_fine_tuning_follows_the_one_schedule(tiny_lm):
     for step in (0, 500, 999, 1000, 5000, FINETUNE_DEFAULT_STEPS):
         assert factor(step) == expected.lr_factor(step, FINETUNE_DEFAULT_STEPS)
     assert factor(0) == pytest.approx(1 / 1000) and factor(FINETUNE_DEFAULT_STEPS) == pytest.approx(0.1)
+
+
+def test_interrupted_fine_tuning_resumes_to_the_same_weights(finetuned_dir, model_dir, tables, workdir, monkeypatch):
+    """A fine-tuning that dies after an epoch's checkpoint (here at the start of its third epoch)
+    and is rerun with --resume true ends with the weights, best epoch and history of the
+    uninterrupted run (finetuned_dir: the same options); the checkpoints go when it ends."""
+    import torch
+
+    from genoseq.tasks.finetune import RandomState, checkpoint_dir
+
+    out = workdir / "resumed"
+    options = dict(max_epochs=3, patience=2, lr=2e-3, batch_size=32, accelerator="cpu", progress=False)
+
+    def crash(self, trainer, pl_module):
+        if trainer.current_epoch == 2:
+            raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RandomState, "on_train_epoch_start", crash, raising=False)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(str(model_dir), str(tables[0]), str(out), **options)
+    assert (checkpoint_dir(out) / "last.ckpt").is_file()
+    with pytest.raises(InputError, match="add --resume true to continue it"):  # never clobbered unasked
+        fit(str(model_dir), str(tables[0]), str(out), **options)
+    summary = fit(str(model_dir), str(tables[0]), str(out), resume=True, **options)
+    straight_dir, straight = finetuned_dir
+    assert summary["history"] == straight["history"] and summary["best_epoch"] == straight["best_epoch"]
+    a, b = SequenceClassifier.from_pretrained(straight_dir), SequenceClassifier.from_pretrained(out)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not checkpoint_dir(out).exists()
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        fit(str(model_dir), str(tables[0]), str(out), resume=True, **options)
