@@ -113,11 +113,7 @@ def fit(
     from genoseq.tasks.finetune import check_resume, checkpoint_dir
     from genoseq.tasks.genome_annotation import choose_holdout
 
-    if method == "finetune":
-        check_resume(out, resume)
-    elif resume:
-        raise InputError("--resume continues a fine-tuning (--method finetune); the probe trains in minutes",
-                         field="resume", kind="conflict")
+    check_resume(out, resume, fine_tunes=method == "finetune")
     started = time.perf_counter()
     torch.manual_seed(seed)
     ann, gen = read_annotated_genome(annotation, genome)

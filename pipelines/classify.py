@@ -313,7 +313,7 @@ def fit(
 
     from genoseq.models import GenoSeqLM
     from genoseq.runtime import require_file
-    from genoseq.tasks.finetune import check_resume, checkpoint_dir
+    from genoseq.tasks.finetune import check_resume
     from genoseq.tasks.regression import target_names
 
     started = time.perf_counter()
@@ -328,11 +328,7 @@ def fit(
     for path in (train, val):
         if path is not None:
             require_file(path)
-    if resume and frozen:
-        raise InputError("--resume continues a fine-tuning; a --frozen probe has nothing to resume", field="resume",
-                         kind="conflict")
-    if not frozen:
-        check_resume(out, resume)
+    check_resume(out, resume, fine_tunes=not frozen)
     if genome is None and (window_length is not None or stranded or val_contigs):
         raise InputError("--window_length, --stranded and --val_contigs are options of training on intervals: give "
                          "--genome too", field="genome", kind="missing")
@@ -364,9 +360,7 @@ def fit(
             clf, info = _fit_classifier(lm, *tables, run, frozen=frozen)
             summary.update(info, classes=clf.classes)
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    result = _save(clf, Path(out), summary)
-    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)  # the run is complete: nothing left to resume
-    return result
+    return _save(clf, Path(out), summary)
 
 
 def interval_tables(genome: str, train: str, val: str | None, work: Path, *, targets: list[str] | None,
@@ -414,9 +408,11 @@ def interval_tables(genome: str, train: str, val: str | None, work: Path, *, tar
 def _save(clf, out_dir: Path, summary: dict) -> dict:
     """Write the model folder and ``training.json``; print a one-line summary."""
     from genoseq.runtime import write_json
+    from genoseq.tasks.finetune import checkpoint_dir
 
     clf.save_pretrained(out_dir, training=summary)
     write_json(out_dir / TRAINING_FILE, summary)
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the run is complete: nothing left to resume
     shown = {k: summary[k] for k in ("train_accuracy", "val_accuracy", "best_val_loss", "best_val_acc", "best_epoch") if k in summary}
     if clf.is_regression:
         val = summary.get("val_metrics") or {}

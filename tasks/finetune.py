@@ -91,11 +91,17 @@ def checkpoint_dir(out: str | Path) -> Path:
     return Path(f"{out}.checkpoints")
 
 
-def check_resume(out: str | Path, resume: bool) -> Path:
+def check_resume(out: str | Path, resume: bool, *, fine_tunes: bool = True) -> Path:
     """The checkpoint folder of a fine-tuning into ``out``, checked before any work: with
     ``resume`` its ``last.ckpt`` must exist; without, an interrupted run's checkpoint is never
-    overwritten unasked (an input error says how to continue or start again)."""
+    overwritten unasked (an input error says how to continue or start again). A run that
+    does not fine-tune (``fine_tunes=False``: a probe) has nothing to resume."""
     folder = checkpoint_dir(out)
+    if not fine_tunes:
+        if resume:
+            raise InputError("--resume continues a fine-tuning; a probe trains without checkpoints and has nothing to "
+                             "resume", field="resume", kind="conflict")
+        return folder
     if resume:
         require_file(folder / "last.ckpt", "no checkpoint to resume from")
     elif (folder / "last.ckpt").exists():

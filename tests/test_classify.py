@@ -240,3 +240,5 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(finetuned_dir, mode
     assert not checkpoint_dir(out).exists()
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         fit(str(model_dir), str(tables[0]), str(out), resume=True, **options)
+    with pytest.raises(InputError, match="a probe trains without checkpoints"):
+        fit(str(model_dir), str(tables[0]), str(out), frozen=True, resume=True)
