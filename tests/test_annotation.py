@@ -256,18 +256,18 @@ def test_cli_fit_predict_evaluate_and_api(segmenter_dir, slice_gff, workdir):
 
 
 def test_interrupted_fine_tuning_resumes_to_the_same_weights(tiny_lm, slice_gff, workdir, monkeypatch):
-    """annotate fit --method finetune that dies after an epoch's checkpoint and is rerun with
+    """annotate fit --method finetune that dies after its first epoch's checkpoint and is rerun with
     --resume true ends with the weights and history of an uninterrupted run."""
     from genoseq.models.segmenter import Segmenter
     from genoseq.pipelines.annotate import fit
     from genoseq.tasks.finetune import RandomState, checkpoint_dir
 
-    options = dict(holdout="BAC_00027", method="finetune", epochs=3, patience=3, window=256, context=32, hidden=16,
+    options = dict(holdout="BAC_00027", method="finetune", epochs=2, patience=2, window=256, context=32, hidden=16,
                    batch_size=16, accelerator="cpu", progress="none")
     straight = fit(str(tiny_lm), str(slice_gff), str(workdir / "ft_straight"), **options)
 
     def crash(self, trainer, pl_module):
-        if trainer.current_epoch == 2:
+        if trainer.current_epoch == 1:
             raise RuntimeError("simulated crash")
 
     out = workdir / "ft_resumed"

@@ -177,20 +177,17 @@ def _kill_after_checkpoint(out, victim: str, *extra: str) -> tuple[int, str]:
     return proc.returncode, stderr
 
 
-def test_a_lost_rank_stops_the_run_with_a_message_and_resume_continues(tmp_path):
+def test_a_lost_rank_stops_the_run_with_a_message(tmp_path):
     """A rank killed mid-run (the kernel's out-of-memory killer, a node lost) stops the others within
-    seconds, with a message naming it and how to continue, not a hang or a traceback; --resume then
-    continues from the checkpoint."""
-    run = tmp_path / "run"
-    status, stderr = _kill_after_checkpoint(run, "rank1", "--optim.total_steps", "200")
+    seconds, with a message naming it and how to continue, not a hang or a traceback: rank 1 killed
+    (rank 0 says so), then rank 0 killed (rank 1 says so and exits). --resume itself is the next
+    test's."""
+    status, stderr = _kill_after_checkpoint(tmp_path / "a", "rank1")
     assert status == 1, stderr[-3000:]
     assert "rank 1 of 2" in stderr and "killed by SIGKILL" in stderr and "--resume true" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr
-    status, stderr = _kill_after_checkpoint(run, "main", "--optim.total_steps", "200", "--resume", "true")
+    status, stderr = _kill_after_checkpoint(tmp_path / "b", "main")
     assert status == -9 and "rank 0 (pid" in stderr and "rank 1 stops too" in stderr, stderr[-3000:]
-    step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
-    _pretrain_cli(run, step + 2, "--optim.total_steps", "200", "--resume", "true")
-    assert json.loads((run / "metrics.json").read_text())["steps"] == step + 2
 
 
 def test_pretrain_over_two_ranks_resumes_exactly(tmp_path):
