@@ -18,7 +18,7 @@ forward pass: same route, same options) and awaits their results. :class:`Dynami
   ``Retry-After`` estimated from the queued tokens and the measured speed), so a server under
   overload answers quickly instead of queueing without bound;
 * on :meth:`stop` runs what is queued without further waiting, then ends; items submitted
-  after that are refused with :class:`~genoseq.api.service.NotReady` (503).
+  after that are refused with :class:`ShuttingDown` (503).
 
 Answers equal one-at-a-time answers only if ``compute`` makes them so: the scoring and
 embedding computations given here run rows of equal length together (the library's
