@@ -2,10 +2,11 @@
 
 A HyenaDNA checkpoint folder (as published: ``config.json`` holding the ``HyenaDNAModel``
 keyword arguments, and ``weights.ckpt``, a Lightning checkpoint whose ``state_dict`` holds
-``model.backbone.*``) becomes an ordinary genoseq model: a stack of Hyena blocks with
-``norm_type="layernorm"``, ``mlp_type="gelu_tanh"`` with biases at ``d_inner`` width, and
-``hyena_filter_style="hyenadna"`` (its implicit filters: ``num_inner_mlps + 1`` sine layers,
-positional features over ``l_max`` taps, exponential modulation with a 0.05 shift), tied head.
+``model.backbone.*``; or a Hugging Face ``-hf`` folder, see below) becomes an ordinary genoseq
+model: a stack of Hyena blocks with ``norm_type="layernorm"``, ``mlp_type="gelu_tanh"`` with
+biases at ``d_inner`` width, and ``hyena_filter_style="hyenadna"`` (its implicit filters:
+``num_inner_mlps + 1`` sine layers, positional features over ``l_max`` taps, exponential
+modulation with a 0.05 shift), tied head.
 Nothing here is a second model class: every difference is a :class:`ModelConfig` option.
 
 How HyenaDNA's weights map (``i`` a layer; ``.mixer.layer`` / ``.mlp.layer`` when the model was
@@ -27,6 +28,37 @@ HyenaDNA (``model.backbone.``)                          genoseq (``backbone.``)
 ``ln_f``                                                ``norm_f``
 =====================================================  ==========================================
 
+The Hugging Face ``-hf`` folders (``LongSafari/hyenadna-*-hf``: ``config.json`` of
+``HyenaConfig``, ``model.safetensors`` or ``pytorch_model.bin`` of ``HyenaDNAForCausalLM``) hold
+the same model and take the same path. :func:`hf_config` turns their config back into the
+``HyenaDNAModel`` arguments it was made from (the inverse of ``HyenaConfig.from_original_config``):
+
+=============================================  ==============================================
+``-hf`` ``config.json``                         ``HyenaDNAModel`` argument
+=============================================  ==============================================
+``d_model n_layer d_inner vocab_size``          the same (``d_inner`` None: ``4 d_model``)
+``pad_vocab_size_multiple embed_dropout``
+``max_seq_len``                                 ``layer.l_max``
+``emb_dim filter_order num_inner_mlps``         ``layer.`` the same
+``activation_freq`` / ``hyena_order``           ``layer.w`` / ``layer.order``
+``short_filter_order`` (3 only: the ``-hf``     ``layer.short_filter_order``
+short conv pads by 2 whatever its width)
+``layer_norm_epsilon`` (1e-5 only: the ``-hf``  ``layer_norm_epsilon``
+block norms use 1e-5, ``ln_f`` this value)
+``train_freq``                                  ``layer.train_freq``
+``hyena_dropout`` / ``hyena_filter_dropout``    ``layer.dropout`` / ``layer.filter_dropout``
+=============================================  ==============================================
+
+``model_type`` must be ``hyenadna`` and ``architectures`` (where given) ``HyenaDNAForCausalLM``;
+``use_bias``, ``initializer_range`` and ``PretrainedConfig``'s own keys change no output and are
+not read. The tensors are the table above under ``hyena.backbone.`` instead of
+``model.backbone.``, and the head is ``lm_head.weight``, absent when tied. HyenaDNA's filter MLP
+applies one ``Sin`` module at every activation, so its ``freq`` is one tensor under the names
+``implicit_filter.1.freq``, ``.3.freq``, ...: ``pytorch_model.bin`` stores every name,
+``model.safetensors`` only the first (safetensors stores a shared tensor once), and the others
+are that tensor again. With ``train_freq`` false no ``freq`` is stored: it is
+``activation_freq`` everywhere, as in ``HyenaSin``.
+
 Vocabulary: HyenaDNA's character tokenizer has ``[CLS] [SEP] [BOS] [MASK] [PAD] [RESERVED]
 [UNK] A C G T N`` (ids 0-11), padded to a multiple of ``pad_vocab_size_multiple``. The
 embedding rows are permuted onto genoseq's ids (PAD, BOS, EOS = [SEP], MASK, UNK, A C G T N
@@ -46,10 +78,11 @@ from genoseq.errors import InputError
 from genoseq.tokenizer import BOS, EOS, MASK, PAD, UNK, A, C, G, N, T, Tokenizer
 
 from .config import ModelConfig
-from .untrusted import CheckedTensors, load_untrusted, tensor_dict
+from .untrusted import CheckedTensors, hf_folder_tensors, load_untrusted, tensor_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.ckpt"
+HF_MODEL_TYPE, HF_ARCHITECTURE = "hyenadna", "HyenaDNAForCausalLM"
 HYENADNA_VOCAB = ("[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]", "A", "C", "G", "T", "N")
 # genoseq id <- HyenaDNA token
 GENOSEQ_IDS = {"[PAD]": PAD, "[BOS]": BOS, "[SEP]": EOS, "[MASK]": MASK, "[UNK]": UNK, "A": A, "C": C, "G": G,
@@ -65,6 +98,18 @@ _KNOWN_ARGS = {
     "vocab_size", "d_model", "n_layer", "d_inner", "layer", "attn_layer_idx", "attn_cfg",
     "max_position_embeddings", "sequence_parallel",
 }
+# -hf config.json (HyenaConfig) keys -> HyenaDNAModel arguments: top-level ones keep their name,
+# these become Hyena layer options.
+_HF_TOP_KEYS = ("d_model", "n_layer", "d_inner", "vocab_size", "pad_vocab_size_multiple", "layer_norm_epsilon",
+                "embed_dropout", "resid_dropout")
+_HF_LAYER_KEYS = {"max_seq_len": "l_max", "emb_dim": "emb_dim", "filter_order": "filter_order",
+                  "num_inner_mlps": "num_inner_mlps", "activation_freq": "w", "hyena_order": "order",
+                  "short_filter_order": "short_filter_order", "train_freq": "train_freq",
+                  "hyena_dropout": "dropout", "hyena_filter_dropout": "filter_dropout"}
+# HyenaConfig's defaults (the -hf folders' configuration_hyena.py) for keys a config.json leaves out
+_HF_DEFAULTS = {"vocab_size": 12, "train_freq": True, "emb_dim": 3, "num_inner_mlps": 2, "hyena_order": 2,
+                "short_filter_order": 3, "filter_order": 64, "activation_freq": 1, "layer_norm_epsilon": 1e-5,
+                "pad_vocab_size_multiple": 8}
 # Hyena layer options: value genoseq reproduces (None: any value, only used in training).
 _LAYER_OPTIONS = {
     "_name_": "hyena", "order": 2, "filter_order": 64, "emb_dim": 3, "l_max": None, "d_model": None,
@@ -84,17 +129,31 @@ _REPRODUCED_VALUES = {"_name_", "order", "modulate", "normalized", "num_heads", 
 
 # ----------------------------------------------------------------------------- config
 def read_config(checkpoint_dir: str | Path) -> dict:
-    """HyenaDNA's ``config.json`` from a checkpoint folder, checked to describe a model genoseq
-    reproduces exactly (a pure Hyena stack); anything else is an :class:`InputError`."""
-    path = Path(checkpoint_dir) / CONFIG_FILE
+    """HyenaDNA's ``config.json`` from a checkpoint folder as ``HyenaDNAModel`` arguments (an ``-hf``
+    one translated by :func:`hf_config`), checked to describe a model genoseq reproduces exactly
+    (a pure Hyena stack); anything else is an :class:`InputError`."""
+    return _read_config(Path(checkpoint_dir))[0]
+
+
+def _read_config(folder: Path) -> tuple[dict, dict | None]:
+    """``(HyenaDNAModel arguments, the -hf config as read or None for HyenaDNA's own layout)``."""
+    path = folder / CONFIG_FILE
     if not path.is_file():
-        raise InputError(f"not a HyenaDNA checkpoint folder: no {CONFIG_FILE}", path=str(checkpoint_dir))
+        raise InputError(f"not a HyenaDNA checkpoint folder: no {CONFIG_FILE}", path=str(folder))
     try:
-        cfg = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (UnicodeDecodeError, ValueError) as err:
         raise InputError(f"not JSON: {err}", path=str(path)) from None
-    if not isinstance(cfg, dict):
+    if not isinstance(raw, dict):
         raise InputError("expected a JSON object of HyenaDNAModel arguments", path=str(path))
+    hf = raw if is_hf_config(raw) else None
+    cfg = hf_config(raw, path) if hf is not None else raw
+    check_config(cfg, path)
+    return cfg, hf
+
+
+def check_config(cfg: dict, path) -> None:
+    """``HyenaDNAModel`` arguments checked to describe a pure Hyena stack genoseq reproduces."""
     missing = [k for k in ("d_model", "n_layer", "layer") if k not in cfg]
     if missing:
         raise InputError(f"not a HyenaDNA config: missing {', '.join(missing)}", path=str(path))
@@ -126,6 +185,37 @@ def read_config(checkpoint_dir: str | Path) -> dict:
     if vocab != len(HYENADNA_VOCAB):
         raise InputError(f"vocab_size {vocab}: this importer maps HyenaDNA's character vocabulary of "
                          f"{len(HYENADNA_VOCAB)} tokens ({' '.join(HYENADNA_VOCAB)})", path=str(path))
+
+
+def is_hf_config(raw: dict) -> bool:
+    """Whether a ``config.json`` is a Hugging Face ``HyenaConfig`` (no ``layer`` object; ``model_type``,
+    ``architectures`` or ``max_seq_len`` instead)."""
+    return "layer" not in raw and any(key in raw for key in ("model_type", "architectures", "max_seq_len"))
+
+
+def hf_config(raw: dict, path) -> dict:
+    """The ``HyenaDNAModel`` arguments an ``-hf`` ``config.json`` stands for (table in the module
+    docstring); keys it leaves out take ``HyenaConfig``'s defaults. Another model type or head, or
+    a value the ``-hf`` code would not honour, is an :class:`InputError` naming the key."""
+    model_type, architectures = raw.get("model_type"), raw.get("architectures")
+    if model_type != HF_MODEL_TYPE:
+        raise InputError(f"model_type {model_type!r}: this importer reads HyenaDNA's Hugging Face models "
+                         f"(model_type {HF_MODEL_TYPE!r})", path=str(path))
+    if architectures is not None and (not isinstance(architectures, list) or set(architectures) != {HF_ARCHITECTURE}):
+        raise InputError(f"architectures {architectures!r}: only {HF_ARCHITECTURE} (HyenaDNA with its "
+                         "language-model head) is imported", path=str(path))
+    missing = [k for k in ("d_model", "n_layer", "max_seq_len") if k not in raw]
+    if missing:
+        raise InputError(f"not a HyenaDNA config: missing {', '.join(missing)}", path=str(path))
+    hf = {**_HF_DEFAULTS, **raw}
+    for key, value, why in (("hyena_order", 2, "its filter modulation has d_model rates whatever the order"),
+                            ("short_filter_order", 3, "its short convolution pads by 2 whatever its width"),
+                            ("layer_norm_epsilon", 1e-5, "its block norms use 1e-5 whatever this says")):
+        if hf[key] != value:
+            raise InputError(f"{key} = {hf[key]!r}: HyenaDNA's Hugging Face code computes the model genoseq "
+                             f"reproduces with {key} = {value!r} only ({why})", path=str(path))
+    cfg = {key: hf[key] for key in _HF_TOP_KEYS if hf.get(key) is not None}
+    cfg["layer"] = {"_name_": "hyena", **{option: hf[key] for key, option in _HF_LAYER_KEYS.items() if key in hf}}
     return cfg
 
 
@@ -166,17 +256,20 @@ def vocabulary_map(n_rows: int) -> list[int]:
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.+)$")
 
 
-def backbone_tensors(state: dict[str, torch.Tensor], path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[str]]:
+def backbone_tensors(state: dict[str, torch.Tensor], path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None,
+                                                                    list[str], str]:
     """``(backbone tensors keyed from "embeddings..." / "layers..." / "ln_f...", lm_head weight or
-    None, keys not imported)`` from a checkpoint ``state_dict``: the ``model.`` (or any) prefix
-    before ``backbone.`` is dropped and gradient-checkpointing's ``.layer`` is removed."""
-    backbone, head, other = {}, None, []
+    None, keys not imported, the prefix as stored)`` from a checkpoint ``state_dict``: the
+    ``model.`` (``hyena.`` in ``-hf`` files, or any) prefix before ``backbone.`` is dropped and
+    gradient-checkpointing's ``.layer`` is removed."""
+    backbone, head, other, prefix = {}, None, [], "backbone."
     for key, value in state.items():
         if "backbone." in key:
-            name = key.split("backbone.", 1)[1]
+            stored, name = key.split("backbone.", 1)
             name = re.sub(r"\.(mixer|mlp)\.layer\.", r".\1.", name)
             if name in backbone:
                 raise InputError(f"two checkpoint keys map to backbone.{name}", path=str(path))
+            prefix = stored + "backbone." if not backbone else prefix
             backbone[name] = value
         elif key.endswith("lm_head.weight"):
             head = value
@@ -185,14 +278,15 @@ def backbone_tensors(state: dict[str, torch.Tensor], path) -> tuple[dict[str, to
     if not backbone:
         raise InputError("the checkpoint's state_dict has no backbone.* weights; is this a HyenaDNA model?",
                          path=str(path))
-    return backbone, head, other
+    return backbone, head, other, prefix
 
 
 class _Checkpoint(CheckedTensors):
-    """HyenaDNA backbone tensors taken one by one (named ``backbone.<key>`` in messages)."""
+    """HyenaDNA backbone tensors taken one by one (named ``<prefix><key>`` in messages, the prefix
+    as the file spells it: ``model.backbone.``, ``hyena.backbone.``)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], path) -> None:
-        super().__init__(tensors, path, prefix="backbone.")
+    def __init__(self, tensors: dict[str, torch.Tensor], path, prefix: str = "backbone.") -> None:
+        super().__init__(tensors, path, prefix=prefix)
 
     def check_all_taken(self, n_layers: int) -> None:
         unused = self.unused()
@@ -200,8 +294,8 @@ class _Checkpoint(CheckedTensors):
             extra = re.match(r"layers\.(\d+)\.", unused[0])
             hint = (f" (layer {extra.group(1)} is beyond n_layer = {n_layers})"
                     if extra and int(extra.group(1)) >= n_layers else "")
-            raise InputError(f"{len(unused)} checkpoint tensors do not match the config, e.g. backbone.{unused[0]}{hint}",
-                             path=str(self.path))
+            raise InputError(f"{len(unused)} checkpoint tensors do not match the config, e.g. "
+                             f"{self.prefix}{unused[0]}{hint}", path=str(self.path))
 
 
 def _filter_tensors(ckpt: _Checkpoint, cfg: ModelConfig, f: str, g: str, reference, t_ref) -> dict[str, torch.Tensor]:
@@ -230,7 +324,7 @@ def _filter_tensors(ckpt: _Checkpoint, cfg: ModelConfig, f: str, g: str, referen
         stored = stored.abs() if name == "modulation.deltas" else stored
         err = float((stored - computed).abs().max())
         if err > 1e-6:
-            raise InputError(f"backbone.{f}{name} differs from HyenaDNA's formula by {err:.2g} (trained "
+            raise InputError(f"{ckpt.prefix}{f}{name} differs from HyenaDNA's formula by {err:.2g} (trained "
                              "decay rates cannot be imported exactly)", path=str(ckpt.path))
     return out
 
@@ -266,17 +360,17 @@ def _layer_tensors(ckpt: _Checkpoint, cfg: ModelConfig, i: int, reference, t_ref
 
 
 def convert_state_dict(hyena: dict[str, torch.Tensor], head: torch.Tensor | None, cfg: ModelConfig,
-                       path) -> tuple[dict[str, torch.Tensor], bool]:
+                       path, prefix: str = "backbone.") -> tuple[dict[str, torch.Tensor], bool]:
     """genoseq ``GenoSeqLM`` state dict from HyenaDNA backbone tensors; every tensor must be
     used and have the shape the config implies (else :class:`InputError` naming the key).
     Returns the state dict and whether the head is tied."""
     from .blocks import ImplicitFilter
 
     D = cfg.d_model
-    ckpt = _Checkpoint(hyena, path)
+    ckpt = _Checkpoint(hyena, path, prefix)
     emb = ckpt.take("embeddings.word_embeddings.weight")
     if tuple(emb.shape) != (cfg.vocab_size, D):
-        raise InputError(f"backbone.embeddings.word_embeddings.weight has shape {tuple(emb.shape)}; vocab_size and "
+        raise InputError(f"{prefix}embeddings.word_embeddings.weight has shape {tuple(emb.shape)}; vocab_size and "
                          f"pad_vocab_size_multiple imply ({cfg.vocab_size}, {D})", path=str(path))
     rows = vocabulary_map(cfg.vocab_size)
     out = {"backbone.embedding.weight": emb[rows]}
@@ -299,26 +393,61 @@ def convert_state_dict(hyena: dict[str, torch.Tensor], head: torch.Tensor | None
     return out, tied
 
 
-def import_hyenadna(checkpoint_dir: str | Path):
-    """``(GenoSeqLM, report)`` from a HyenaDNA checkpoint folder; see the module docstring.
-    Every problem is an :class:`InputError` naming the file."""
-    from .lm import GenoSeqLM
-
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        raise InputError("no such checkpoint folder", path=str(folder))
-    hcfg = read_config(folder)
+# ----------------------------------------------------------------------------- the folder
+def checkpoint_state(folder: Path, hf: dict | None) -> tuple[dict[str, torch.Tensor], Path]:
+    """``(tensors by their stored names, the file)`` of a checkpoint folder: ``weights.ckpt``'s
+    ``state_dict`` in HyenaDNA's own layout; ``model.safetensors`` or else ``pytorch_model.bin`` in
+    an ``-hf`` one (``hf``: its config). Pickles are read by :func:`load_untrusted` only."""
+    if hf is not None:
+        return hf_folder_tensors(folder, what="a HyenaDNA Hugging Face folder")
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(f"not a HyenaDNA checkpoint folder: no {WEIGHTS_FILE}", path=str(folder))
     ckpt = load_untrusted(weights)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    state = tensor_dict({k: v for k, v in state.items()} if isinstance(state, dict) else state, path=weights)
-    hyena, head, other = backbone_tensors(state, weights)
+    return tensor_dict(dict(state) if isinstance(state, dict) else state, path=weights), weights
+
+
+def hf_frequencies(hyena: dict[str, torch.Tensor], cfg: dict, prefix: str, path) -> None:
+    """Every name of each filter's one ``Sin`` frequency filled in for an ``-hf`` checkpoint (see
+    the module docstring): from the one stored, or ``activation_freq`` when ``train_freq`` is
+    false. A filter with none stored is left for :func:`convert_state_dict` to name."""
+    layer = cfg["layer"]
+    activations, hidden = int(layer.get("num_inner_mlps", 2)) + 1, int(layer.get("filter_order", 64))
+    trained = bool(layer.get("train_freq", True))
+    for i in range(int(cfg["n_layer"])):
+        names = [f"layers.{i}.mixer.filter_fn.implicit_filter.{2 * j + 1}.freq" for j in range(activations)]
+        stored = [name for name in names if name in hyena]
+        if stored and not trained:
+            raise InputError(f"{prefix}{stored[0]} is stored but train_freq is false: HyenaDNA's code would not "
+                             "read it", path=str(path))
+        if stored or not trained:
+            value = hyena[stored[0]] if stored else float(layer.get("w", 1)) * torch.ones(1, hidden)
+            for name in names:
+                hyena.setdefault(name, value)
+
+
+def import_hyenadna(checkpoint_dir: str | Path):
+    """``(GenoSeqLM, report)`` from a HyenaDNA checkpoint folder in either layout; see the module
+    docstring. Every problem is an :class:`InputError` naming the file (and the tensor)."""
+    from .lm import GenoSeqLM
+
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        raise InputError("no such checkpoint folder", path=str(folder))
+    hcfg, hf = _read_config(folder)
+    state, weights = checkpoint_state(folder, hf)
+    hyena, head, other, prefix = backbone_tensors(state, weights)
+    stored = len(hyena) + (head is not None)
+    if hf is not None:
+        hf_frequencies(hyena, hcfg, prefix, weights)
+        if head is None and not hf.get("tie_word_embeddings", True):
+            raise InputError("the file has no lm_head.weight, and config.json's tie_word_embeddings is false",
+                             path=str(weights))
     conv = hyena.get("layers.0.mixer.short_filter.weight")
     short = int(conv.shape[-1]) if conv is not None and conv.dim() == 3 else 3
     cfg = model_config(hcfg, short_conv=short)
-    converted, tied = convert_state_dict(hyena, head, cfg, weights)
+    converted, tied = convert_state_dict(hyena, head, cfg, weights, prefix)
     if not tied:
         cfg.tie_embeddings = False
     l_max = cfg.hyena_filter_len
@@ -328,12 +457,13 @@ def import_hyenadna(checkpoint_dir: str | Path):
     if missing or unexpected:  # a bug here, not in the user's file
         raise RuntimeError(f"HyenaDNA conversion left keys unset {missing} or unknown {unexpected}")
     report = {
-        "source": str(folder.resolve()), "d_model": cfg.d_model, "n_layer": cfg.n_layers, "l_max": l_max,
-        "parameters": sum(p.numel() for p in model.parameters()), "tensors_imported": len(hyena) + (head is not None),
+        "source": str(folder.resolve()), "layout": "hf" if hf is not None else "hyenadna", "weights": weights.name,
+        "d_model": cfg.d_model, "n_layer": cfg.n_layers, "l_max": l_max,
+        "parameters": sum(p.numel() for p in model.parameters()), "tensors_imported": stored,
         "not_imported": other, "tied_head": tied, "vocab_rows": vocabulary_map(cfg.vocab_size),
         "checkpoint_mixer": any(".mixer.layer." in k for k in state),
     }
     return model.eval(), report
 
 
-__all__ = ["HYENADNA_VOCAB", "import_hyenadna", "model_config", "read_config", "vocabulary_map"]
+__all__ = ["HYENADNA_VOCAB", "hf_config", "import_hyenadna", "model_config", "read_config", "vocabulary_map"]

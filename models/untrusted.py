@@ -15,6 +15,9 @@ only:
 
 So a training checkpoint (weights, optimiser state, hyperparameters of any library) loads, and
 its ``state_dict`` comes back as real tensors; what the file would have executed never runs.
+A ``.safetensors`` file holds tensors and a JSON header only, nothing that could run:
+:func:`load_safetensors` reads it with the same errors for a missing or damaged file, and
+:func:`hf_folder_tensors` a Hugging Face model folder's weights, whichever of the two it has.
 """
 
 from __future__ import annotations
@@ -152,6 +155,46 @@ def load_untrusted(path: str | Path):
                          path=str(path)) from None
 
 
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (on the CPU), or an :class:`InputError` for one that
+    is missing, empty, truncated or not safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such safetensors file", path=str(path))
+    if path.stat().st_size == 0:
+        raise InputError("the safetensors file is empty", path=str(path))
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        first = str(err).split(". ")[0].strip() or type(err).__name__
+        raise InputError(f"not a readable safetensors file (truncated, or a Git LFS pointer?): {first}",
+                         path=str(path)) from None
+
+
+HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # a Hugging Face model folder's, read in this order
+
+
+def hf_folder_tensors(folder: str | Path, what: str = "a Hugging Face model folder") -> tuple[dict[str, torch.Tensor],
+                                                                                          Path]:
+    """``(tensors by their stored names, the file read)`` of a Hugging Face model folder:
+    ``model.safetensors``, else ``pytorch_model.bin`` through :func:`load_untrusted` (a bare
+    state dict, or one under ``"state_dict"``). Neither there is an :class:`InputError` calling
+    the folder ``what``."""
+    folder = Path(folder)
+    path = next((folder / name for name in HF_WEIGHTS_FILES if (folder / name).is_file()), None)
+    if path is None:
+        raise InputError(f"not {what}: no {' or '.join(HF_WEIGHTS_FILES)}", path=str(folder))
+    if path.suffix == ".safetensors":
+        return load_safetensors(path), path
+    state = load_untrusted(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return tensor_dict(state, path=path), path
+
+
 def tensor_dict(obj, *, path: str | Path, where: str = "state_dict") -> dict[str, torch.Tensor]:
     """``obj`` as a ``{name: tensor}`` dict, or an :class:`InputError` naming what is not a tensor."""
     if not isinstance(obj, dict):
@@ -186,4 +229,5 @@ class CheckedTensors:
         return sorted(set(self.tensors) - self.used)
 
 
-__all__ = ["CheckedTensors", "Opaque", "UnsafeCheckpoint", "load_untrusted", "tensor_dict"]
+__all__ = ["HF_WEIGHTS_FILES", "CheckedTensors", "Opaque", "UnsafeCheckpoint", "hf_folder_tensors", "load_safetensors",
+           "load_untrusted", "tensor_dict"]

@@ -1,10 +1,12 @@
 """``genoseq convert``: published models from other projects as genoseq released models.
 
 ``genoseq convert hyenadna --checkpoint DIR --out MODEL_DIR`` reads a HyenaDNA checkpoint
-folder (``config.json`` + ``weights.ckpt``, as published) and ``genoseq convert evo2 --checkpoint
-evo2_1b_base.pt [--model_config evo2-1b-8k.yml] --out MODEL_DIR`` an Evo 2 checkpoint file (and its
-config from Evo 2's repository); each writes an ordinary genoseq model folder that ``score``,
-``vep``, ``embed``, ``classify``, ``generate``, ``serve`` and the workflows take unchanged (see
+folder (``config.json`` + ``weights.ckpt``, as HyenaDNA publishes them, or a Hugging Face
+``-hf`` folder: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``) and ``genoseq
+convert evo2 --checkpoint evo2_1b_base.pt [--model_config evo2-1b-8k.yml] --out MODEL_DIR`` an
+Evo 2 checkpoint file (and its config from Evo 2's repository); each writes an ordinary genoseq
+model folder that ``score``, ``vep``, ``embed``, ``classify``, ``generate``, ``serve`` and the
+workflows take unchanged (see
 :mod:`genoseq.models.hyenadna`, :mod:`genoseq.models.evo2`). The checkpoint's pickle is read
 with tensors and plain containers only; one that asks to run code is refused. Nothing is
 downloaded.
@@ -20,15 +22,21 @@ from genoseq.errors import InputError
 
 
 def hyenadna(checkpoint: str, out: str, overwrite: bool = False) -> dict:
-    """Convert a HyenaDNA checkpoint folder into a genoseq model folder.
+    """Convert a HyenaDNA checkpoint folder (HyenaDNA's own or Hugging Face -hf) into a genoseq model.
 
-    The converted model's per-base log-probabilities are HyenaDNA's own (same logits over the
-    same vocabulary, re-ordered onto genoseq's token ids); its scoring window is HyenaDNA's
-    training length (``l_max - 2``).
+    The layout is read off ``config.json``: HyenaDNA's ``HyenaDNAModel`` arguments (with a
+    ``layer`` object) go with ``weights.ckpt``; a Hugging Face ``HyenaConfig`` (``model_type``
+    ``hyenadna``, ``HyenaDNAForCausalLM``) with ``model.safetensors`` or else ``pytorch_model.bin``.
+    Both layouts of the same weights give the same model. Its per-base log-probabilities are
+    HyenaDNA's own (same logits over the same vocabulary, re-ordered onto genoseq's token ids); its
+    scoring window is HyenaDNA's training length (``l_max - 2``).
 
     Args:
-        checkpoint: HyenaDNA checkpoint folder holding ``config.json`` and ``weights.ckpt``
-            (e.g. a clone of ``hyenadna-tiny-1k-seqlen``).
+        checkpoint: HyenaDNA checkpoint folder: ``config.json`` and ``weights.ckpt`` (a clone of
+            e.g. ``LongSafari/hyenadna-tiny-1k-seqlen``), or ``config.json`` and
+            ``model.safetensors`` / ``pytorch_model.bin`` (e.g.
+            ``LongSafari/hyenadna-tiny-1k-seqlen-hf``). Pickles are read with tensors and plain
+            containers only.
         out: Output model folder (``config.json``, ``tokenizer.json``, ``model.safetensors``,
             ``conversion.json``). Written whole or not at all.
         overwrite: Replace an existing model in ``out``.
@@ -41,9 +49,9 @@ def hyenadna(checkpoint: str, out: str, overwrite: bool = False) -> dict:
     model, report = import_hyenadna(checkpoint)
     _save(model, report, out_dir, "hyenadna", started)
     skipped = f"; not imported: {len(report['not_imported'])} non-backbone tensors" if report["not_imported"] else ""
-    print(f"genoseq convert hyenadna: {report['n_layer']} Hyena layers, d_model {report['d_model']}, l_max "
-          f"{report['l_max']}, {report['parameters'] / 1e6:.2f} M parameters in {report['convert_seconds']:.1f} s"
-          f"{skipped} -> {out_dir}", file=sys.stderr)
+    print(f"genoseq convert hyenadna ({report['weights']}): {report['n_layer']} Hyena layers, d_model "
+          f"{report['d_model']}, l_max {report['l_max']}, {report['parameters'] / 1e6:.2f} M parameters in "
+          f"{report['convert_seconds']:.1f} s{skipped} -> {out_dir}", file=sys.stderr)
     return report
 
 

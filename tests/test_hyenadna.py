@@ -315,7 +315,7 @@ def _bad(tmp_path, name, edit=None, state_edit=None, write=True):
     ("attention", "attention"),
     ("order3", "order"),
     ("too_few_layers", "do not match the config"),
-    ("too_many_layers", "has no backbone.layers.2"),
+    ("too_many_layers", "has no model.backbone.layers.2"),
     ("wrong_width", "shape"),
     ("truncated", "not a readable PyTorch checkpoint"),
     ("not_pickle", "not a readable PyTorch checkpoint"),
