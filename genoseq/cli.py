@@ -30,9 +30,10 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "pretrain": "genoseq.pipelines.pretrain:pretrain",
     "convert": {
-        "_help": "Import a published model (HyenaDNA, Evo 2 checkpoints) as a genoseq model folder.",
+        "_help": "Import a published model (HyenaDNA, Evo 2, Caduceus) as a genoseq model folder.",
         "hyenadna": "genoseq.pipelines.convert:hyenadna",
         "evo2": "genoseq.pipelines.convert:evo2",
+        "caduceus": "genoseq.pipelines.convert:caduceus",
     },
     "score": "genoseq.pipelines.score:score",
     "serve": "genoseq.api.serve:serve",

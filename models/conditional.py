@@ -24,7 +24,7 @@ import torch.nn as nn
 from genoseq.design import ConstraintMasker
 from genoseq.tokenizer import A, T
 
-from .inference import _sample
+from .inference import _sample, require_causal
 from .lm import GenoSeqLM
 
 
@@ -105,6 +105,7 @@ def sample_constrained(
     design's left part without the condition token. Decoding uses the backbone's cache: the
     prefix is run once, then each base is one incremental step.
     """
+    require_causal(model)
     if prefixes.dim() != 2 or prefixes.shape[1] < 1:
         raise ValueError(f"prefixes must be (batch, length >= 1), got shape {tuple(prefixes.shape)}")
     if temperature < 0:

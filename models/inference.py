@@ -26,6 +26,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from genoseq.errors import InputError
 from genoseq.tokenizer import A, BOS, G, PAD, T, C
 
 from .attention import WindowedAttention
@@ -72,6 +73,19 @@ def limit_attention(model, window: int | None, sink: int = 0):
             m.window, m.sink = w, k
 
 
+def require_causal(model) -> None:
+    """Refuse a bidirectional model (``model.bidirectional``: a masked LM such as Caduceus, which
+    predicts each base from both sides) where next-base probabilities are asked for. Every causal
+    score and every generation runs through this module's entry points or
+    ``conditional.sample_constrained``, each of which checks here first, so ``score``, ``vep``,
+    ``generate``, ``interpret``, the API and the Python API refuse alike."""
+    if getattr(model, "bidirectional", False):
+        kind = getattr(model, "architecture", None) or type(model).__name__
+        raise InputError(f"the model ({kind}) is bidirectional, a masked language model: it gives no next-base "
+                         "probabilities, so it cannot score sequences or variants causally or generate; "
+                         "use it with embed or classify", field="model")
+
+
 def _device_of(model, device) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
@@ -114,6 +128,7 @@ def token_log_probs(
     :func:`scoring_window`. ``on_progress(n)`` is called
     after each forward pass with the number of positions it scored (they add up to L-1).
     """
+    require_causal(model)
     ids = as_ids(model, ids)
     if ids.dim() != 1:
         raise ValueError(f"token_log_probs scores one sequence: ids must be 1-D, got shape {tuple(ids.shape)}")
@@ -174,6 +189,7 @@ def sequence_log_likelihood(model, seqs: Sequence, *, batch_size: int = 64, devi
     if isinstance(seqs, (str, bytes)) or (isinstance(seqs, (np.ndarray, torch.Tensor)) and seqs.ndim == 1):
         raise TypeError("sequence_log_likelihood takes a list of sequences (or a 2-D array of ids); "
                         "for one sequence pass [seq]")
+    require_causal(model)
     if not len(seqs):
         return SequenceScores(np.zeros(0), np.zeros(0, dtype=np.int64))
     model.eval()
@@ -208,6 +224,7 @@ def batched_log_probs(model, batch: torch.Tensor) -> torch.Tensor:
     this is the single window :func:`token_log_probs` scores; batching rows only changes float
     rounding.
     """
+    require_causal(model)
     ids = batch.to(next(model.parameters()).device)
     return gather_log_probs(model(ids)[:, :-1], ids[:, 1:]).cpu()
 
@@ -261,6 +278,7 @@ def shared_prefix_map(model, windows: Sequence[np.ndarray], offsets: Sequence[in
     ``max_rows`` as many whole families as fit in that many rows (large families: saturation
     mutagenesis). ``bf16`` runs the model under bf16 autocast (on a GPU).
     """
+    require_causal(model)
     device = _device_of(model, device)
     out: list = [None] * len(windows)
     run = 0
@@ -342,6 +360,7 @@ def generate(
     ``allowed_ids`` (A C G T by default; ``None`` allows every token). ``temperature=0`` is
     greedy. ``seed`` makes the samples reproducible.
     """
+    require_causal(model)
     if max_new_tokens < 0:
         raise ValueError("max_new_tokens must be >= 0")
     if temperature < 0:

@@ -25,7 +25,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # Imported families whose folders are of an existing model type but not built from its own config
 # (``config.json`` names them in "architecture"): (model_type, architecture) -> "module:builder".
-ARCHITECTURES = {("GenoSeqLM", "striped_hyena2"): "genoseq.models.striped_hyena:build_released"}
+ARCHITECTURES = {("GenoSeqLM", "striped_hyena2"): "genoseq.models.striped_hyena:build_released",
+                 ("GenoSeqLM", "caduceus"): "genoseq.models.caduceus:build_released"}
 
 
 def save_released(module: nn.Module, directory: str | Path, *, model_type: str, format_version: int,

@@ -7,7 +7,10 @@ convert evo2 --checkpoint evo2_1b_base.pt [--model_config evo2-1b-8k.yml] --out 
 Evo 2 checkpoint file (and its config from Evo 2's repository); each writes an ordinary genoseq
 model folder that ``score``, ``vep``, ``embed``, ``classify``, ``generate``, ``serve`` and the
 workflows take unchanged (see
-:mod:`genoseq.models.hyenadna`, :mod:`genoseq.models.evo2`). The checkpoint's pickle is read
+:mod:`genoseq.models.hyenadna`, :mod:`genoseq.models.evo2`). ``genoseq convert caduceus
+--checkpoint DIR --out MODEL_DIR`` reads a Caduceus Hugging Face folder (PS or Ph,
+:mod:`genoseq.models.caduceus_import`): a bidirectional masked LM, which the commands that need
+next-base probabilities (``score``, ``vep``, ``generate``) refuse. The checkpoint's pickle is read
 with tensors and plain containers only; one that asks to run code is refused. Nothing is
 downloaded.
 """
@@ -82,6 +85,37 @@ def evo2(checkpoint: str, out: str, model_config: str | None = None, overwrite: 
     print(f"genoseq convert evo2: {report['n_layers']} layers ({report['pattern']}), d_model {report['d_model']}, "
           f"{report['parameters'] / 1e6:.2f} M parameters in {report['convert_seconds']:.1f} s{note} -> {out_dir}",
           file=sys.stderr)
+    return report
+
+
+def caduceus(checkpoint: str, out: str, conjoin: bool | None = None, overwrite: bool = False) -> dict:
+    """Convert a Caduceus model (a Hugging Face folder) into a genoseq model folder.
+
+    The converted model's masked-LM logits are Caduceus' own (over its padded character
+    vocabulary, rows re-ordered onto genoseq's token ids). Caduceus is bidirectional: ``embed``,
+    ``classify`` and the other commands that read hidden states take it; ``score``, ``vep`` and
+    ``generate``, which need next-base probabilities, refuse it.
+
+    Args:
+        checkpoint: The model's folder (``config.json`` and ``model.safetensors`` or
+            ``pytorch_model.bin``, as published, e.g. a clone of
+            ``caduceus-ps_seqlen-131k_d_model-256_n_layer-16``).
+        out: Output model folder (``config.json``, ``tokenizer.json``, ``model.safetensors``,
+            ``conversion.json``). Written whole or not at all.
+        conjoin: Average each position's logits with those of the reverse complement (post-hoc
+            conjoining, Caduceus-Ph). Default: true for models without RC parameter sharing
+            (``rcps: false``), whose output is then RC-equivariant too; PS models are already.
+        overwrite: Replace an existing model in ``out``.
+    """
+    from genoseq.models.caduceus_import import import_caduceus
+
+    out_dir = _output_folder(checkpoint, out, overwrite)
+    started = time.time()
+    model, report = import_caduceus(checkpoint, conjoin)
+    _save(model, report, out_dir, "caduceus", started)
+    print(f"genoseq convert caduceus: Caduceus-{report['variant']}, {report['n_layers']} BiMamba layers, d_model "
+          f"{report['caduceus_d_model']}, {report['parameters'] / 1e6:.2f} M parameters in "
+          f"{report['convert_seconds']:.1f} s -> {out_dir}", file=sys.stderr)
     return report
 
 
