@@ -27,6 +27,7 @@ from genoseq.errors import InputError
 from genoseq.models import GenoSeqLM
 from genoseq.models.caduceus import CaduceusLM
 from genoseq.models.caduceus_import import import_caduceus
+from genoseq.models.classifier import SequenceClassifier
 from genoseq.models.hyenadna import vocabulary_map
 from genoseq.models.untrusted import UnsafeCheckpoint
 from genoseq.tokenizer import A, C, G, T, Tokenizer
@@ -146,6 +147,10 @@ def test_converted_folder_is_an_ordinary_bidirectional_model_folder(converted, l
     assert emb.shape == (2, 64) and np.isfinite(emb).all()  # both strands' halves: 2 x d_model
     hidden = lm.model.hidden_states(torch.from_numpy(TOK.encode(seq[:50]).astype(np.int64))[None], layer=2)
     assert hidden.shape == (1, 50, 64)
+    clf = SequenceClassifier(lm.model, ["a", "b"], method="probe")  # a classifier's folder keeps the family
+    probs = clf.predict_proba([seq[:60], seq[60:150]])
+    back = SequenceClassifier.from_pretrained(clf.save_pretrained(tmp_path / "clf"))
+    assert isinstance(back.lm, CaduceusLM) and np.allclose(back.predict_proba([seq[:60], seq[60:150]]), probs)
 
     fasta = tmp_path / "x.fa"
     fasta.write_text(f">x\n{seq}\n")
