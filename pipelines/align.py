@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,8 @@ def train(
     seed: int = 0,
     overwrite: bool = False,
     convert_gzip: bool = False,
+    checkpoint_every: int = 100,
+    resume: bool = False,
 ) -> dict:
     """Train a read/fragment encoder with InfoNCE on reads simulated from the reference.
 
@@ -114,15 +117,21 @@ def train(
         seed: Seed for initialisation and read simulation.
         overwrite: Replace an existing encoder in ``out``.
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
+        checkpoint_every: Steps between saves of ``<out>.checkpoints/last.ckpt``, the state
+            ``--resume`` continues from (removed when the run ends).
+        resume: Continue an interrupted run from ``<out>.checkpoints/last.ckpt``; give the same
+            options again. The encoder at the end is that of an uninterrupted run.
     """
     # Long only for its signature and Args, which jsonargparse turns into `align train`'s options and help.
     model = coerce(ModelConfig, model)
     out_dir = Path(out)
-    kmer, batch_size = _train_choices(init, kmer, model, batch_size, steps, read_length, out_dir, overwrite)
+    kmer, batch_size = _train_choices(init, kmer, model, batch_size, steps, read_length, out_dir, overwrite,
+                                      checkpoint_every, resume)
 
     import lightning as L
     import torch
 
+    from genoseq.models.resume import checkpoint_dir
     from genoseq.runtime import atomic_output
 
     if threads:
@@ -139,7 +148,8 @@ def train(
     val_set = FragmentReadDataset(contigs, val_pairs, fragment_length, read_length, profile, seed=seed + 1_000_003)
     config = TrainerConfig(max_steps=steps, max_time=max_time, val_check_interval=None, limit_val_batches=0,
                            accelerator=accelerator, devices=1, log_every_n_steps=10)
-    trainer, seconds = _fit_encoder(encoder, train_set, batch_size, config, out_dir, progress, logger)
+    trainer, seconds = _fit_encoder(encoder, train_set, batch_size, config, out_dir, progress, logger,
+                                    checkpoint_every, resume)
 
     encoder.eval()
     val_top1 = evaluation.held_out_top1(encoder, val_set, group=256)
@@ -148,15 +158,20 @@ def train(
     with atomic_output(out_dir / "metrics.json") as fh:
         json.dump(metrics, fh, indent=2)
         fh.write("\n")
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the run is complete: nothing left to resume
     print(f"genoseq align train: {metrics['steps']} steps in {seconds:.0f} s; held-out top-1 of 256 "
           f"{val_top1:.3f}; encoder in {out_dir}", file=sys.stderr)
     return metrics
 
 
 def _train_choices(init: str | None, kmer: int | None, model: ModelConfig, batch_size: int | None, steps: int,
-                   read_length: int, out_dir: Path, overwrite: bool) -> tuple[int, int]:
+                   read_length: int, out_dir: Path, overwrite: bool, checkpoint_every: int,
+                   resume: bool) -> tuple[int, int]:
     """``kmer`` and ``batch_size`` with their defaults filled in; InputError on options that
-    contradict each other, FileExistsError on an encoder already in ``out_dir``."""
+    contradict each other, FileExistsError on an encoder already in ``out_dir``; the resume
+    checkpoint checked (:func:`genoseq.models.resume.check_resume`)."""
+    from genoseq.models.resume import check_resume
+
     if kmer is None:
         kmer = 0 if init else DEFAULT_KMER
     if init and kmer:
@@ -167,7 +182,9 @@ def _train_choices(init: str | None, kmer: int | None, model: ModelConfig, batch
         batch_size = 1024 if kmer else 64
     if (out_dir / "config.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds an encoder; pass --overwrite to replace it")
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("read_length", read_length)):
+    check_resume(out_dir, resume)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("read_length", read_length),
+                        ("checkpoint_every", checkpoint_every)):
         if value < 1:
             raise InputError(f"{name} must be >= 1, got {value}")
     if batch_size < 2:
@@ -202,20 +219,25 @@ def _new_encoder(init: str | None, kmer: int, model: ModelConfig, encoder_cfg, o
     return ReadEncoder(None if kmer else model, encoder=encoder_cfg, optim=optim)
 
 
-def _fit_encoder(encoder, train_set, batch_size: int, config: TrainerConfig, out_dir: Path, progress, logger):
-    """One epoch over ``train_set`` (steps x batch size pairs): the trainer and the seconds it took."""
-    import torch
-
+def _fit_encoder(encoder, train_set, batch_size: int, config: TrainerConfig, out_dir: Path, progress, logger,
+                 checkpoint_every: int, resume: bool):
+    """One epoch over ``train_set`` (steps x batch size pairs, in order), with ``last.ckpt`` in
+    ``<out>.checkpoints`` every ``checkpoint_every`` steps (data position and random state
+    included), from which ``resume`` continues: the trainer and the seconds it took (this leg's)."""
+    from genoseq.datamodules import InOrderDataModule
     from genoseq.models.read_encoder_training import ReadEncoderTraining
+    from genoseq.models.resume import LAST, RandomState, checkpoint_dir, last_checkpoint
     from genoseq.runtime import quiet_lightning
 
-    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs)
+    folder = checkpoint_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = make_trainer(config, job="align train", root_dir=out_dir, logger=logger, progress=progress,
-                           max_epochs=1, enable_checkpointing=False)
+    trainer = make_trainer(config, job="align train", root_dir=out_dir, logger=logger, progress=progress, max_epochs=1,
+                           callbacks=[RandomState(), last_checkpoint(folder, every_n_train_steps=checkpoint_every)],
+                           resume_hint=f"run the same command with --resume true (from {folder})")
     started = time.time()
     with quiet_lightning():
-        trainer.fit(ReadEncoderTraining(encoder), train_dataloaders=loader)
+        trainer.fit(ReadEncoderTraining(encoder), datamodule=InOrderDataModule(train_set, batch_size, collate_pairs),
+                    ckpt_path=str(folder / LAST) if resume else None)
     return trainer, time.time() - started
 
 

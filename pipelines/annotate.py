@@ -108,12 +108,12 @@ def fit(
     from genoseq.datamodules.intervals import IntervalDataModule
     from genoseq.models import GenoSeqLM
     from genoseq.models.inference import scoring_window
+    from genoseq.models.resume import check_resume, checkpoint_dir
     from genoseq.models.segmenter import Segmenter
     from genoseq.runtime import atomic_directory, resolve_device, write_json
-    from genoseq.tasks.finetune import check_resume, checkpoint_dir
     from genoseq.tasks.genome_annotation import choose_holdout
 
-    check_resume(out, resume, fine_tunes=method == "finetune")
+    check_resume(out, resume, trains=method == "finetune")
     started = time.perf_counter()
     torch.manual_seed(seed)
     ann, gen = read_annotated_genome(annotation, genome)
@@ -161,8 +161,9 @@ def _finetune(seg, dm, *, epochs, patience, accelerator, precision, progress, lo
 
     import torch
 
+    from genoseq.models.resume import checkpoint_dir
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.tasks.finetune import checkpoint_dir, finetune
+    from genoseq.tasks.finetune import finetune
     from genoseq.tasks.genome_annotation import label_class_weights
 
     weights = label_class_weights(dm.labels.values(), seg.num_classes, weight_power)

@@ -99,8 +99,9 @@ def _finetune(model, datamodule, run: _FitSettings, monitor: str) -> dict:
     epoch's weights. Returns the run's report (best epoch and value, epochs, history)."""
     import tempfile
 
+    from genoseq.models.resume import checkpoint_dir
     from genoseq.pipelines.training import TrainerConfig, make_trainer
-    from genoseq.tasks.finetune import checkpoint_dir, finetune
+    from genoseq.tasks.finetune import finetune
 
     config = TrainerConfig(max_steps=-1, val_check_interval=None, accelerator=run.accelerator, devices=1,
                            precision=run.precision, gradient_clip_val=0, log_every_n_steps=None)
@@ -312,8 +313,8 @@ def fit(
     import lightning as L
 
     from genoseq.models import GenoSeqLM
+    from genoseq.models.resume import check_resume
     from genoseq.runtime import require_file
-    from genoseq.tasks.finetune import check_resume
     from genoseq.tasks.regression import target_names
 
     started = time.perf_counter()
@@ -328,7 +329,7 @@ def fit(
     for path in (train, val):
         if path is not None:
             require_file(path)
-    check_resume(out, resume, fine_tunes=not frozen)
+    check_resume(out, resume, trains=not frozen)
     if genome is None and (window_length is not None or stranded or val_contigs):
         raise InputError("--window_length, --stranded and --val_contigs are options of training on intervals: give "
                          "--genome too", field="genome", kind="missing")
@@ -408,7 +409,7 @@ def interval_tables(genome: str, train: str, val: str | None, work: Path, *, tar
 def _save(clf, out_dir: Path, summary: dict) -> dict:
     """Write the model folder and ``training.json``; print a one-line summary."""
     from genoseq.runtime import write_json
-    from genoseq.tasks.finetune import checkpoint_dir
+    from genoseq.models.resume import checkpoint_dir
 
     clf.save_pretrained(out_dir, training=summary)
     write_json(out_dir / TRAINING_FILE, summary)

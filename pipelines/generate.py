@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from collections import Counter
@@ -107,6 +108,7 @@ def fit(
     progress: bool | ProgressChoice = "auto",
     logger: LoggerChoice = "csv",
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Fine-tune a pretrained language model for conditional generation (one token per label).
 
@@ -140,6 +142,9 @@ def fit(
         logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
             TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
         overwrite: Replace an existing model in ``out``.
+        resume: Continue an interrupted fine-tuning from ``<out>.checkpoints/last.ckpt``, written
+            after every epoch (after its validations) and removed when the run ends; give the
+            same options again. The weights at the end are those of an uninterrupted run.
 
     Returns:
         The metrics also written to ``out/metrics.json``.
@@ -155,11 +160,7 @@ def fit(
 
     started = time.perf_counter()
     out_dir = Path(out)
-    if (out_dir / "config.json").exists() and not overwrite:
-        raise InputError("already holds a model; pass --overwrite to replace it", path=str(out_dir))
-    require_file(train)
-    if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    folder = _check_fit(out_dir, train, val_fraction, overwrite, resume)
     column = condition_column or ("activity" if bins else "label")
     rows = read_labelled(train, sequence_column=sequence_column, label_column=column)
     conditions, labels, binning = _conditions(rows, str(train), column, bins)
@@ -177,7 +178,8 @@ def fit(
                                        batch_size, val_fraction, seed)
     config = TrainerConfig(max_steps=max_steps, val_check_interval=val_check_interval, accelerator=accelerator,
                            devices=1, precision=precision)
-    trainer, before, best_score = _fit_best(lm, datamodule, config, out_dir, patience, max_epochs, logger, progress)
+    trainer, before, best_score = _fit_best(lm, datamodule, config, out_dir, patience, max_epochs, logger, progress,
+                                            resume)
     lm = lm.cpu().eval()
     counts = Counter(conditions)
     metrics = {
@@ -201,9 +203,24 @@ def fit(
     }
     lm.save_pretrained(out_dir)
     write_json(out_dir / METRICS_FILE, metrics)
+    shutil.rmtree(folder, ignore_errors=True)  # the run is complete: nothing left to resume
     print(f"genoseq generate fit: {metrics['steps']} steps, validation bits/base {metrics['val_bits_per_base_before']} -> "
           f"{metrics['best_val_bits_per_base']}; conditions {', '.join(labels)}; model in {out_dir}", file=sys.stderr)
     return metrics
+
+
+def _check_fit(out_dir: Path, train: str, val_fraction: float, overwrite: bool, resume: bool) -> Path:
+    """Checks before any work: the output, the training table, ``val_fraction`` and the resume
+    checkpoint (:func:`genoseq.models.resume.check_resume`). Returns the checkpoint folder."""
+    from genoseq.models.resume import check_resume
+
+    if (out_dir / "config.json").exists() and not overwrite:
+        raise InputError("already holds a model; pass --overwrite to replace it", path=str(out_dir))
+    folder = check_resume(out_dir, resume)
+    require_file(train)
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    return folder
 
 
 def _packed_training_data(out_dir: Path, train, rows, conditions, column, binning, tokenizer, pack_length, batch_size,
@@ -232,32 +249,34 @@ def _packed_training_data(out_dir: Path, train, rows, conditions, column, binnin
     return datamodule
 
 
-def _fit_best(lm, datamodule, config, out_dir: Path, patience: int, max_epochs: int, logger, progress):
-    """Fine-tune with early stopping and keep the best validation weights: the trainer, the
-    validation bits/base before training and the best one."""
-    import tempfile
-
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
+def _fit_best(lm, datamodule, config, out_dir: Path, patience: int, max_epochs: int, logger, progress, resume: bool):
+    """Fine-tune with early stopping and keep the best validation weights
+    (:func:`genoseq.tasks.finetune.finetune`, with ``last.ckpt`` in ``<out>.checkpoints`` after
+    every epoch; ``resume`` continues from it): the trainer, the validation bits/base before
+    training and the best one."""
+    from genoseq.models.resume import checkpoint_dir
     from genoseq.runtime import quiet_lightning
+    from genoseq.tasks.finetune import finetune
 
-    with tempfile.TemporaryDirectory(prefix=".checkpoints-", dir=out_dir) as ckpt_dir:
-        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
-        # strict=False: a run cut short by max_steps before its first validation is not an error
-        stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience, strict=False)
+    folder = checkpoint_dir(out_dir)
+    built: list = []
+
+    def trainer_validated_before(callbacks):  # the starting weights' bits/base, logged by the same trainer
         trainer = make_trainer(config, job="generate fit", root_dir=out_dir, logger=logger, csv_name="logs",
-                               progress=progress, max_epochs=max_epochs, callbacks=[best, stop])
+                               progress=progress, max_epochs=max_epochs, callbacks=callbacks,
+                               resume_hint=f"run the same command with --resume true (from {folder})")
         with quiet_lightning():
-            before = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
-            trainer.fit(lm.train(), datamodule=datamodule)  # from_pretrained returns the model in eval mode
-        if best.best_model_path:
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-            lm.load_state_dict(state)
-            best_score = float(best.best_model_score) / math.log(2)
-        else:  # stopped before any validation: keep the last weights and measure them
-            with quiet_lightning():
-                best_score = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
+            built.append((trainer, trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]))
+        return trainer
+
+    result = finetune(lm, datamodule, trainer_validated_before, monitor="val/loss", patience=patience,
+                      checkpoint_dir=folder, resume=resume)
+    trainer, before = built[0]
+    if result.best is not None:
+        best_score = result.best / math.log(2)
+    else:  # stopped before any validation: keep the last weights and measure them
+        with quiet_lightning():
+            best_score = trainer.validate(lm, datamodule=datamodule, verbose=False)[0]["val/bits_per_base"]
     return trainer, before, best_score
 
 

@@ -491,3 +491,41 @@ def test_embedding_does_not_depend_on_the_batching(which, encoder_dir, model_enc
     whole = enc.embed(seqs, batch_size=64, max_tokens=10**9)
     for max_tokens in (None, 600, 1):
         np.testing.assert_allclose(enc.embed(seqs, batch_size=64, max_tokens=max_tokens), whole, atol=1e-5)
+
+
+def test_interrupted_train_resumes_to_the_same_encoder(slice_fa, tmp_path, monkeypatch, capsys):
+    """align train (one epoch of steps) that dies after a mid-epoch checkpoint and is rerun with
+    --resume true continues at the next batch and ends with the encoder of an uninterrupted run;
+    the command line refuses to overwrite the left checkpoint unasked; the folder goes at the end."""
+    import torch
+
+    from genoseq.models.read_encoder import ReadEncoder
+    from genoseq.models.resume import RandomState, checkpoint_dir
+
+    # a sequence-model encoder with dropout: the random state must come back as well as the data position
+    options = dict(kmer=0, model={"d_model": 16, "pattern": "H", "n_heads": 2, "hyena_filter_len": 64, "dropout": 0.1},
+                   embed_dim=16, head_hidden=32, fragment_length=200, read_length=100, steps=6, batch_size=8,
+                   warmup_steps=2, val_pairs=64, checkpoint_every=2, progress=False, accelerator="cpu", seed=3)
+    straight = jobs.train(str(slice_fa[0]), str(tmp_path / "straight"), **options)
+
+    def crash(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 5:
+            raise RuntimeError("simulated crash")
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(RandomState, "on_train_batch_start", crash, raising=False)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            jobs.train(str(slice_fa[0]), str(out), **options)
+    last = checkpoint_dir(out) / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4 and not (out / "config.json").exists()
+    saved = last.read_bytes()
+    assert main(["align", "train", "--reference", str(slice_fa[0]), "--out", str(out), "--steps", "6"]) == 2
+    assert "add --resume true to continue it" in capsys.readouterr().err and last.read_bytes() == saved
+    resumed = jobs.train(str(slice_fa[0]), str(out), resume=True, **options)
+    for key in ("steps", "final_train_loss", "val_top1_of_256"):
+        assert resumed[key] == straight[key], key
+    a, b = ReadEncoder.from_pretrained(tmp_path / "straight"), ReadEncoder.from_pretrained(out)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not checkpoint_dir(out).exists()

@@ -260,7 +260,7 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(tiny_lm, slice_gff,
     --resume true ends with the weights and history of an uninterrupted run."""
     from genoseq.models.segmenter import Segmenter
     from genoseq.pipelines.annotate import fit
-    from genoseq.tasks.finetune import RandomState, checkpoint_dir
+    from genoseq.models.resume import RandomState, checkpoint_dir
 
     options = dict(holdout="BAC_00027", method="finetune", epochs=2, patience=2, window=256, context=32, hidden=16,
                    batch_size=16, accelerator="cpu", progress="none")

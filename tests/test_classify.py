@@ -215,7 +215,7 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(finetuned_dir, mode
     uninterrupted run (finetuned_dir: the same options); the checkpoints go when it ends."""
     import torch
 
-    from genoseq.tasks.finetune import RandomState, checkpoint_dir
+    from genoseq.models.resume import RandomState, checkpoint_dir
 
     out = workdir / "resumed"
     options = dict(max_epochs=3, patience=2, lr=2e-3, batch_size=32, accelerator="cpu", progress=False)

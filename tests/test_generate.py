@@ -16,6 +16,7 @@ from genoseq.models.conditional import add_condition_labels
 from genoseq.models.config import ModelConfig
 from genoseq.models.inference import sequence_log_likelihood
 from genoseq.models.lm import GenoSeqLM
+from genoseq.models.resume import checkpoint_dir
 from genoseq.pipelines.generate import quantile_bins, sample
 from genoseq.tokenizer import NUM_BASE_TOKENS, Tokenizer
 
@@ -68,7 +69,7 @@ def test_fit_writes_a_released_conditional_model(gen_dir, split):
     assert lm.tokenizer.condition_labels == ["coding", "upstream"]
     with gzip.open(gen_dir / "training_sequences.tsv.gz", "rt") as fh:
         assert sum(1 for _ in fh) == 801
-    assert not list(gen_dir.glob(".checkpoints-*"))  # training checkpoints are not left behind
+    assert not checkpoint_dir(gen_dir).exists()  # the resume checkpoint is not left behind
 
 
 def test_condition_tokens_change_the_output_distribution(gen_dir, split, tmp_path):
@@ -180,3 +181,44 @@ def test_fit_bad_input_exits_2(split, tmp_path, capsys, options, message):
                  *options]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "gen" / "config.json").exists()
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(split, tmp_path, monkeypatch, capsys):
+    """generate fit that dies after its first epoch's checkpoint (validating mid-epoch and at the
+    epoch's end) and is rerun with --resume true ends with the weights, steps and best validation
+    of an uninterrupted run; the command line refuses to overwrite the left checkpoint unasked; the
+    folder goes at the end."""
+    from genoseq.models.resume import RandomState
+    from genoseq.pipelines.generate import fit
+
+    with open(split[0]) as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))[::20]  # 8 steps an epoch, validated after 4 and 8
+    table, base = tmp_path / "train.tsv", tmp_path / "base"
+    table.write_text("sequence\tlabel\n" + "".join(f"{r['sequence']}\t{r['label']}\n" for r in rows))
+    _tiny_lm(dropout=0.1).save_pretrained(base)  # dropout: the random state must come back too
+    options = dict(max_epochs=2, batch_size=2, pack_length=512, val_fraction=0.2, val_check_interval=4, patience=5,
+                   warmup_steps=2, accelerator="cpu", progress=False)
+    straight = fit(str(base), str(table), str(tmp_path / "straight"), **options)
+
+    def crash(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(RandomState, "on_train_epoch_start", crash, raising=False)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(str(base), str(table), str(out), **options)
+    last = checkpoint_dir(out) / "last.ckpt"
+    state = torch.load(last, weights_only=True)  # the first epoch's end, after its second validation
+    assert (state["epoch"], state["global_step"]) == (0, 8) and not (out / "config.json").exists()
+    saved = last.read_bytes()
+    assert main(["generate", "fit", "--model", str(base), "--train", str(table), "--out", str(out)]) == 2
+    assert "add --resume true to continue it" in capsys.readouterr().err and last.read_bytes() == saved
+    resumed = fit(str(base), str(table), str(out), resume=True, **options)
+    for key in ("steps", "epochs", "val_bits_per_base_before", "best_val_bits_per_base"):
+        assert resumed[key] == straight[key], key
+    a, b = GenoSeqLM.from_pretrained(tmp_path / "straight"), GenoSeqLM.from_pretrained(out)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not checkpoint_dir(out).exists()

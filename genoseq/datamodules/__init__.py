@@ -20,10 +20,12 @@ second distributed sampler: it shards itself, using the trainer's global rank an
 
 Modules: ``sampling`` (the sampler, rank and resume position), ``regions`` (train /
 validation regions, N counts), ``windows``, ``curriculum`` (windows in length buckets, mixed
-short to long), ``labelled`` and ``packed`` (one DataModule each).
+short to long), ``labelled``, ``packed`` and ``in_order`` (a map-style dataset's items in index
+order, for datasets that draw each item from its index) (one DataModule each).
 """
 
 from .curriculum import CURRICULA, CurriculumWindowDataModule, CurriculumWindowDataset, bucket_weights
+from .in_order import InOrderDataModule
 from .labelled import LabelledSequenceDataModule, LabelledSequenceDataset, stratified_split
 from .packed import PackedSequenceDataModule, pack_rows
 from .regions import Region, count_n, split_regions
@@ -44,6 +46,7 @@ __all__ = [
     "LabelledSequenceDataset",
     "LabelledSequenceDataModule",
     "PackedSequenceDataModule",
+    "InOrderDataModule",
     "pack_rows",
     "stratified_split",
 ]
