@@ -5,7 +5,8 @@ A job that trains into ``out`` (``classify fit``, ``annotate fit``, ``generate f
 train``) keeps ``last.ckpt`` in ``<out>.checkpoints`` (:func:`checkpoint_dir`) while it runs and
 removes the folder when it ends; the same command with ``--resume true`` continues from it, and
 the weights at the end equal an uninterrupted run's. :func:`check_resume` runs before any work:
-``--resume`` needs the checkpoint, and a left one is never overwritten unasked.
+``--resume`` needs the checkpoint, and a left one is never overwritten unasked (``--overwrite
+true``, where a command has it, asks to start again).
 :func:`last_checkpoint` is the Lightning callback that writes it, after every epoch or every
 ``n`` training steps; :class:`RandomState` puts the random generators in it. The data position
 inside an epoch is the DataModules' own state (:mod:`genoseq.datamodules.sampling`).
@@ -14,6 +15,7 @@ inside an epoch is the DataModules' own state (:mod:`genoseq.datamodules.samplin
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +56,12 @@ def checkpoint_dir(out: str | Path) -> Path:
     return Path(f"{out}.checkpoints")
 
 
-def check_resume(out: str | Path, resume: bool, *, trains: bool = True) -> Path:
+def check_resume(out: str | Path, resume: bool, *, trains: bool = True, overwrite: bool | None = None) -> Path:
     """The checkpoint folder of a training run into ``out``, checked before any work: with
     ``resume`` its ``last.ckpt`` must exist; without, an interrupted run's checkpoint is never
-    overwritten unasked (an input error says how to continue or start again). A run that trains
-    no network (``trains=False``: a probe) has nothing to resume."""
+    overwritten unasked (an input error says how to continue or start again). A command with an
+    ``--overwrite`` option passes its value: ``overwrite=True`` asks to start again, and the left
+    folder is deleted. A run that trains no network (``trains=False``: a probe) has nothing to resume."""
     folder = checkpoint_dir(out)
     if not trains:
         if resume:
@@ -68,8 +71,12 @@ def check_resume(out: str | Path, resume: bool, *, trains: bool = True) -> Path:
     if resume:
         require_file(folder / LAST, "no checkpoint to resume from")
     elif (folder / LAST).exists():
+        if overwrite:
+            shutil.rmtree(folder)
+            return folder
+        again = f"pass --overwrite true or delete {folder}" if overwrite is not None else f"delete {folder}"
         raise InputError(f"an interrupted training run into {out} left {folder / LAST}: add --resume true to "
-                         f"continue it, or delete {folder} to start again", field="resume", kind="exists")
+                         f"continue it, or {again} to start again", field="resume", kind="exists")
     return folder
 
 

@@ -115,7 +115,8 @@ def train(
         logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
             TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
         seed: Seed for initialisation and read simulation.
-        overwrite: Replace an existing encoder in ``out``.
+        overwrite: Replace an existing encoder in ``out``; start an interrupted run again (its
+            checkpoint is deleted) instead of refusing.
         convert_gzip: Convert plain-gzip FASTA inputs to bgzip instead of refusing them.
         checkpoint_every: Steps between saves of ``<out>.checkpoints/last.ckpt``, the state
             ``--resume`` continues from (removed when the run ends).
@@ -182,7 +183,7 @@ def _train_choices(init: str | None, kmer: int | None, model: ModelConfig, batch
         batch_size = 1024 if kmer else 64
     if (out_dir / "config.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds an encoder; pass --overwrite to replace it")
-    check_resume(out_dir, resume)
+    check_resume(out_dir, resume, overwrite=overwrite)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("read_length", read_length),
                         ("checkpoint_every", checkpoint_every)):
         if value < 1:

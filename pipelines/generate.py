@@ -141,7 +141,8 @@ def fit(
         progress: ``auto`` (a live bar on a terminal, plain progress lines in a log file), ``bar``, ``lines`` or ``none``.
         logger: ``csv`` (``metrics.csv``, the default) or ``tensorboard`` (the CSV too, plus
             TensorBoard event files in ``out/tensorboard``; needs ``pip install 'genoseq[tensorboard]'``).
-        overwrite: Replace an existing model in ``out``.
+        overwrite: Replace an existing model in ``out``; start an interrupted run again (its
+            checkpoint is deleted) instead of refusing.
         resume: Continue an interrupted fine-tuning from ``<out>.checkpoints/last.ckpt``, written
             after every epoch (after its validations) and removed when the run ends; give the
             same options again. The weights at the end are those of an uninterrupted run.
@@ -216,7 +217,7 @@ def _check_fit(out_dir: Path, train: str, val_fraction: float, overwrite: bool, 
 
     if (out_dir / "config.json").exists() and not overwrite:
         raise InputError("already holds a model; pass --overwrite to replace it", path=str(out_dir))
-    folder = check_resume(out_dir, resume)
+    folder = check_resume(out_dir, resume, overwrite=overwrite)
     require_file(train)
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")

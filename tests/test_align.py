@@ -496,7 +496,8 @@ def test_embedding_does_not_depend_on_the_batching(which, encoder_dir, model_enc
 def test_interrupted_train_resumes_to_the_same_encoder(slice_fa, tmp_path, monkeypatch, capsys):
     """align train (one epoch of steps) that dies after a mid-epoch checkpoint and is rerun with
     --resume true continues at the next batch and ends with the encoder of an uninterrupted run;
-    the command line refuses to overwrite the left checkpoint unasked; the folder goes at the end."""
+    the command line refuses to overwrite the left checkpoint unasked; the folder goes at the end,
+    and --overwrite true starts an interrupted run again."""
     import torch
 
     from genoseq.models.read_encoder import ReadEncoder
@@ -529,3 +530,8 @@ def test_interrupted_train_resumes_to_the_same_encoder(slice_fa, tmp_path, monke
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
     assert not checkpoint_dir(out).exists()
+    # --overwrite true starts a run again: the left checkpoint (here unreadable) is deleted, not read
+    checkpoint_dir(out).mkdir()
+    last.write_bytes(b"not a checkpoint")
+    again = jobs.train(str(slice_fa[0]), str(out), overwrite=True, **options)
+    assert again["final_train_loss"] == straight["final_train_loss"] and not checkpoint_dir(out).exists()
