@@ -9,9 +9,10 @@ Per channel ``d`` with a real diagonal ``A[d]`` of size N and input-dependent ``
 exactly mamba_ssm's ``selective_scan_fn``. ``B`` and ``C`` are shared by all channels
 (``(batch, N, L)``) or by the channels of a group (``(batch, groups, N, L)``, channel ``d`` in group
 ``d // (dim / groups)``). ``selective_scan_recurrent_reference`` is the recurrence one step at a
-time; ``selective_scan_chunked_reference`` computes the same thing in about ``2 sqrt(L)`` Python
-steps instead of ``L`` (all chunks advance together, then a short pass carries the state across
-chunks); ``selective_scan`` dispatches to the Triton kernel or the chunked reference.
+time; ``selective_scan_chunked_reference`` computes the same thing in about ``3 sqrt(L)`` Python
+steps instead of ``L`` (all chunks of about ``sqrt(L)`` steps advance together, and a short pass
+carries the state across chunks); ``selective_scan`` dispatches to the Triton kernel or the
+chunked reference.
 Everything accumulates in float32 (float64 for float64 inputs); ``y`` has the dtype of ``u``.
 """
 
@@ -63,6 +64,11 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias) -> None:
     check_shape("delta_bias", delta_bias, (dim,))
 
 
+def _as_groups(t: torch.Tensor) -> torch.Tensor:
+    """``B`` or ``C`` as (batch, groups, N, L): the 3-D form is one group."""
+    return t[:, None] if t.dim() == 3 else t
+
+
 def per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
     """``B`` or ``C`` as (batch, dim, L, N): each channel gets its group's values."""
     if t.dim() == 3:
@@ -70,14 +76,18 @@ def per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.repeat_interleave(dim // t.shape[1], dim=1).transpose(2, 3)
 
 
-def _discretize(u, delta, A, B, delta_bias, delta_softplus):
-    """``(delta * A, delta * u * B)``: the log-decay and the input of every step, (b, d, L, N)."""
-    acc = accumulation_dtype(u)
+def _step_size(delta, delta_bias, delta_softplus, acc):
+    """``softplus(delta + delta_bias)`` (each optional) in the accumulation dtype ``acc``."""
     delta = delta.to(acc)
     if delta_bias is not None:
         delta = delta + delta_bias.to(acc)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _discretize(u, delta, A, B, delta_bias, delta_softplus):
+    """``(delta * A, delta * u * B)``: the log-decay and the input of every step, (b, d, L, N)."""
+    acc = accumulation_dtype(u)
+    delta = _step_size(delta, delta_bias, delta_softplus, acc)
     log_decay = delta[..., None] * A.to(acc)[:, None, :]
     inputs = (delta * u.to(acc))[..., None] * per_channel(B.to(acc), u.shape[1])
     return log_decay, inputs
@@ -101,51 +111,63 @@ def selective_scan_recurrent_reference(u, delta, A, B, C, D=None, z=None, delta_
     return _skip_and_gate(y, u, D, z).to(u.dtype)
 
 
+def _advance(h, decay, du, B_t):
+    """One step of every chunk at once: ``h`` and ``decay = exp(dt * A)`` (b, d, c, N),
+    ``du = dt * u`` (b, d, c), ``B_t`` (b, groups, c, N) shared by the channels of a group."""
+    batch, dim, nchunks = du.shape
+    groups = B_t.shape[1]
+    inputs = du.reshape(batch, groups, dim // groups, nchunks)[..., None] * B_t[:, :, None]
+    return decay * h + inputs.reshape(h.shape)
+
+
 def selective_scan_chunked_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                                      chunk_size=None):
     """:func:`selective_scan` in plain PyTorch (its reference backend), with its arguments (but
     ``backend``). ``chunk_size`` defaults to about ``sqrt(L)``, which minimises the Python steps.
 
-    The sequence is cut into chunks of ``T`` steps. First every chunk runs the recurrence from a
-    zero state, all chunks together (``T`` steps). Then a pass over the chunks carries the state
-    each one leaves behind into the next (one step per chunk). The carried state ``H`` reaches
-    position ``t`` of the next chunk decayed by ``exp(cumsum of delta * A up to t)``, so
-    ``y_t = y_local_t + C_t . (exp(cumsum_t) * H)``. Only sums of log-decays are exponentiated,
-    never their differences, so it is as stable as the plain recurrence.
+    The sequence is cut into chunks of ``T`` steps and all chunks advance together, one step of
+    each at a time. A first pass from zero states gives the state each chunk leaves behind of its
+    own inputs; a pass over the chunks carries them forward (chunk ``c`` decays the carried state
+    by ``exp(A * sum of its step sizes)``); a second pass from the carried states gives ``y``.
+    That is ``2 T + L / T`` Python steps, each on tensors of ``L / T`` steps. Only products of
+    decays are formed (never a division by one), so it is as stable as the plain recurrence; like
+    it, it keeps every step's decay and state for the backward (batch x dim x L x N floats each).
     """
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, L = u.shape
     if L == 0:
         return selective_scan_recurrent_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     T = chunk_size or math.isqrt(L - 1) + 1  # ceil(sqrt(L))
-    log_decay, inputs = _discretize(u, delta, A, B, delta_bias, delta_softplus)
-    Cd = per_channel(C.to(log_decay.dtype), dim)
-    pad = (-L) % T
-    if pad:  # padded steps: no decay, no input, no output
-        log_decay, inputs, Cd = (F.pad(t, (0, 0, 0, pad)) for t in (log_decay, inputs, Cd))
-    nchunks = (L + pad) // T
+    nchunks = -(-L // T)
+    acc = accumulation_dtype(u)
+    dt = _step_size(delta, delta_bias, delta_softplus, acc)
+    A = A.to(acc)
 
-    def steps_first(t):  # (b, d, c*T, N) -> (T, b, d, c, N), contiguous so each step is one block
-        return t.reshape(batch, dim, nchunks, T, t.shape[-1]).permute(3, 0, 1, 2, 4).contiguous()
+    def steps_first(t):  # (..., L) -> (T, ..., c): padded steps have dt = 0, no decay and no input
+        t = F.pad(t, (0, nchunks * T - L)).reshape(*t.shape[:-1], nchunks, T)
+        return t.movedim(-1, 0).contiguous()
 
-    log_decay, inputs, Cd = steps_first(log_decay), steps_first(inputs), steps_first(Cd)
+    dts, dus = steps_first(dt), steps_first(dt * u.to(acc))  # (T, b, d, c)
+    Bs = steps_first(_as_groups(B).to(acc)).transpose(-1, -2).contiguous()  # (T, b, groups, c, N)
+    Cs = steps_first(_as_groups(C).to(acc)).transpose(-1, -2).contiguous()
 
-    h = inputs.new_zeros(inputs.shape[1:])  # (b, d, c, N)
-    y_local = []
     # unbind, not indexing: the backward of T slices of one tensor would be T full-size tensors
-    for decay_t, input_t, C_t in zip(torch.unbind(torch.exp(log_decay)), torch.unbind(inputs), torch.unbind(Cd)):
-        h = decay_t * h + input_t  # every chunk from a zero state at once
-        y_local.append((h * C_t).sum(-1))
-    y_local = torch.stack(y_local, dim=-1)  # (b, d, c, T); h is now each chunk's own final state
-
-    decay_in = torch.exp(torch.cumsum(log_decay, dim=0))  # (T, b, d, c, N): from chunk start to t
+    decays = [torch.exp(dt_t[..., None] * A[:, None, :]) for dt_t in dts.unbind()]  # (b, d, c, N) each
+    h = dts.new_zeros(batch, dim, nchunks, A.shape[1])
+    for decay_t, du_t, B_t in zip(decays, dus.unbind(), Bs.unbind()):
+        h = _advance(h, decay_t, du_t, B_t)
+    chunk_decay = torch.exp(dts.sum(0)[..., None] * A[:, None, :])  # (b, d, c, N)
     carried, state = [], torch.zeros_like(h[:, :, 0])
-    for decay_c, h_c in zip(torch.unbind(decay_in[-1], dim=2), torch.unbind(h, dim=2)):
+    for decay_c, h_c in zip(chunk_decay.unbind(2), h.unbind(2)):
         carried.append(state)  # the state entering each chunk
         state = decay_c * state + h_c
-    carried = torch.stack(carried, dim=2)  # (b, d, c, N)
-    y = y_local + (decay_in * Cd * carried).sum(-1).permute(1, 2, 3, 0)
-    y = y.reshape(batch, dim, nchunks * T)[:, :, :L]
+
+    h, ys = torch.stack(carried, dim=2), []
+    gc = Cs.shape[2]
+    for decay_t, du_t, B_t, C_t in zip(decays, dus.unbind(), Bs.unbind(), Cs.unbind()):
+        h = _advance(h, decay_t, du_t, B_t)
+        ys.append((h.reshape(batch, gc, dim // gc, nchunks, -1) * C_t[:, :, None]).sum(-1))
+    y = torch.stack(ys, dim=-1).reshape(batch, dim, nchunks * T)[:, :, :L]
     return _skip_and_gate(y, u, D, z).to(u.dtype)
 
 

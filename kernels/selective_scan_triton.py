@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .selective_scan import _as_groups
+
 _CHUNK = 64  # steps between checkpoints (the backward's scratch holds one chunk of states)
 
 
@@ -187,10 +189,6 @@ class _Layout:
         b, _, n, L = partial.shape
         per_segment = partial.reshape(b, self.segments, self.blocks_per_seg, n, L).sum(2)
         return per_segment.reshape(b, groups, self.segments // groups, n, L).sum(2)
-
-
-def _as_groups(t: torch.Tensor) -> torch.Tensor:
-    return t[:, None] if t.dim() == 3 else t
 
 
 class _SelectiveScan(torch.autograd.Function):

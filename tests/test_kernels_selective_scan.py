@@ -174,6 +174,8 @@ TRITON_CASES = {
     "groups-B3-C2-plain": dict(batch=1, dim=6, length=5, groups=3, c_groups=2, skip=False, gate=False,
                                bias=False, softplus=False),
     "one-step": dict(batch=1, dim=2, length=1, groups=2),
+    "grouped-B-shared-C-skip-bias-no-gate": dict(batch=2, dim=4, length=17, groups=2, c_groups=None, gate=False,
+                                                 softplus=False),
 }
 
 
@@ -200,6 +202,20 @@ def test_triton_checkpoints_between_chunks(monkeypatch):
     inputs = make_inputs(batch=1, dim=3, length=21, dstate=3)
     y_ref, g_ref = forward_backward(inputs, "reference")
     y, g = forward_backward(inputs, "triton")
+    assert_close(y, y_ref)
+    for name in g_ref:
+        torch.testing.assert_close(g[name], g_ref[name], atol=2e-4, rtol=2e-4, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+@requires_triton
+def test_triton_non_contiguous_inputs():
+    """The Mamba-1 block passes its (batch, length, channels) activations transposed, as views."""
+    inputs = make_inputs(batch=2, dim=4, length=9, dstate=3)
+    strided = {k: (v.transpose(1, 2).contiguous().transpose(1, 2) if isinstance(v, torch.Tensor) and v.dim() == 3 else v)
+               for k, v in inputs.items()}
+    assert not strided["u"].is_contiguous() and not strided["B"].is_contiguous()
+    y_ref, g_ref = forward_backward(inputs, "reference")
+    y, g = forward_backward(strided, "triton")
     assert_close(y, y_ref)
     for name in g_ref:
         torch.testing.assert_close(g[name], g_ref[name], atol=2e-4, rtol=2e-4, msg=lambda m, n=name: f"grad of {n}: {m}")
