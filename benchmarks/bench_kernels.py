@@ -2,6 +2,7 @@
 
     python benchmarks/bench_kernels.py                 # CUDA: L = 8k and 64k, bf16
     python benchmarks/bench_kernels.py --lengths 512   # any device, any lengths
+    python benchmarks/bench_kernels.py --kernels selective_scan --lengths 1024 8192
 
 Prints one JSON document. On a machine without CUDA it still runs (small lengths, float32,
 the reference only: Triton's CPU interpreter is a correctness tool, not a fast path) and says
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-from genoseq.kernels import causal_conv1d, ssd_scan
+from genoseq.kernels import causal_conv1d, selective_scan, selective_scan_recurrent_reference, ssd_scan
+
+KERNELS = ("ssd", "conv1d", "selective_scan")
 
 
 def _time(fn: Callable[[], None], device: torch.device, warmup: int, reps: int) -> float:
@@ -75,6 +78,26 @@ def conv_inputs(length: int, device: torch.device, dtype: torch.dtype, dim=2048,
     }
 
 
+def scan_inputs(length: int, device: torch.device, dtype: torch.dtype, dim=1536, dstate=16):
+    """A Mamba-1 layer's selective scan (mamba-130m: d_inner 1536, d_state 16, B and C shared by
+    all channels, A = -(1..N) as initialised)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    return {
+        "u": randn(1, dim, length),
+        "delta": randn(1, dim, length),
+        "A": -torch.arange(1, dstate + 1, dtype=torch.float32).repeat(dim, 1).to(device),
+        "B": randn(1, dstate, length),
+        "C": randn(1, dstate, length),
+        "D": torch.ones(dim, device=device),
+        "z": randn(1, dim, length),
+        "delta_bias": (torch.rand(dim, generator=g) * 4 - 5).to(device),  # softplus(-5..-1)
+    }
+
+
 def _import_mamba_ssd():
     """``mamba_chunk_scan_combined`` from an installed mamba_ssm, or from its source folder in
     ``$GENOSEQ_MAMBA_SSM_SRC`` (a package stub skips ``mamba_ssm/__init__``, which imports the
@@ -103,7 +126,7 @@ def _import_mamba_ssd():
 
 
 def _mamba_ssm_ops() -> dict[str, Callable[..., object]]:
-    """mamba_ssm's fused SSD and the causal-conv1d package's conv, where installed."""
+    """mamba_ssm's fused SSD and selective scan and the causal-conv1d package's conv, where installed."""
     ops = {}
     try:
         mamba_chunk_scan_combined = _import_mamba_ssd()
@@ -112,6 +135,15 @@ def _mamba_ssm_ops() -> dict[str, Callable[..., object]]:
             return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=64, D=D, z=z)
 
         ops["ssd"] = mamba_ssd
+    except ImportError:
+        pass
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        def mamba_selective_scan(u, delta, A, B, C, D, z, delta_bias):
+            return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True)
+
+        ops["selective_scan"] = mamba_selective_scan
     except ImportError:
         pass
     try:
@@ -129,6 +161,7 @@ def _mamba_ssm_ops() -> dict[str, Callable[..., object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="*", help="sequence lengths (default: 8192 65536 on CUDA, 256 1024 on CPU)")
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
@@ -142,11 +175,14 @@ def main() -> None:
 
     results = []
     for length in lengths:
-        cases = {
-            "ssd": (ssd_inputs(length, device, dtype), ssd_scan, {"chunk_size": 64}),
-            "conv1d": (conv_inputs(length, device, dtype), causal_conv1d, {"activation": "silu"}),
+        cases = {  # name: (inputs, op, options)
+            "ssd": (ssd_inputs, ssd_scan, {"chunk_size": 64}),
+            "conv1d": (conv_inputs, causal_conv1d, {"activation": "silu"}),
+            "selective_scan": (scan_inputs, selective_scan, {"delta_softplus": True}),
         }
-        for name, (tensors, op, kwargs) in cases.items():
+        for name in args.kernels:
+            make_inputs, op, kwargs = cases[name]
+            tensors = make_inputs(length, device, dtype)
             row = {"kernel": name, "length": length, "shapes": {k: "x".join(map(str, v.shape)) for k, v in tensors.items()}}
             for backend in backends:
                 try:
@@ -155,6 +191,9 @@ def main() -> None:
                 except torch.OutOfMemoryError:
                     row[f"{backend}_fwd_bwd_ms"] = "out of memory"
                     torch.cuda.empty_cache()
+            if name == "selective_scan" and not on_cuda:  # what the chunked reference saves
+                fn = _fwd_bwd(selective_scan_recurrent_reference, tensors, **kwargs)
+                row["recurrent_reference_fwd_bwd_ms"] = round(_time(fn, device, args.warmup, args.reps), 3)
             if name in external:
                 fn = _fwd_bwd(external[name], tensors)
                 row["mamba_ssm_fwd_bwd_ms"] = round(_time(fn, device, args.warmup, args.reps), 3)
