@@ -108,8 +108,9 @@ class ScoreRequest(_Request):
 class SequenceScore(BaseModel):
     name: str
     length: int
-    scored_bases: int = Field(description="positions 2..L whose base is A, C, G or T")
-    log_likelihood: float = Field(description="sum of log P(x_t | x_<t) over scored bases, nats")
+    scored_bases: int = Field(description="positions 2..L whose base is A, C, G or T (1..L for a masked model)")
+    log_likelihood: float = Field(description="sum of log P(x_t | x_<t) over scored bases, nats; for a masked "
+                                  "model (likelihood 'pseudo') the pseudo-log-likelihood, sum of log P(x_t | the rest)")
     bits_per_base: float | None = Field(description="-log_likelihood / scored_bases / ln 2 (null if none scored)")
     token_log_probs: list[float | None] | None = Field(
         None, description="per position (index 0 = position 1): log P in nats, null where not scored")
@@ -117,6 +118,9 @@ class SequenceScore(BaseModel):
 
 class ScoreResponse(BaseModel):
     model: str
+    likelihood: Literal["causal", "pseudo"] = Field(
+        "causal", description="causal: log P(x_t | x_<t); pseudo: a bidirectional (masked) model's "
+        "pseudo-log-likelihood, every base masked once (comparable between sequences of one model only)")
     scores: list[SequenceScore]
 
 
@@ -183,7 +187,8 @@ class VariantScore(BaseModel):
     pos: int
     ref: str
     alt: str
-    llr: float = Field(description="log P(alt window) - log P(ref window), nats (negative: less likely)")
+    llr: float = Field(description="log P(alt window) - log P(ref window), nats (negative: less likely); a masked "
+                       "model's masked marginal (see the response's score)")
     llr_forward: float
     llr_reverse: float | None
 
@@ -192,6 +197,8 @@ class VariantsResponse(BaseModel):
     model: str
     window_length: int
     strands: str
+    score: str = Field("", description="what an llr is: a log-likelihood ratio of the windows (causal model) or "
+                       "a masked marginal (bidirectional model)")
     effects: list[VariantScore]
 
 

@@ -24,7 +24,8 @@ Reverse-complement equivariance, two ways:
 ``d_model`` is the width of the hidden states, as everywhere in genoseq: Caduceus' ``d_model``,
 twice it with ``rcps``. :class:`CaduceusLM` is a :class:`~genoseq.models.lm.GenoSeqLM` (embeddings,
 ``hidden_states``, saving); its folder's ``config.json`` says ``"architecture": "caduceus"`` and
-``"bidirectional": true``, and the causal tasks (scoring, variant effects, generation) refuse it.
+``"bidirectional": true``: scoring, variant effects and mutagenesis use masked scores
+(:mod:`genoseq.models.masked`), and generation refuses it.
 """
 
 from __future__ import annotations
@@ -295,7 +296,7 @@ class CaduceusLM(GenoSeqLM):
     ``conjoin``, averaged with the reverse complement's)."""
 
     architecture = ARCHITECTURE  # how folders of models built on it record it (models.released)
-    bidirectional = True  # no next-base probabilities: causal scoring and generation refuse it
+    bidirectional = True  # no next-base probabilities: scored by masking, generation refuses it
 
     def __init__(self, config: CaduceusConfig | dict, optim: OptimConfig | dict | None = None,
                  tokenizer: Tokenizer | dict | None = None, window_length: int | None = None) -> None:

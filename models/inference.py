@@ -11,6 +11,12 @@
 Memory is bounded by one chunk (or ``batch_size`` windows) of activations plus the output
 (4 bytes per position), whatever the sequence length.
 
+A bidirectional (masked) model (``model.bidirectional``, e.g. a converted Caduceus) has no
+next-base probabilities: ``token_log_probs``, ``sequence_log_likelihood`` and
+``batched_log_probs`` give its pseudo-log-likelihood terms instead (every base masked once,
+:mod:`genoseq.models.masked`), so every caller scores it without code of its own; generation
+and the causal prefix sharing refuse it (:func:`require_causal`).
+
 ``generate`` decodes incrementally with per-layer caches: Mamba2 keeps its recurrent state
 (``ssd_step``) and short-conv state (``causal_conv1d_step``), attention keeps keys and values,
 Hyena keeps the inputs of its long convolutions so that each new token's convolution output is
@@ -73,17 +79,22 @@ def limit_attention(model, window: int | None, sink: int = 0):
             m.window, m.sink = w, k
 
 
-def require_causal(model) -> None:
+def require_causal(model, what: str = "generate") -> None:
     """Refuse a bidirectional model (``model.bidirectional``: a masked LM such as Caduceus, which
-    predicts each base from both sides) where next-base probabilities are asked for. Every causal
-    score and every generation runs through this module's entry points or
-    ``conditional.sample_constrained``, each of which checks here first, so ``score``, ``vep``,
-    ``generate``, ``interpret``, the API and the Python API refuse alike."""
+    predicts each base from both sides) where next-base probabilities are needed: generation
+    (here and ``conditional.sample_constrained``) and the causal prefix sharing of
+    :func:`shared_prefix_map`. Scoring, variant effects and mutagenesis dispatch to
+    :mod:`genoseq.models.masked` instead (pseudo-log-likelihoods and masked marginals)."""
     if getattr(model, "bidirectional", False):
         kind = getattr(model, "architecture", None) or type(model).__name__
         raise InputError(f"the model ({kind}) is bidirectional, a masked language model: it gives no next-base "
-                         "probabilities, so it cannot score sequences or variants causally or generate; "
-                         "use it with embed or classify", field="model")
+                         f"probabilities, so it cannot {what}; it scores sequences (pseudo-log-likelihood), "
+                         "variants and mutations (masked marginals), and embeds and classifies", field="model")
+
+
+def is_masked(model) -> bool:
+    """True for a bidirectional (masked) language model: its scores come from :mod:`genoseq.models.masked`."""
+    return bool(getattr(model, "bidirectional", False))
 
 
 def _device_of(model, device) -> torch.device:
@@ -119,8 +130,15 @@ def token_log_probs(
     batch_size: int = 4,
     device=None,
     on_progress: Callable[[int], None] | None = None,
+    max_rows: int | None = None,
 ) -> torch.Tensor:
     """``log P(x_t | x_<t)`` for ``t = 1 .. L-1`` of one sequence, as a float32 CPU tensor (L-1,).
+
+    A bidirectional (masked) model gives instead ``log P(x_t | x_without_t)`` for every
+    ``t = 0 .. L-1`` (L,), NaN where the base is not A/C/G/T: the terms of the pseudo-log-likelihood
+    (:func:`genoseq.models.masked.pseudo_log_probs`; windows of ``chunk_size`` overlapping so that
+    every base has ``context`` bases on each side; ``max_rows`` masked copies per forward pass,
+    by default the tokens of ``batch_size`` windows).
 
     ``ids`` is a 1-D tensor / numpy array of token ids (or a string). A pure-Mamba2 model is
     streamed exactly in chunks of ``chunk_size`` tokens; otherwise windows of ``chunk_size``
@@ -128,7 +146,6 @@ def token_log_probs(
     :func:`scoring_window`. ``on_progress(n)`` is called
     after each forward pass with the number of positions it scored (they add up to L-1).
     """
-    require_causal(model)
     ids = as_ids(model, ids)
     if ids.dim() != 1:
         raise ValueError(f"token_log_probs scores one sequence: ids must be 1-D, got shape {tuple(ids.shape)}")
@@ -137,6 +154,11 @@ def token_log_probs(
         raise ValueError("chunk_size must be >= 2")
     model.eval()
     device = _device_of(model, device)
+    if is_masked(model):
+        from .masked import pseudo_log_probs
+
+        return pseudo_log_probs(model, ids, chunk_size=chunk_size, context=context, batch_size=batch_size,
+                                max_rows=max_rows, device=device, on_progress=on_progress)
     n = ids.numel()
     out = torch.empty(max(n - 1, 0), dtype=torch.float32)
     if n < 2:
@@ -184,12 +206,19 @@ def sequence_log_likelihood(model, seqs: Sequence, *, batch_size: int = 64, devi
     """Total log-likelihood of each of many short sequences (one forward pass each).
 
     Sequences are grouped by length, so equal-length windows (variant scoring) run as full
-    batches without padding; shorter ones are right-padded, which a causal model ignores.
+    batches without padding; shorter ones are right-padded, which a causal model ignores. A
+    bidirectional model gives each sequence's pseudo-log-likelihood (every A/C/G/T base masked
+    once, ``batch_size`` masked copies per pass), counting position 1 too.
     """
     if isinstance(seqs, (str, bytes)) or (isinstance(seqs, (np.ndarray, torch.Tensor)) and seqs.ndim == 1):
         raise TypeError("sequence_log_likelihood takes a list of sequences (or a 2-D array of ids); "
                         "for one sequence pass [seq]")
-    require_causal(model)
+    if is_masked(model):
+        from .masked import pseudo_log_likelihood
+
+        encoded = [as_ids(model, s).numpy() for s in seqs]
+        ll, _ = pseudo_log_likelihood(model, encoded, max_rows=batch_size, device=_device_of(model, device))
+        return SequenceScores(ll, np.array([int(((e >= A) & (e <= T)).sum()) for e in encoded], dtype=np.int64))
     if not len(seqs):
         return SequenceScores(np.zeros(0), np.zeros(0, dtype=np.int64))
     model.eval()
@@ -222,9 +251,12 @@ def batched_log_probs(model, batch: torch.Tensor) -> torch.Tensor:
 
     For sequences no longer than ``chunk_size`` (and a model with attention or Hyena layers)
     this is the single window :func:`token_log_probs` scores; batching rows only changes float
-    rounding.
+    rounding. A bidirectional model gives ``log P(x_t | x_without_t)`` (B, L) instead, each row in
+    one window (:func:`token_log_probs`).
     """
-    require_causal(model)
+    if is_masked(model):
+        return torch.stack([token_log_probs(model, row, chunk_size=max(2, batch.shape[1]), context=0)
+                            for row in batch]) if len(batch) else torch.zeros(0, batch.shape[1])
     ids = batch.to(next(model.parameters()).device)
     return gather_log_probs(model(ids)[:, :-1], ids[:, 1:]).cpu()
 
@@ -276,9 +308,11 @@ def shared_prefix_map(model, windows: Sequence[np.ndarray], offsets: Sequence[in
     its own tokens. For a causal model this is the same computation as a full pass per
     window, with the prefix done once. A pass holds ``batch_size // 2`` families, or with
     ``max_rows`` as many whole families as fit in that many rows (large families: saturation
-    mutagenesis). ``bf16`` runs the model under bf16 autocast (on a GPU).
+    mutagenesis). ``bf16`` runs the model under bf16 autocast (on a GPU). Causal models only: a
+    bidirectional model's variant and mutagenesis scores are masked marginals
+    (:mod:`genoseq.models.masked`).
     """
-    require_causal(model)
+    require_causal(model, "run next-base predictions over shared prefixes")
     device = _device_of(model, device)
     out: list = [None] * len(windows)
     run = 0

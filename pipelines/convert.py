@@ -9,8 +9,8 @@ model folder that ``score``, ``vep``, ``embed``, ``classify``, ``generate``, ``s
 workflows take unchanged (see
 :mod:`genoseq.models.hyenadna`, :mod:`genoseq.models.evo2`). ``genoseq convert caduceus
 --checkpoint DIR --out MODEL_DIR`` reads a Caduceus Hugging Face folder (PS or Ph,
-:mod:`genoseq.models.caduceus_import`): a bidirectional masked LM, which the commands that need
-next-base probabilities (``score``, ``vep``, ``generate``) refuse. The checkpoint's pickle is read
+:mod:`genoseq.models.caduceus_import`): a bidirectional masked LM, which ``score``, ``vep`` and
+``interpret ism`` score by masking (:mod:`genoseq.models.masked`) and ``generate`` refuses. The checkpoint's pickle is read
 with tensors and plain containers only; one that asks to run code is refused. Nothing is
 downloaded.
 """
@@ -93,8 +93,9 @@ def caduceus(checkpoint: str, out: str, conjoin: bool | None = None, overwrite: 
 
     The converted model's masked-LM logits are Caduceus' own (over its padded character
     vocabulary, rows re-ordered onto genoseq's token ids). Caduceus is bidirectional: ``embed``,
-    ``classify`` and the other commands that read hidden states take it; ``score``, ``vep`` and
-    ``generate``, which need next-base probabilities, refuse it.
+    ``classify`` and the other commands that read hidden states take it; ``score`` (pseudo-log-
+    likelihood), ``vep`` and ``interpret ism`` (masked marginals) score it by masking; ``generate``,
+    which needs next-base probabilities, refuses it.
 
     Args:
         checkpoint: The model's folder (``config.json`` and ``model.safetensors`` or

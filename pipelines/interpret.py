@@ -170,7 +170,8 @@ def ism(
             not used); or ``--table.input``...).
         flank: Genome bases on each side the model sees as context (default: its training window).
         radius: Bases after a substitution whose change of log-likelihood is summed (``genoseq
-            vep``'s default window); ``null``: to the end of the window.
+            vep``'s default window); ``null``: to the end of the window. A bidirectional (masked)
+            model's LLR is the masked marginal at the position (``radius`` does not apply).
         strands: ``both`` (mean of the forward and reverse-complement LLRs, as ``genoseq vep``)
             or ``forward``.
         max_length: Longest region (bases).
@@ -187,7 +188,7 @@ def ism(
 
     from genoseq.bed import write_bedgraph
     from genoseq.figures import lm_ism_figure
-    from genoseq.models.inference import scoring_window
+    from genoseq.models.inference import is_masked, scoring_window
     from genoseq.runtime import atomic_directory, atomic_output, safe_name, save_figure, write_json
     from genoseq.tasks.interpret.attribution import stack_padded
     from genoseq.tasks.interpret.ism import language_model, saturation_mutagenesis
@@ -207,8 +208,9 @@ def ism(
     lengths = np.array([t.hi - t.lo for t in targets], dtype=np.int64)
     lmax = int(lengths.max())
     summary = {"model": str(model), "fasta": fasta, "input": table.input, "n": len(targets), "positions": positions,
-               "radius": radius, "strands": strands, "flank": window if flank is None else flank,
-               "seconds": round(seconds, 2),
+               "radius": None if is_masked(lm) else radius, "strands": strands,
+               "score": "masked marginal" if is_masked(lm) else "log-likelihood ratio",
+               "flank": window if flank is None else flank, "seconds": round(seconds, 2),
                "positions_per_second": round(positions / seconds, 2) if seconds > 0 else None}
     with atomic_directory(out) as tmp:
         np.savez_compressed(

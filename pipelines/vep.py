@@ -147,7 +147,7 @@ def _prepare_header(header, full_header, meta: dict, any_symbolic: bool) -> None
     if INFO_LLR not in header.info:
         header.info.add(
             INFO_LLR, "A", "Float",
-            "genoseq zero-shot variant effect: log P(alt window) - log P(ref window) (nats) under the "
+            f"genoseq zero-shot variant effect: {meta['score']} under the "
             f"language model, {meta['window_length']} bp reference window centred on the variant, "
             f"{'mean of both strands' if meta['strands'] == 'both' else 'forward strand'}; "
             "missing where not scored (see GENOSEQ_STATUS)",
@@ -218,7 +218,10 @@ def vep(
 
     Each ALT gets LLR = log P(alt window) - log P(ref window) over a reference window centred on
     the variant (both windows share the reference flanks, so indels compare the same stretch
-    of genome), averaged over both strands by default. Output: the input VCF with
+    of genome), averaged over both strands by default. A bidirectional (masked) model gives the
+    masked marginal instead (log P(ALT) - log P(REF) at the changed positions, masked in the
+    reference window; indels: the difference of the two windows' pseudo-log-likelihoods); the
+    VCF header and ``<out>.json`` (``score``) say which. Output: the input VCF with
     INFO/GENOSEQ_LLR (Number=A) and INFO/GENOSEQ_STATUS added, or a TSV. Records whose REF does
     not match the reference get FILTER GENOSEQ_REF_MISMATCH, records on contigs missing from the
     reference GENOSEQ_UNKNOWN_CONTIG; neither is scored. A summary is written to ``<out>.json``.
@@ -259,7 +262,7 @@ def vep(
         unknown = _warn_unscored(vcf_path, effects, counts)
         meta = {
             "model": str(model), "reference": str(reference), "window_length": window_length,
-            "strands": strands, "score": "log P(alt window) - log P(ref window), nats",
+            "strands": strands, "score": scorer.score_description,
         }
         if format == "vcf":
             by_record: dict[int, list[VariantEffect]] = {}

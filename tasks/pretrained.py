@@ -118,7 +118,9 @@ class LanguageModel(_Loaded):
     def score(self, seqs: Sequences, *, names: Sequence[str] | None = None, chunk_size: int | None = None,
               context: int | None = None, batch_size: int = 4) -> "SequenceScore | list[SequenceScore]":
         """Log-likelihood (nats) and bits per base of each sequence, as ``genoseq score`` scores a
-        FASTA record (position 1 and N bases unscored; long sequences in windows)."""
+        FASTA record (position 1 and N bases unscored; long sequences in windows). A bidirectional
+        (masked) model gives pseudo-log-likelihoods (every base masked once, position 1 scored;
+        :func:`genoseq.tasks.scoring.likelihood_kind` says which)."""
         from genoseq.models.inference import as_ids
         from genoseq.tasks.scoring import log_probs_many, summarize
 
@@ -132,7 +134,8 @@ class LanguageModel(_Loaded):
         return found[0] if one else found
 
     def log_probs(self, seq: str, *, chunk_size: int | None = None, context: int | None = None) -> np.ndarray:
-        """``log P(x_t | x_<t)`` of every base of one sequence (L,), NaN where unscored (position 1, N)."""
+        """``log P(x_t | x_<t)`` of every base of one sequence (L,), NaN where unscored (position 1, N);
+        a masked model's ``log P(x_t | the rest)``, position 1 included."""
         from genoseq.models.inference import as_ids, token_log_probs
         from genoseq.tasks.scoring import per_base_log_probs
 
@@ -160,7 +163,8 @@ class LanguageModel(_Loaded):
         ``genome``: a FASTA file or token store, an opened :class:`~genoseq.genome.Genome`, or
         ``{name: sequence}``. ``variants``: one ``(chrom, pos, ref, alt)`` (1-based ``pos``) or a
         :class:`~genoseq.tasks.variants.Variant`, or a list of them. Unscorable variants come
-        back with a ``status`` and ``detail`` instead of an ``llr``.
+        back with a ``status`` and ``detail`` instead of an ``llr``. A bidirectional (masked)
+        model's LLR is the masked marginal (:func:`genoseq.tasks.variants.score_description`).
         """
         from genoseq.tasks.variants import DEFAULT_WINDOW, Variant, score_variants
 
@@ -177,7 +181,8 @@ class LanguageModel(_Loaded):
         """Saturation mutagenesis (``genoseq interpret ism``): the LLR (nats) of each of the three
         substitutions at every base, as :class:`~genoseq.tasks.interpret.ism.Mutagenesis` (``llr``
         (L, 4), ``importance`` (L,)). ``regions[k] = (start, end)`` mutates only that part of
-        sequence ``k``; the rest is context."""
+        sequence ``k``; the rest is context. A bidirectional (masked) model's LLRs are masked
+        marginals (``radius`` does not apply)."""
         from genoseq.tasks.interpret.ism import saturation_mutagenesis
 
         items, one = _many(seqs)

@@ -1,4 +1,4 @@
-"""Zero-shot variant effects from a causal DNA language model, on a genome held by any
+"""Zero-shot variant effects from a DNA language model, on a genome held by any
 :class:`~genoseq.genome.Genome` (a FASTA file, a token store, or sequences in memory).
 
 The score of an ALT allele is a log-likelihood ratio (natural log)::
@@ -27,6 +27,22 @@ Design decisions:
 * **Cache by window**: each distinct window (a reference window shared by the ALTs of a
   multi-allelic record, repeated records) is scored once.
 
+**Bidirectional (masked) models** such as Caduceus give no next-base probabilities; their score
+is the **masked marginal** (Meier et al. 2021, ESM's zero-shot score; Caduceus' and the
+Nucleotide Transformer's zero-shot VEP)::
+
+    LLR = sum over changed positions k of [ log P(ALT_k | ref window, changed positions masked)
+                                            - log P(REF_k | the same) ]
+
+one forward pass per site and strand (the ALTs of a site share it), the rest of the reference
+window as context on both sides; ``strands="both"`` averages the window and its reverse complement
+as above (an RC-equivariant model, Caduceus-PS or -Ph, gives the two the same value). An **indel**
+has no position-wise counterpart, so it is scored by the difference of pseudo-log-likelihoods of
+the two windows (:mod:`genoseq.models.masked`: every base masked once), ``PLL(alt window) -
+PLL(ref window)``, the masked analogue of the causal full-window ratio: both windows hold the same
+stretch of genome, and it costs one forward pass per base of each window (``window_length`` rows
+instead of one). :attr:`VariantEffectScorer.score_description` says which score a model gives.
+
 A variant that cannot be scored gets a status instead of an LLR (:data:`STATUSES`) and a
 ``detail`` saying why: REF not matching the reference, a contig missing from it, symbolic or
 missing ALTs (``<DEL>``, ``*``, breakends), REF running past the contig end, alleles longer
@@ -41,7 +57,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal, NamedTuple
 
 import numpy as np
 
@@ -62,6 +78,29 @@ SYMBOLIC = "symbolic"
 INVALID_ALLELE = "invalid_allele"
 TOO_LONG = "too_long"
 STATUSES = (OK, REF_MISMATCH, UNKNOWN_CONTIG, OUT_OF_BOUNDS, SYMBOLIC, INVALID_ALLELE, TOO_LONG)
+
+
+CAUSAL_SCORE = "log P(alt window) - log P(ref window), nats"
+MASKED_SCORE = ("masked marginal: log P(ALT) - log P(REF) at the changed positions masked in the ref window "
+                "(indels: PLL(alt window) - PLL(ref window), pseudo-log-likelihoods), nats")
+
+
+def score_description(model) -> str:
+    """What an LLR of ``model`` is (``genoseq vep``'s outputs and the API say it): a causal
+    model's log-likelihood ratio of the windows, or a bidirectional model's masked marginal."""
+    return MASKED_SCORE if getattr(model, "bidirectional", False) else CAUSAL_SCORE
+
+
+class _Job(NamedTuple):
+    """What one cache entry's value is computed from: ``kind`` ``"ll"`` (a causal model's log-
+    likelihood of ``ids`` from ``offset`` on), ``"pll"`` (a masked model's pseudo-log-likelihood of
+    ``ids``) or ``"mm"`` (the log-probabilities of ``targets`` at ``masked``, masked together)."""
+
+    kind: str
+    ids: np.ndarray
+    offset: int = 0
+    masked: tuple = ()
+    targets: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +150,8 @@ def window_bounds(contig_length: int, pos0: int, ref_length: int, window_length:
 
 
 class VariantEffectScorer:
-    """Score variants against a reference genome with a causal DNA language model.
+    """Score variants against a reference genome with a DNA language model (causal: log-likelihood
+    ratios; masked: masked marginals, see the module docstring).
 
     >>> scorer = VariantEffectScorer(model, open_genome("ref.fa"))   # doctest: +SKIP
     >>> scorer.score([Variant("chr1", 1000, "A", "G")])[0].llr        # doctest: +SKIP
@@ -162,6 +202,7 @@ class VariantEffectScorer:
         self.strands = ("+", "-") if strands == "both" else ("+",)
         self.batch_size, self.chunk_size, self.cache_size = batch_size, chunk_size, cache_size
         self.bf16 = bf16 and self.device.type == "cuda"
+        self.masked = bool(getattr(model, "bidirectional", False))
         self._cache: OrderedDict[tuple, float] = OrderedDict()
         self.windows_scored = 0  # forward-pass rows, for reporting (and tests)
         self.cache_hits = 0
@@ -170,9 +211,15 @@ class VariantEffectScorer:
     def max_allele_length(self) -> int:
         return self.window_length // 2
 
+    @property
+    def score_description(self) -> str:
+        """What an LLR of this scorer's model is (:func:`score_description`)."""
+        return score_description(self.model)
+
     # ------------------------------------------------------------------ planning
-    def _plan(self, v: Variant) -> tuple[str, list[tuple[tuple, np.ndarray, int, tuple, np.ndarray, int]]]:
-        """Status, and per strand (ref key, ref ids, ref offset, alt key, alt ids, alt offset)."""
+    def _plan(self, v: Variant) -> tuple[str, list[tuple[tuple, _Job, tuple, _Job]]]:
+        """Status, and per strand (ref key, ref job, alt key, alt job): the strand's LLR is the alt
+        job's value minus the ref job's."""
         if v.chrom not in self.genome.contigs:
             return UNKNOWN_CONTIG, []
         if is_symbolic(v.alt):
@@ -196,18 +243,24 @@ class VariantEffectScorer:
         alt_window = np.concatenate([window[:i], alt_ids, window[i + r :]])
         plans = []
         for strand in self.strands:
-            ref_key = (v.chrom, start, end, strand)
-            alt_key = (v.chrom, start, end, strand, pos0, v.ref.upper(), v.alt.upper())
-            if strand == "+":
-                # Tokens before the variant have the same probabilities in both windows.
-                plans.append((ref_key, window, i, alt_key, alt_window, i))
+            site = (v.chrom, start, end, strand)
+            alt_key = site + (pos0, v.ref.upper(), v.alt.upper())
+            rc = strand == "-"
+            ref_w = self.tokenizer.reverse_complement(window) if rc else window
+            alt_w = self.tokenizer.reverse_complement(alt_window) if rc else alt_window
+            if self.masked and r == a:  # masked marginal at the changed positions, of the ref window
+                changed = [i + k for k in range(r) if ref_ids[k] != alt_ids[k]]
+                where = tuple(len(window) - 1 - p if rc else p for p in changed)
+                ref_t, alt_t = (tuple(int(x) for x in w[list(where)]) for w in (ref_w, alt_w))
+                plans.append((site + ("mm", where, ref_t), _Job("mm", ref_w, masked=where, targets=ref_t),
+                              site + ("mm", where, alt_t), _Job("mm", ref_w, masked=where, targets=alt_t)))
+            elif self.masked:  # an indel: pseudo-log-likelihoods of the two windows
+                plans.append((site + ("pll",), _Job("pll", ref_w), alt_key + ("pll",), _Job("pll", alt_w)))
             else:
-                # Reversed, the variant starts after the right flank.
-                flank = len(window) - i - r
-                plans.append((
-                    ref_key, self.tokenizer.reverse_complement(window), flank,
-                    alt_key, self.tokenizer.reverse_complement(alt_window), flank,
-                ))
+                # Tokens before the variant have the same probabilities in both windows; reversed,
+                # the variant starts after the right flank.
+                offset = len(window) - i - r if rc else i
+                plans.append((site + (offset,), _Job("ll", ref_w, offset), alt_key, _Job("ll", alt_w, offset)))
         return OK, plans
 
     def explain(self, v: Variant, status: str) -> tuple[str, str]:
@@ -242,14 +295,31 @@ class VariantEffectScorer:
         return "", status
 
     # ------------------------------------------------------------------ scoring
-    def _log_likelihoods(self, windows: list[np.ndarray], offsets: list[int]) -> np.ndarray:
-        """Sum of log P(x_t | x_<t) over t >= max(offset, 1) for each window (float64), sharing
-        each family's prefix (:func:`genoseq.models.inference.shared_prefix_log_likelihood`)."""
+    def _log_likelihoods(self, jobs: list[_Job]) -> np.ndarray:
+        """The value of each job (float64): a causal model's log-likelihoods share each family's
+        prefix (:func:`genoseq.models.inference.shared_prefix_log_likelihood`); a masked model's
+        come from :mod:`genoseq.models.masked`."""
+        from genoseq.models import masked
         from genoseq.models.inference import shared_prefix_log_likelihood
 
-        out, run = shared_prefix_log_likelihood(self.model, windows, offsets, batch_size=self.batch_size,
-                                                device=self.device, bf16=self.bf16)
-        self.windows_scored += run
+        out = np.zeros(len(jobs), dtype=np.float64)
+        for kind in ("ll", "mm", "pll"):
+            chosen = [j for j, job in enumerate(jobs) if job.kind == kind]
+            if not chosen:
+                continue
+            ids = [jobs[j].ids for j in chosen]
+            options = dict(device=self.device, bf16=self.bf16)
+            if kind == "ll":
+                found, run = shared_prefix_log_likelihood(self.model, ids, [jobs[j].offset for j in chosen],
+                                                          batch_size=self.batch_size, **options)
+            elif kind == "mm":
+                found, run = masked.masked_marginal_log_likelihood(
+                    self.model, ids, [jobs[j].masked for j in chosen], [jobs[j].targets for j in chosen],
+                    max_rows=self.batch_size, **options)
+            else:
+                found, run = masked.pseudo_log_likelihood(self.model, ids, max_rows=self.batch_size, **options)
+            out[chosen] = found
+            self.windows_scored += run
         return out
 
     def _lookup(self, key: tuple) -> float | None:
@@ -267,10 +337,10 @@ class VariantEffectScorer:
     def _score_chunk(self, variants: list[Variant], progress_bar) -> list[VariantEffect]:
         planned = [self._plan(v) for v in variants]
         known: dict[tuple, float] = {}  # this chunk's window likelihoods (safe from eviction)
-        pending: dict[tuple, tuple[np.ndarray, int]] = {}
+        pending: dict[tuple, _Job] = {}
         for status, plans in planned:
-            for ref_key, ref_ids, ref_off, alt_key, alt_ids, alt_off in plans:
-                for key, ids, off in ((ref_key + (ref_off,), ref_ids, ref_off), (alt_key, alt_ids, alt_off)):
+            for ref_key, ref_job, alt_key, alt_job in plans:
+                for key, job in ((ref_key, ref_job), (alt_key, alt_job)):
                     cached = known.get(key)
                     if cached is None and key not in pending:
                         cached = self._lookup(key)
@@ -279,10 +349,10 @@ class VariantEffectScorer:
                         if cached is not None:
                             known[key] = cached
                     else:
-                        pending[key] = (ids, off)
+                        pending[key] = job
         keys = list(pending)
         if keys:
-            values = self._log_likelihoods([pending[k][0] for k in keys], [pending[k][1] for k in keys])
+            values = self._log_likelihoods([pending[k] for k in keys])
             for key, value in zip(keys, values):
                 known[key] = float(value)
                 self._store(key, float(value))
@@ -295,8 +365,8 @@ class VariantEffectScorer:
                 effects.append(VariantEffect(v.chrom, v.pos, v.ref, v.alt, None, status, detail=detail, field=field))
                 continue
             per_strand = []
-            for ref_key, _, ref_off, alt_key, _, _ in plans:
-                per_strand.append(known[alt_key] - known[ref_key + (ref_off,)])
+            for ref_key, _, alt_key, _ in plans:
+                per_strand.append(known[alt_key] - known[ref_key])
             llr = float(np.mean(per_strand))
             effects.append(VariantEffect(
                 v.chrom, v.pos, v.ref, v.alt, llr, OK,
@@ -348,5 +418,6 @@ def require_scored(effects: list[VariantEffect], where: str = "variants") -> Non
             raise InputError(f"{name}: {e.detail or e.status}", field=loc, kind=e.status)
 
 
-__all__ = ["DEFAULT_WINDOW", "OK", "STATUSES", "Variant", "VariantEffect", "VariantEffectScorer", "is_symbolic",
-           "require_scored", "score_variants", "window_bounds"]
+__all__ = ["CAUSAL_SCORE", "DEFAULT_WINDOW", "MASKED_SCORE", "OK", "STATUSES", "Variant", "VariantEffect",
+           "VariantEffectScorer", "is_symbolic", "require_scored", "score_description", "score_variants",
+           "window_bounds"]

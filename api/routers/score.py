@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from genoseq.tasks.scoring import per_base_log_probs, summarize
+from genoseq.tasks.scoring import likelihood_kind, per_base_log_probs, summarize
 
 from ..deps import Service, request_sequences
 from ..errors import BUSY_RESPONSE
@@ -18,7 +18,8 @@ router = APIRouter(prefix="/v1", tags=["score"])
                         **BUSY_RESPONSE})
 async def score(body: ScoreRequest, request: Request, service: Service) -> ScoreResponse:
     """Each sequence is scored like a FASTA record by ``genoseq score`` (same ``chunk_size`` and
-    ``context``): position 1 has no context and N bases are never scored."""
+    ``context``): position 1 has no context and N bases are never scored. A bidirectional (masked)
+    model gives pseudo-log-likelihoods (``likelihood: "pseudo"``; position 1 scored too)."""
     import torch
 
     limits = service.settings.limits
@@ -34,4 +35,4 @@ async def score(body: ScoreRequest, request: Request, service: Service) -> Score
                                     log_likelihood=found.log_likelihood,
                                     bits_per_base=None if found.scored_bases == 0 else found.bits_per_base,
                                     token_log_probs=per_base_log_probs(ids, log_probs) if body.token_log_probs else None))
-    return ScoreResponse(model=service.model_name, scores=scores)
+    return ScoreResponse(model=service.model_name, likelihood=likelihood_kind(service.lm), scores=scores)

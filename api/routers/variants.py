@@ -21,10 +21,11 @@ router = APIRouter(prefix="/v1", tags=["variants"])
 @router.post("/variants", response_model=VariantsResponse, summary="Variant effect scores (log-likelihood ratios)",
              responses={422: {"description": "bad variant (field named): REF mismatch, position, contig, bases, length"}})
 async def variants(body: VariantsRequest, request: Request, service: Service) -> VariantsResponse:
-    """LLR = log P(alt window) - log P(ref window) over a window centred on each variant
-    (:func:`genoseq.tasks.variants.score_variants`, as ``genoseq vep``: same window, strands and scoring)."""
+    """LLR = log P(alt window) - log P(ref window) over a window centred on each variant, or a
+    bidirectional model's masked marginal (:func:`genoseq.tasks.variants.score_variants`, as
+    ``genoseq vep``: same window, strands and scoring; ``score`` says which)."""
     from genoseq.genome import MemoryGenome
-    from genoseq.tasks.variants import Variant, require_scored, score_variants
+    from genoseq.tasks.variants import Variant, require_scored, score_description, score_variants
 
     limits = service.settings.limits
     check_count(["variants"], len(body.variants), limits.max_variants, "variants")
@@ -64,4 +65,4 @@ async def variants(body: VariantsRequest, request: Request, service: Service) ->
     out = [VariantScore(chrom=v.chrom, pos=v.pos, ref=v.ref, alt=v.alt, llr=e.llr, llr_forward=e.llr_forward,
                         llr_reverse=e.llr_reverse) for v, e in zip(body.variants, effects)]
     return VariantsResponse(model=service.model_name, window_length=body.window_length, strands=body.strands,
-                            effects=out)
+                            score=score_description(service.lm), effects=out)

@@ -1,4 +1,4 @@
-"""Which bases a causal DNA language model cares about: zero-shot saturation mutagenesis (ISM)
+"""Which bases a DNA language model cares about: zero-shot saturation mutagenesis (ISM)
 and nucleotide dependency maps.
 
 **Saturation mutagenesis.** For every position ``i`` of a region and each of the three
@@ -34,6 +34,17 @@ where ``P`` is the model's distribution over A C G T at ``j`` (renormalised over
 bases), ``P_b`` the same with ``x_i = b``, and ``logit p = log(p / (1 - p))`` (natural log).
 The forward strand gives ``j > i``, the reverse complement ``j < i`` (a causal model sees
 only one side per strand); the diagonal is 0.
+
+**Bidirectional (masked) models** such as Caduceus: ``LLR(i, b)`` is the **masked marginal** of
+``genoseq vep`` (:mod:`genoseq.models.masked`): position ``i`` masked, the rest of the sequence as
+context on both sides (windows of the model's training window with at least the scoring context
+on each side, :func:`~genoseq.models.inference.scoring_window`)::
+
+    LLR(i, b) = log P(x_i = b | x_without_i) - log P(x_i = ref | x_without_i)
+
+One forward pass per position and strand gives all three substitutions, so ``radius`` and
+``block`` do not apply; ``strands="both"`` averages the reverse complement's as above.
+Dependency maps compare next-base predictions and need a causal model.
 
 Limits: a region of at most ``max_length`` bases (default :data:`MAX_ISM_LENGTH`, 10 kb) for
 ISM and :data:`MAX_DEPENDENCY_LENGTH` (1 kb, an L x L map of full continuations) for
@@ -273,6 +284,37 @@ def _mutagenesis(model, ids: np.ndarray, lo: int, hi: int, fwd: np.ndarray, rev:
                        radius=radius, strands=strands)
 
 
+def _masked_llrs(model, seqs: list[np.ndarray], bounds: list[tuple[int, int]], strand_list: tuple[str, ...],
+                 window: int, batch_size: int, device, bf16: bool, bar) -> dict:
+    """Per-strand LLRs (region length, 4) of a bidirectional model: the masked marginal of every
+    A/C/G/T position of each region (:func:`genoseq.models.masked.masked_scan`, ``batch_size``
+    masked copies per forward pass)."""
+    import torch
+
+    from genoseq.models.inference import scoring_window
+    from genoseq.models.masked import masked_scan
+
+    chunk_size, context = scoring_window(model, window)
+    out = {}
+    for k, (ids, (lo, hi)) in enumerate(zip(seqs, bounds)):
+        n = len(ids)
+        for strand, seq, a, b in _strand_plan(model, ids, lo, hi, strand_list):
+            pos = a + np.flatnonzero((seq[a:b] >= A) & (seq[a:b] <= T))
+            log_probs = masked_scan(model, torch.from_numpy(seq.astype(np.int64)), lambda lp, _: lp[:, A : T + 1], 4,
+                                    positions=torch.from_numpy(pos), chunk_size=chunk_size, context=context,
+                                    rows=batch_size, device=device, bf16=bf16).double().numpy()
+            llr = log_probs - log_probs[np.arange(len(pos)), seq[pos].astype(np.int64) - A][:, None]
+            found = np.zeros((hi - lo, 4), dtype=np.float64)
+            if strand == "+":
+                found[pos - lo] = llr
+            else:  # strand position p is base n - 1 - p; its columns are complemented
+                found[n - 1 - pos - lo] = llr[:, _COMPLEMENT]
+            out[(k, strand)] = found
+            if bar is not None:
+                bar.update(len(pos))
+    return out
+
+
 def saturation_mutagenesis(
     model,
     sequences: Sequence,
@@ -296,7 +338,7 @@ def saturation_mutagenesis(
     pass sees (default the model's training window). ``batch_size``: rows per forward pass.
     Sequences of one length (and region) run their blocks in shared passes.
     """
-    from genoseq.models.inference import gather_log_probs, scoring_window
+    from genoseq.models.inference import gather_log_probs, is_masked, scoring_window
     from genoseq.progress import Progress
     from genoseq.runtime import resolve_device
 
@@ -310,8 +352,9 @@ def saturation_mutagenesis(
     if len(regions) != len(seqs):
         raise InputError(f"regions has {len(regions)} entries for {len(seqs)} sequences", field="regions")
     bounds = [_region(ids, r, k, max_length, "sequence") for k, (ids, r) in enumerate(zip(seqs, regions))]
+    masked = is_masked(model)  # masked marginals: no radius, whatever the length
     for k, (ids, (lo, hi)) in enumerate(zip(seqs, bounds)):
-        if radius is None and len(ids) > window:
+        if radius is None and len(ids) > window and not masked:
             raise InputError(f"sequence #{k + 1}: radius=None scores to the end of the sequence, which must fit "
                              f"in the model's window of {window} bases (got {len(ids)})", field="radius",
                              kind="too_long")
@@ -340,8 +383,12 @@ def saturation_mutagenesis(
 
     total = sum(int(((ids[lo:hi] >= A) & (ids[lo:hi] <= T)).sum()) for ids, (lo, hi) in zip(seqs, bounds))
     with Progress(total * len(strand_list), desc="ism", unit="pos", mode=progress) as bar:
-        _run_families(model, _block_major(model, seqs, bounds, strand_list, block, radius, window), log_probs,
-                      batch_size=batch_size, device=dev, bf16=bf16 and dev.type == "cuda", bar=bar, consume=consume)
+        if masked:
+            per_strand = _masked_llrs(model, seqs, bounds, strand_list, window, batch_size, dev,
+                                      bf16 and dev.type == "cuda", bar)
+        else:
+            _run_families(model, _block_major(model, seqs, bounds, strand_list, block, radius, window), log_probs,
+                          batch_size=batch_size, device=dev, bf16=bf16 and dev.type == "cuda", bar=bar, consume=consume)
 
     return [_mutagenesis(model, ids, lo, hi, per_strand[(k, "+")], per_strand.get((k, "-")), radius, strands)
             for k, (ids, (lo, hi)) in enumerate(zip(seqs, bounds))]
@@ -364,12 +411,13 @@ def dependency_map(
     ``max_length`` bases (default 1 kb), which must also fit in the model's training window."""
     import torch
 
-    from genoseq.models.inference import scoring_window
+    from genoseq.models.inference import require_causal, scoring_window
     from genoseq.progress import Progress
     from genoseq.runtime import resolve_device
 
     _check_options(None, strands, block, batch_size)
     model = language_model(model, device)
+    require_causal(model, "make dependency maps (they compare next-base predictions)")
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev)
     ids = _encode(model, sequence, 0)
