@@ -5,14 +5,37 @@ CLI does: every option is also a YAML config key (``--config cfg.yaml``), nested
 options read as ``--trainer.max_steps 500``; the option groups of :data:`genoseq.options.FLAT_GROUPS`
 read both nested and flat (``--table.sequence_column seq`` or ``--sequence_column seq``).
 Pipeline modules import torch inside their functions, so ``genoseq --help`` stays fast.
+
+A failed command prints one line, ``genoseq: error: ...`` (or ``genoseq: stopped ...``), and no
+traceback; its exit status says why:
+
+===  =========================================================================================
+0    done
+1    the job could not finish writing: the disk or its quota is full (the line names the output)
+2    bad input or usage: an input error naming file, record and line; a missing input file; an
+     output path that cannot be written (read-only file system, permission denied)
+130  stopped by Ctrl-C (SIGINT)
+143  stopped by SIGTERM (128 + 15, as a shell reports a process the signal ended)
+===  =========================================================================================
+
+However it fails, nothing is half-written: every output is written under a temporary name and
+renamed into place when complete (:mod:`genoseq.runtime`), and SIGTERM is raised in the job as
+:class:`Terminated`, so those temporary files are removed on the way out, as on Ctrl-C. A
+second SIGTERM ends the process at once. ``genoseq serve`` keeps SIGTERM for itself (it answers
+the requests in flight, then ends by the signal). Other errors are bugs and keep their traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import importlib
 import inspect
+import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 # subcommand -> "module:function" (or a nested mapping for a group of subcommands).
@@ -164,28 +187,94 @@ def rewrite_generate_args(args: list[str]) -> list[str]:
     return ["generate", "sample", *out]
 
 
-def main(argv: list[str] | None = None) -> int:
+class Terminated(BaseException):
+    """SIGTERM, raised in the running job as Ctrl-C raises ``KeyboardInterrupt``: every ``finally``
+    and atomic writer cleans up on the way out. Not an ``Exception``, so no ``except Exception``
+    in a job swallows it."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+# Commands that stop on SIGTERM by themselves: the server answers the requests in flight, then
+# uvicorn ends the process by the signal it caught.
+OWN_SIGTERM = frozenset({"serve"})
+
+
+@contextlib.contextmanager
+def _sigterm_raises(args: list[str]):
+    """SIGTERM raises :class:`Terminated` inside the block (signals go to the main thread only),
+    unless the command ``args`` run is one of :data:`OWN_SIGTERM`."""
+    if threading.current_thread() is not threading.main_thread() or args[:1] and args[0] in OWN_SIGTERM:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_error(err: OSError) -> tuple[str, int] | None:
+    """The one-line message and exit status of an ``OSError`` that a user can act on: a full disk
+    (status 1), a read-only or forbidden path (2); None for any other (a bug: its traceback shows).
+    The atomic writers name the output, not their temporary file (:mod:`genoseq.runtime`)."""
+    from genoseq.runtime import WRITE_ERRNOS
+
+    if err.errno not in WRITE_ERRNOS:
+        return None
+    path = err.filename or "the output"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f"into {path}" if os.path.isdir(path) else path  # one of several outputs there
+        return f"no space left on device writing {where}: the disk (or the quota of its folder) is full", 1
+    if err.errno == errno.EFBIG:
+        return f"{path}: file too large for its file system", 1
+    if err.errno == errno.EROFS:
+        return f"{path}: read-only file system: cannot write there", 2
+    return f"{path}: {err.strerror or 'permission denied'}", 2
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``), errors raised as they are."""
     from jsonargparse import auto_cli
 
     from genoseq import __version__
-    from genoseq.errors import InputError
 
     args = rewrite_generate_args(normalize_option_names(sys.argv[1:] if argv is None else list(argv)))
     if args in (["--version"], ["-V"]):
         print(f"genoseq {__version__}")
         return 0
-    try:
-        auto_cli(_available_commands(), args=args, **_cli_options())
-    except InputError as err:
-        print(f"genoseq: error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"genoseq: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("genoseq: interrupted", file=sys.stderr)
-        return 130
+    auto_cli(_available_commands(), args=args, **_cli_options())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """:func:`run`, a failure told in one line on stderr; the exit status (module docstring)."""
+    from genoseq.errors import InputError
+
+    with _sigterm_raises(sys.argv[1:] if argv is None else list(argv)):
+        try:
+            return run(argv)
+        except InputError as err:
+            print(f"genoseq: error: {err}", file=sys.stderr)
+            return 2
+        except FileNotFoundError as err:
+            print(f"genoseq: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            known = write_error(err)
+            if known is None:
+                raise
+            print(f"genoseq: error: {known[0]}", file=sys.stderr)
+            return known[1]
+        except KeyboardInterrupt:
+            print("genoseq: interrupted", file=sys.stderr)
+            return 130
+        except Terminated:
+            print("genoseq: stopped by SIGTERM before the job finished: no output was written", file=sys.stderr)
+            return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":  # pragma: no cover

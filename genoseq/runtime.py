@@ -7,6 +7,7 @@ present; ``device="cpu"`` or ``"cuda:1"`` overrides it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import json
 import os
@@ -57,29 +58,140 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
 
 
+# A write that failed because of where it went, not what was written. A full disk's write()
+# names no file, and a writer's error names its temporary file: both are told with the output's path.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class _Outputs:
+    """The temporary files and folders of an :func:`atomic_outputs` block, and their final paths."""
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[Path, Path]] = []
+
+    def commit(self) -> None:
+        for tmp, path in self.moves:
+            _replace(tmp, path)
+
+    def discard(self) -> None:
+        for tmp, _ in self.moves:
+            _remove(tmp)
+
+
+_OUTPUTS: contextvars.ContextVar[_Outputs | None] = contextvars.ContextVar("genoseq_outputs", default=None)
+
+
 @contextlib.contextmanager
-def _moved_into_place(tmp: str | os.PathLike, path: Path) -> Iterator[None]:
-    """Rename ``tmp`` to ``path`` when the block succeeds; remove ``tmp`` when it fails."""
+def atomic_outputs() -> Iterator[None]:
+    """Outputs written together: every atomic write in the block (:func:`atomic_output`,
+    :func:`atomic_path`, :func:`atomic_directory` and the writers built on them) is complete
+    and flushed when its own block ends, but renamed into place only when this block succeeds;
+    when it fails, all of them are removed. So a job's result and its summary (``out`` and
+    ``out.json``) appear both or neither, even when the disk fills up between the two.
+    Nested, it is part of the enclosing one."""
+    if _OUTPUTS.get() is not None:
+        yield
+        return
+    outputs = _Outputs()
+    token = _OUTPUTS.set(outputs)
     try:
         yield
-        os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        outputs.discard()
         raise
+    finally:
+        _OUTPUTS.reset(token)
+    try:
+        outputs.commit()
+    except BaseException:
+        outputs.discard()
+        raise
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    if tmp.is_dir() and (path.exists() or path.is_symlink()):
+        import shutil
+
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    os.replace(tmp, path)
+
+
+def _remove(tmp: Path) -> None:
+    """Remove a temporary file or folder if it is there. Failing to (a read-only file system
+    refuses even to unlink what is not there) must not hide the error that led here."""
+    import shutil
+
+    with contextlib.suppress(OSError):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        elif os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+# The outputs being written now (the atomic writers' blocks this one is inside).
+_WRITING: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("genoseq_writing", default=())
+
+
+def _naming_output(err: BaseException, path: Path, tmp: Path) -> BaseException:
+    """``err`` as the same kind of ``OSError`` naming the output ``path``, when it is a failed
+    write (:data:`WRITE_ERRNOS`) that names no file or the temporary one ``tmp``; else ``err``.
+    An error that names no file while several outputs are open could be any one's: it names
+    their folder."""
+    if not isinstance(err, OSError) or err.errno not in WRITE_ERRNOS:
+        return err
+    if err.filename is not None and os.fsdecode(err.filename) != str(tmp):
+        return err  # another file's error, e.g. an input's
+    folders = {p.parent for p in _WRITING.get()}
+    if err.filename is None and len(_WRITING.get()) > 1 and len(folders) == 1:
+        path = folders.pop()
+    return OSError(err.errno, os.strerror(err.errno), str(path))
+
+
+def _output_folder(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _moved_into_place(tmp: Path, path: Path) -> Iterator[None]:
+    """Rename ``tmp`` to ``path`` when the block succeeds (when an enclosing :func:`atomic_outputs`
+    block does, if there is one); remove ``tmp`` when it fails. A failed write names ``path``."""
+    _WRITING.set(_WRITING.get() + (path,))
+    try:
+        yield
+        outputs = _OUTPUTS.get()
+        if outputs is None:
+            _replace(tmp, path)
+        else:
+            outputs.moves.append((tmp, path))
+    except BaseException as err:
+        _remove(tmp)
+        named = _naming_output(err, path, tmp)
+        if named is err:
+            raise
+        raise named from err
+    finally:
+        _WRITING.set(tuple(p for p in _WRITING.get() if p is not path))
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Write ``path`` through a temporary file in the same folder, renamed on success.
 
-    On an error (or Ctrl-C) the temporary file is removed and an existing ``path`` is left
-    untouched, so a failed job never leaves a half-written result that looks complete.
+    On an error (or Ctrl-C, or SIGTERM under the CLI) the temporary file is removed and an
+    existing ``path`` is left untouched, so a failed job never leaves a half-written result that
+    looks complete. The file is flushed and closed before the rename, so a full disk fails here.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with _moved_into_place(tmp, path):
+    path = _output_folder(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a read-only or unwritable folder: err names the temporary file it tried
+        named = _naming_output(err, path, Path(err.filename or ""))
+        if named is err:
+            raise
+        raise named from err
+    with _moved_into_place(Path(tmp), path):
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the usual mode
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -87,11 +199,15 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Like :func:`atomic_output` for writers that take a file name (pysam, h5py, matplotlib)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Like :func:`atomic_output` for writers that take a file name (pysam, h5py, matplotlib). The
+    temporary file is created (empty) before the writer opens it, so that an unwritable folder
+    fails here, naming ``path``, not in a C library that prints its own error lines first.
+    (h5py crashes the process when the disk fills up as it closes a file: a result small
+    enough is better built in memory and written with :func:`atomic_output`.)"""
+    path = _output_folder(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     with _moved_into_place(tmp, path):
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
         yield tmp
 
 
@@ -99,22 +215,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """A folder written as ``.<name>.<pid>.tmp`` beside ``path`` and moved into place on success
     (replacing an old ``path``); on an error it is removed and ``path`` is left as it was."""
-    import shutil
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _output_folder(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    _remove(tmp)
+    with _moved_into_place(tmp, path):
+        tmp.mkdir()
         yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def require_file(path: str | os.PathLike, message: str = "No such file or directory",

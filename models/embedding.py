@@ -249,20 +249,19 @@ class Embedder:
             return out
         order = np.argsort([-len(e) for e in encoded], kind="stable")  # little padding per batch
         dtype = inference_dtype(self.device)
-        bar = Progress(len(order), desc="embed", unit="seq", mode=progress)
-        for b in range(0, len(order), self.batch_size):
-            rows = order[b : b + self.batch_size]
-            batch = self.tokenizer.encode_batch([encoded[i] for i in rows])
-            ids = batch["input_ids"].to(self.device)
-            mask = batch["attention_mask"].to(self.device)
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                vectors = pooled_embeddings(
-                    self.model, ids, mask, layer=self.layer, pooling=self.pooling, rc_average=self.rc_average,
-                    rc_concat=self.rc_concat,
-                )
-            out[rows] = vectors.float().cpu().numpy()
-            bar.update(len(rows))
-        bar.close()
+        with Progress(len(order), desc="embed", unit="seq", mode=progress) as bar:  # closed however it ends
+            for b in range(0, len(order), self.batch_size):
+                rows = order[b : b + self.batch_size]
+                batch = self.tokenizer.encode_batch([encoded[i] for i in rows])
+                ids = batch["input_ids"].to(self.device)
+                mask = batch["attention_mask"].to(self.device)
+                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                    vectors = pooled_embeddings(
+                        self.model, ids, mask, layer=self.layer, pooling=self.pooling, rc_average=self.rc_average,
+                        rc_concat=self.rc_concat,
+                    )
+                out[rows] = vectors.float().cpu().numpy()
+                bar.update(len(rows))
         return out
 
 

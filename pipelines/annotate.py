@@ -252,7 +252,7 @@ def predict(
 
     from genoseq.bed import write_bedgraph
     from genoseq.genome import open_genome
-    from genoseq.runtime import atomic_output, atomic_path, require_file
+    from genoseq.runtime import atomic_output, atomic_outputs, atomic_path, require_file
     from genoseq.tasks.genome_annotation import annotate_genome
 
     require_file(fasta)
@@ -265,7 +265,7 @@ def predict(
     tracks = {s: Path(f"{stem}.{s}.bedgraph") for s in ("plus", "minus")}
     features, counts = [], {}
     values: dict[str, list] = {"plus": [], "minus": []} if bigwig else {}
-    with contextlib.ExitStack() as stack:
+    with atomic_outputs(), contextlib.ExitStack() as stack:  # the GFF3 and its tracks appear together
         handles = {s: stack.enter_context(atomic_output(p)) for s, p in tracks.items()}
         for s, h in handles.items():
             h.write(f'track type=bedGraph name="P({track}) {s} strand" description="genoseq annotate {Path(segmenter).name}"\n')

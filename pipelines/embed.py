@@ -22,20 +22,29 @@ from genoseq.tables import SequenceInputs, read_sequences
 
 
 def write_embeddings(path: str | os.PathLike, vectors, inputs: SequenceInputs, attrs: dict) -> None:
-    """Write embeddings, names, labels and attributes to an HDF5 file (atomically)."""
+    """Write embeddings, names, labels and attributes to an HDF5 file (atomically).
+
+    The file is built in memory (the vectors are there already) and then written out as bytes:
+    HDF5 writing straight to a disk that fills up crashes the process (h5py 3.x segfaults when it
+    closes the file), where a plain write fails with an error naming the output.
+    """
+    import io
+
     import h5py
 
-    from genoseq.runtime import atomic_path
+    from genoseq.runtime import atomic_output
 
     strings = h5py.string_dtype(encoding="utf-8")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("embeddings", data=vectors, compression="gzip")
-            h5.create_dataset("names", data=inputs.names, dtype=strings)
-            if inputs.labels is not None:
-                h5.create_dataset("labels", data=inputs.labels, dtype=strings)
-            for key, value in attrs.items():
-                h5.attrs[key] = value
+    image = io.BytesIO()
+    with h5py.File(image, "w") as h5:
+        h5.create_dataset("embeddings", data=vectors, compression="gzip")
+        h5.create_dataset("names", data=inputs.names, dtype=strings)
+        if inputs.labels is not None:
+            h5.create_dataset("labels", data=inputs.labels, dtype=strings)
+        for key, value in attrs.items():
+            h5.attrs[key] = value
+    with atomic_output(path, "wb") as handle:
+        handle.write(image.getbuffer())
 
 
 def embed(

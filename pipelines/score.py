@@ -61,7 +61,7 @@ def score(
     from genoseq.models.inference import limit_attention, scoring_window, token_log_probs
     from genoseq.models.lm import GenoSeqLM
     from genoseq.progress import Progress
-    from genoseq.runtime import atomic_output, resolve_device
+    from genoseq.runtime import atomic_output, atomic_outputs, resolve_device
 
     from genoseq.errors import InputError
 
@@ -94,13 +94,14 @@ def score(
         "chunk_size": chunk_size, "context": context,
         **({"attention_window": attention_window} if attention_window else {}),
     }
-    with atomic_output(out) as fh:
-        fh.write("\t".join(COLUMNS) + "\n")
-        for r in rows:
-            fh.write(f"{r['name']}\t{r['length']}\t{r['scored_bases']}\t{r['log_likelihood']:.4f}\t{r['bits_per_base']:.5f}\n")
-    with atomic_output(Path(str(out) + ".json")) as fh:
-        json.dump({**summary, "per_record": rows}, fh, indent=2)
-        fh.write("\n")
+    with atomic_outputs():  # the table and its summary appear together or not at all
+        with atomic_output(out) as fh:
+            fh.write("\t".join(COLUMNS) + "\n")
+            for r in rows:
+                fh.write(f"{r['name']}\t{r['length']}\t{r['scored_bases']}\t{r['log_likelihood']:.4f}\t{r['bits_per_base']:.5f}\n")
+        with atomic_output(Path(str(out) + ".json")) as fh:
+            json.dump({**summary, "per_record": rows}, fh, indent=2)
+            fh.write("\n")
     pseudo = " (pseudo-log-likelihood: masked model)" if summary["likelihood"] == PSEUDO else ""
     print(f"genoseq score: {len(rows)} records, {total_n} bases, {summary['bits_per_base']:.4f} bits/base{pseudo} -> {out}")
     return summary

@@ -28,7 +28,7 @@ from typing import Iterator, Literal
 
 from genoseq.errors import InputError
 from genoseq.progress import ProgressChoice
-from genoseq.runtime import require_file, write_json
+from genoseq.runtime import atomic_outputs, require_file, write_json
 from genoseq.tasks.variants import (
     DEFAULT_WINDOW, OK, OUT_OF_BOUNDS, REF_MISMATCH, STATUSES, SYMBOLIC, UNKNOWN_CONTIG, Variant, VariantEffect,
     VariantEffectScorer,
@@ -253,7 +253,8 @@ def vep(
         raise InputError(f"format must be 'vcf' or 'tsv', not {format!r}", field="format")
     vcf_path, out_path = Path(vcf), Path(out)
     genome = open_genome(reference, convert_gzip=convert_gzip)
-    with readable_vcf(vcf_path) as readable:
+    # the output and its summary (<out>.json) appear together or not at all
+    with readable_vcf(vcf_path) as readable, atomic_outputs():
         indexed, n_records, full_header = read_vcf_variants(readable)
         scorer = VariantEffectScorer(model, genome, window_length=window_length, strands=strands,
                                      batch_size=batch_size, device=device, bf16=bf16)
@@ -271,17 +272,16 @@ def vep(
             write_vcf(readable, out_path, by_record, full_header, meta)
         else:
             write_tsv(out_path, effects)
-
-    summary = {
-        **meta,
-        "vcf": str(vcf_path), "out": str(out_path), "format": format,
-        "records": n_records, "alleles": len(effects),
-        "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
-        "unknown_contigs": unknown,
-        "windows_scored": scorer.windows_scored, "cache_hits": scorer.cache_hits,
-        "device": str(scorer.device), "seconds": round(time.perf_counter() - started, 3),
-    }
-    write_json(out_path.with_name(out_path.name + ".json"), summary)
+        summary = {
+            **meta,
+            "vcf": str(vcf_path), "out": str(out_path), "format": format,
+            "records": n_records, "alleles": len(effects),
+            "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
+            "unknown_contigs": unknown,
+            "windows_scored": scorer.windows_scored, "cache_hits": scorer.cache_hits,
+            "device": str(scorer.device), "seconds": round(time.perf_counter() - started, 3),
+        }
+        write_json(out_path.with_name(out_path.name + ".json"), summary)
     print(
         f"wrote {out_path}: {n_records} records, {len(effects)} ALT alleles, {counts[OK]} scored; "
         + ", ".join(f"{s} {counts[s]}" for s in STATUSES if s != OK and counts[s])
