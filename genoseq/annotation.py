@@ -32,9 +32,11 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Sequence
+from urllib.parse import unquote
 
 import numpy as np
 
+from genoseq.bigwig import BigWigSignal  # noqa: F401 - part of this module's API
 from genoseq.errors import InputError
 from genoseq.fasta import _check_exists, open_text
 from genoseq.runtime import require_file
@@ -128,14 +130,18 @@ class Annotation:
 
 
 # ---------------------------------------------------------------------- readers
+GFF3_DIRECTIVES = ("##gff-version", "##sequence-region", "##FASTA")  # a file with any of these is GFF3
+
+
 def sniff_format(path: str | os.PathLike) -> str:
-    """``gff3``, ``genbank`` or ``bed`` from the first non-blank line (gzip transparent)."""
+    """``gff3``, ``genbank`` or ``bed`` from the first non-blank, non-comment line or GFF3 directive
+    (gzip transparent)."""
     with open_text(path) as handle:
         for raw in handle:
             line = raw.strip()
             if not line:
                 continue
-            if line.startswith("##gff-version") or (not line.startswith("#") and raw.count("\t") >= 8):
+            if line.startswith(GFF3_DIRECTIVES) or _gff3_like(raw):
                 return "gff3"
             if line.startswith("LOCUS"):
                 return "genbank"
@@ -145,6 +151,20 @@ def sniff_format(path: str | os.PathLike) -> str:
                 continue
             break
     raise InputError("not a GFF3, GenBank or BED file (from its first lines)", path=str(path))
+
+
+def _gff3_like(raw: str) -> bool:
+    """Whether a line of 9 or more tab-separated columns reads better as GFF3 than as BED9 and up:
+    GFF3 has integers in columns 4 and 5 and a strand in column 7, BED integers in 2, 3 and 7."""
+    cols = raw.rstrip("\r\n").split("\t")
+    if len(cols) < 9 or raw.startswith("#"):
+        return False
+    gff = _is_int(cols[3]) + _is_int(cols[4]) + (cols[6] in ("+", "-", ".", "?"))
+    return gff > _is_int(cols[1]) + _is_int(cols[2]) + _is_int(cols[6])
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
 
 
 def read_annotated_genome(annotation: str | os.PathLike, genome: str | os.PathLike | None = None):
@@ -172,18 +192,17 @@ def read_annotation(path: str | os.PathLike) -> Annotation:
 
 
 def _attr(attributes, *keys: str) -> str | None:
-    for key in keys:
-        values = attributes.get(key)
-        if values:
-            return ",".join(values)
-    return None
+    """The values of the first of ``keys`` that has any, joined by commas."""
+    return next((",".join(attributes[key]) for key in keys if attributes.get(key)), None)
 
 
 def read_gff3(path: str | os.PathLike) -> Annotation:
     """Features of a GFF3 file; its ``##FASTA`` section (if any) in :attr:`Annotation.sequences`.
 
-    Each feature line is parsed by gffutils (``feature_from_line``); errors name file and line:
-    fewer than 9 columns, a non-integer or < 1 coordinate, start > end, a bad strand or phase.
+    Each feature line is parsed by gffutils (``feature_from_line``; ``%3B`` escapes decoded in seqid,
+    type and attributes; type and attributes as UTF-8, the seqid as the FASTA readers name contigs).
+    Errors name file and line: fewer than 9 columns, an empty seqid or type, a coordinate not an
+    integer >= 1, start > end, a bad strand or phase, text not UTF-8.
     """
     from gffutils import constants
     from gffutils.feature import feature_from_line
@@ -207,10 +226,7 @@ def read_gff3(path: str | os.PathLike) -> Annotation:
                 continue
             if not line.strip() or line.startswith("#"):
                 continue
-            columns = line.split("\t")
-            if len(columns) != 9:
-                raise InputError(f"a GFF3 feature line needs 9 tab-separated columns, found {len(columns)}",
-                                 path=spath, line=line_no)
+            line, columns = _gff_columns(line, spath, line_no)
             try:
                 feat = feature_from_line(line, dialect=constants.dialect, strict=False)
             except (ValueError, IndexError) as err:
@@ -220,10 +236,25 @@ def read_gff3(path: str | os.PathLike) -> Annotation:
     return Annotation(features, spath, sequences, "gff3")
 
 
+def _gff_columns(line: str, path: str, line_no: int) -> tuple[str, list[str]]:
+    """The line as UTF-8 and its 9 columns, checked before gffutils (which strips the line and reads 1_0 as 10)."""
+    try:
+        line = line.encode("ascii", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the line is not UTF-8 text", path=path, line=line_no) from None
+    columns = line.split("\t")
+    if len(columns) != 9:
+        raise InputError(f"a feature line needs 9 tab-separated columns, found {len(columns)}", path=path, line=line_no)
+    for col, what in ((0, "seqid"), (2, "type"), (3, "start"), (4, "end")):
+        value = columns[col]
+        if not value.strip() or (col > 2 and not (value.isascii() and value.isdigit() and int(value) >= 1)):
+            need = "an integer >= 1 (GFF3 is 1-based)" if col > 2 else "not empty"
+            raise InputError(f"{what} {value!r} must be {need}", path=path, line=line_no)
+    return line, columns
+
+
 def _gff_feature(feat, columns: list[str], path: str, line_no: int) -> Feature:
-    start, end = feat.start, feat.end
-    if start is None or end is None or start < 1:
-        raise InputError(f"start {columns[3]!r} must be an integer >= 1 (GFF3 is 1-based)", path=path, line=line_no)
+    start, end = int(columns[3]), int(columns[4])
     if start > end:
         raise InputError(f"start {start} is greater than end {end}", path=path, line=line_no)
     strand = feat.strand if feat.strand in ("+", "-") else "."
@@ -240,9 +271,12 @@ def _gff_feature(feat, columns: list[str], path: str, line_no: int) -> Feature:
             score = float(feat.score)
         except ValueError:
             raise InputError(f"score {feat.score!r} is not a number", path=path, line=line_no) from None
-    attrs = feat.attributes
-    return Feature(feat.seqid, start - 1, end, strand, feat.featuretype, name=_attr(attrs, "Name", "gene", "locus_tag"),
-                   product=_attr(attrs, "product"), id=_attr(attrs, "ID"), phase=phase, score=score, line=line_no)
+    attrs = {key.strip(): values for key, values in feat.attributes.items()}  # "ID=a; Name=b" too
+    # the contig named as the FASTA readers name it (bytes past ASCII kept as surrogates), so it matches the genome
+    contig = unquote(columns[0].encode().decode("ascii", "surrogateescape"), "ascii", "surrogateescape")
+    return Feature(contig, start - 1, end, strand, unquote(feat.featuretype),
+                   name=_attr(attrs, "Name", "gene", "locus_tag"), product=_attr(attrs, "product"),
+                   id=_attr(attrs, "ID"), phase=phase, score=score, line=line_no)
 
 
 def _parse_fasta_section(lines: list[str], path: str, first_line: int) -> dict[str, str]:
@@ -251,24 +285,25 @@ def _parse_fasta_section(lines: list[str], path: str, first_line: int) -> dict[s
 
     from genoseq.tokenizer import Tokenizer
 
-    text = "\n".join(lines)
-    if not text.lstrip().startswith(">"):
+    text = "\n".join(lines).lstrip()  # Biopython refuses blank lines before the first header
+    if not text.startswith(">"):
         raise InputError("the ##FASTA section does not start with a '>' header", path=path, line=first_line)
     tokenizer = Tokenizer()
     sequences: dict[str, str] = {}
     for record in SeqIO.parse(io.StringIO(text), "fasta"):
-        if record.id in sequences:
-            raise InputError("contig name appears twice in the ##FASTA section", path=path, record=record.id)
         seq = str(record.seq)
+        if record.id in sequences or not record.id or not seq:
+            why = "has no name" if not record.id else "has no sequence" if not seq else "appears twice"
+            raise InputError(f"a contig of the ##FASTA section {why}", path=path, record=record.id or None)
         tokenizer.encode(seq, name=record.id, path=path)  # bad characters: named with their position
         sequences[record.id] = seq
     return sequences
 
 
 def read_genbank(path: str | os.PathLike) -> Annotation:
-    """Features and sequences of a GenBank file (Biopython). A compound location (``join``)
-    gives one :class:`Feature` per part, CDS phases carried across the parts."""
-    from Bio import SeqIO
+    """Features and sequences of a GenBank file (Biopython). A compound location (``join``) gives
+    one :class:`Feature` per part (CDS phases carried across them, a part on another record on its contig)."""
+    from Bio import BiopythonParserWarning, SeqIO
 
     path = Path(path)
     _check_exists(path)
@@ -276,38 +311,45 @@ def read_genbank(path: str | os.PathLike) -> Annotation:
     features: list[Feature] = []
     sequences: dict[str, str] = {}
     try:
-        with open_text(path) as handle:
-            for record in SeqIO.parse(handle, "genbank"):
-                contig = record.id if record.id and record.id != "<unknown id>" else record.name
-                try:
-                    sequences[contig] = str(record.seq)
-                except Exception:  # noqa: BLE001 - a record without sequence (UndefinedSequenceError)
-                    pass
-                for feat in record.features:
-                    if feat.type == "source":
-                        continue
-                    features.extend(_genbank_parts(feat, contig))
-    except ValueError as err:
+        with open_text(path) as handle, warnings.catch_warnings():
+            warnings.filterwarnings("error", "(Premature end|Expected sequence length)", BiopythonParserWarning)
+            records = list(SeqIO.parse(handle, "genbank"))
+    except (ValueError, BiopythonParserWarning) as err:
         raise InputError(f"cannot parse GenBank: {err}", path=spath) from None
+    names = [r.id if r.id and r.id != "<unknown id>" else r.name for r in records]
+    twice = [name for name, n in Counter(names).items() if n > 1]
+    if twice:
+        raise InputError("two records have this name", path=spath, record=twice[0])
+    for contig, record in zip(names, records):
+        try:
+            sequences[contig] = str(record.seq)
+        except Exception:  # noqa: BLE001 - a record without sequence (UndefinedSequenceError)
+            pass
+        for feat in record.features:
+            if feat.location is None:  # Biopython warned with the location's text
+                raise InputError(f"cannot read the location of a {feat.type} feature", path=spath, record=contig)
+            if feat.type != "source":
+                features.extend(_genbank_parts(feat, contig, spath))
     if not features and not sequences:
         raise InputError("no GenBank records found", path=spath)
     return Annotation(features, spath, sequences, "genbank")
 
 
-def _genbank_parts(feat, contig: str) -> list[Feature]:
+def _genbank_parts(feat, contig: str, path: str) -> list[Feature]:
     q = feat.qualifiers
     name = (q.get("gene") or q.get("locus_tag") or [None])[0]
     product = (q.get("product") or [None])[0]
     ident = (q.get("locus_tag") or q.get("protein_id") or [None])[0]
-    codon_start = int((q.get("codon_start") or ["1"])[0]) - 1
+    codon_start = (q.get("codon_start") or ["1"])[0]
+    if codon_start not in ("1", "2", "3"):
+        raise InputError(f"codon_start {codon_start!r} of a {feat.type} is not 1, 2 or 3", path=path, record=contig)
     out, done = [], 0  # bases of the feature before this part, in reading order
     for part in feat.location.parts:
         strand = "+" if part.strand == 1 else "-" if part.strand == -1 else "."
         start, end = int(part.start), int(part.end)
-        phase = None
-        if feat.type == "CDS":
-            phase = (codon_start - done) % 3
-        out.append(Feature(contig, start, end, strand, feat.type, name=name, product=product, id=ident, phase=phase))
+        phase = (int(codon_start) - 1 - done) % 3 if feat.type == "CDS" else None
+        out.append(Feature(part.ref or contig, start, end, strand, feat.type, name=name, product=product, id=ident,
+                           phase=phase))
         done += end - start
     return out
 
@@ -319,76 +361,6 @@ def read_bed_features(path: str | os.PathLike) -> Annotation:
     features = [Feature(b.contig, b.start, b.end, b.strand or ".", b.name or "feature", name=b.name, score=b.score,
                         extra=b.extra) for b in read_bed(path)]
     return Annotation(features, str(path), {}, "bed")
-
-
-# ---------------------------------------------------------------------- bigWig
-class BigWigSignal:
-    """A bigWig track (pyBigWig), opened lazily once per process (it pickles without its handle).
-
-    With ``contigs`` (the genome's ``{name: length}``), contigs the track lacks are counted and
-    warned about, and a track sharing no contig with the genome is an :class:`InputError`.
-    ``missing`` is the value of bases without data (NaN in the file).
-    """
-
-    def __init__(self, path: str | os.PathLike, contigs: dict[str, int] | None = None, missing: float = 0.0) -> None:
-        self.path = str(path)
-        _check_exists(Path(path))
-        self.missing = missing
-        self._handle = None
-        self._pid = None
-        handle = self.handle
-        if not handle.isBigWig():
-            raise InputError("not a bigWig file", path=self.path)
-        self.chroms: dict[str, int] = dict(handle.chroms())
-        self.absent: list[str] = []
-        if contigs is not None:
-            self.absent = [c for c in contigs if c not in self.chroms]
-            if len(self.absent) == len(contigs):
-                shown = ", ".join(list(contigs)[:3])
-                raise InputError(f"the bigWig has none of the genome's contigs ({shown}...); its contigs: "
-                                 f"{', '.join(list(self.chroms)[:3])}...", path=self.path)
-            if self.absent:
-                warnings.warn(f"{self.path}: {len(self.absent)} of {len(contigs)} genome contigs have no bigWig data "
-                              f"(e.g. {self.absent[0]}); their signal is {missing}", stacklevel=2)
-
-    @property
-    def handle(self):
-        if self._handle is None or self._pid != os.getpid():
-            import pyBigWig
-
-            try:
-                self._handle = pyBigWig.open(self.path)
-            except RuntimeError as err:
-                raise InputError(f"cannot open as bigWig: {err}", path=self.path) from None
-            self._pid = os.getpid()
-        return self._handle
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_handle"], state["_pid"] = None, None
-        return state
-
-    def values(self, contig: str, start: int, end: int) -> np.ndarray:
-        """Per-base values of ``[start, end)`` (float32; ``missing`` where the track has none)."""
-        if contig not in self.chroms:
-            return np.full(end - start, self.missing, dtype=np.float32)
-        end_in = min(end, self.chroms[contig])
-        out = np.full(end - start, self.missing, dtype=np.float32)
-        if end_in > start:
-            vals = np.asarray(self.handle.values(contig, start, end_in, numpy=True), dtype=np.float32)
-            out[: end_in - start] = np.where(np.isnan(vals), self.missing, vals)
-        return out
-
-    def mean(self, contig: str, start: int, end: int) -> float:
-        return float(self.values(contig, start, end).mean()) if end > start else self.missing
-
-    def profile(self, contig: str, start: int, end: int, bins: int) -> np.ndarray:
-        """Mean signal in ``bins`` equal bins of ``[start, end)`` (its length a multiple of ``bins``)."""
-        vals = self.values(contig, start, end)
-        if len(vals) % bins:
-            raise InputError(f"interval length {len(vals)} is not a multiple of {bins} bins", path=self.path,
-                             field="bins", kind="bad_bins")
-        return vals.reshape(bins, -1).mean(axis=1)
 
 
 # ---------------------------------------------------------------------- per-base labels

@@ -35,10 +35,10 @@ class BedInterval:
 
 
 def _int_field(value: str, what: str, path: str, line: int, record: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"{what} {value!r} is not an integer", path=path, record=record, line=line) from None
+    digits = value[1:] if value.startswith("-") else value  # int() would also take "1_0", "+5" and " 5"
+    if not (digits.isascii() and digits.isdigit()):
+        raise InputError(f"{what} {value!r} is not an integer", path=path, record=record, line=line)
+    return int(value)
 
 
 def iter_bed(path: str | os.PathLike) -> Iterator[BedInterval]:
@@ -54,8 +54,8 @@ def iter_bed(path: str | os.PathLike) -> Iterator[BedInterval]:
     with open_text(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
+            if not line.strip() or line.startswith("#") or line.split(maxsplit=1)[0] in ("track", "browser"):
+                continue  # a contig may be called "track_1"
             fields = line.split("\t") if "\t" in line else line.split()
             if len(fields) < 3:
                 raise InputError(
