@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             print("genoseq: interrupted", file=sys.stderr)
             return 130
         except Terminated:
-            print("genoseq: stopped by SIGTERM before the job finished: no output was written", file=sys.stderr)
+            print("genoseq: stopped by SIGTERM before the job finished: no output was written (a training job's "
+                  "last checkpoint, where it wrote one, stays for --resume true)", file=sys.stderr)
             return 128 + signal.SIGTERM
 
 

@@ -235,6 +235,6 @@ def test_sigterm_mid_job_stops_it_cleanly(name, inputs, stopped):
     assert run.status == 128 + signal.SIGTERM, run.err
     assert "Traceback" not in run.err and not run.out, run.err
     last = run.err.replace("\r", "\n").strip().splitlines()[-1]
-    assert last == "genoseq: stopped by SIGTERM before the job finished: no output was written", run.err
+    assert last.startswith("genoseq: stopped by SIGTERM before the job finished: no output was written"), run.err
     assert run.left == []
     assert input_checksums(inputs) == before
