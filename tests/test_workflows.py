@@ -4,7 +4,9 @@ Snakemake comes with the ``workflows`` extra; without it these tests fail (they 
 CI cannot pass while silently testing nothing. The real run uses workflows/config/test.yaml
 (slices of the shared genomes, 20 variants, 90 labelled regions, an 8-step model, a 4-step read
 encoder and 32 simulated reads) with ``--cores 2`` and finds ``genoseq`` in this interpreter's bin
-folder.
+folder. The same run goes through sbatch with the SLURM profile on the single-node cluster of
+workflows/slurm/local_cluster.sh (skipped where that cannot run: no root, no apt-get) and must
+write the same results.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ def test_dry_run_aligner_from_a_pretrained_model(tmp_path, data_dir):
 
 
 def test_slurm_profile_names_workflow_rules(tmp_path, data_dir):
-    """The SLURM profile is not run in CI, but it must stay in step with the rules it configures."""
+    """The SLURM profile stays in step with the rules it configures (it runs on a local cluster below)."""
     import yaml
 
     profile = yaml.safe_load((WORKFLOW / "profiles" / "slurm" / "config.yaml").read_text())
@@ -404,3 +406,82 @@ def test_second_run_does_nothing(tiny_run, data_dir):
                         config=("align={'map_options': {'top_k': 512}}",))
     assert changed.returncode == 0, output_of(changed)
     assert job_counts(output_of(changed)) == {"align_map": 1, "all": 1}
+
+
+# ---------------------------------------------------------------------- the same run on SLURM
+LOCAL_CLUSTER = WORKFLOW / "slurm" / "local_cluster.sh"
+SLURM_PROFILE = WORKFLOW / "profiles" / "slurm"
+SLURM_OVERLAY = WORKFLOW / "slurm" / "profile"  # the local cluster's differences, over SLURM_PROFILE
+CLUSTER_UNAVAILABLE = 3  # local_cluster.sh's exit status where it cannot run (no root, no apt-get)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """The single-node cluster of workflows/slurm/local_cluster.sh: one already running is used
+    as it is; otherwise it is started (slurm-wlm installed first where missing) and stopped after."""
+    running = subprocess.run([str(LOCAL_CLUSTER), "status"], capture_output=True).returncode == 0
+    if not running:
+        started = subprocess.run([str(LOCAL_CLUSTER), "start"], capture_output=True, text=True, timeout=900)
+        if started.returncode == CLUSTER_UNAVAILABLE:
+            pytest.skip(f"no SLURM cluster on this machine: {started.stderr.strip()}")
+        assert started.returncode == 0, started.stderr
+    yield
+    if not running:
+        subprocess.run([str(LOCAL_CLUSTER), "stop"], check=True, capture_output=True, timeout=120)
+
+
+def slurm_jobs(run_id: str) -> list[tuple[str, str, str]]:
+    """(rule, state, partition) of each SLURM job of a Snakemake run, as squeue lists them: the
+    plugin names every job after the run and puts its rule in the job's comment."""
+    listed = subprocess.run(["squeue", "--states=all", "--noheader", "--name", run_id, "--format=%k|%T|%P"],
+                            capture_output=True, text=True, check=True, timeout=60).stdout
+    jobs = []
+    for line in listed.splitlines():
+        comment, state, partition = line.split("|")
+        jobs.append((re.match(r"rule_(.+?)(_wildcards_.*)?$", comment).group(1), state, partition))
+    return sorted(jobs)
+
+
+@pytest.mark.slow
+def test_slurm_run_matches_the_local_run(tiny_run, slurm_cluster, tmp_path, data_dir):
+    """test.yaml through sbatch with the project's SLURM profile: every job is a SLURM job in the
+    partition the profile names, and the results are the local run's (timings and paths aside)."""
+    import yaml
+    from workflow_outputs import differences
+
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.fail("snakemake-executor-plugin-slurm is not installed: pip install -e '.[test]'", pytrace=False)
+    result = snakemake("--profile", str(SLURM_PROFILE), "--workflow-profile", str(SLURM_OVERLAY),
+                       workdir=tmp_path, config_file=TEST_CONFIG, data_dir=data_dir, timeout=1800)
+    if result.returncode != 0:
+        fail_with_logs(result, tmp_path)
+    gpu_rules = set(yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())["set-resources"])
+    jobs = slurm_jobs(re.search(r"SLURM run ID: (\S+)", output_of(result)).group(1))
+    expected = [(rule, "COMPLETED", "gpu" if rule in gpu_rules else "cpu")
+                for rule, n in TEST_JOBS.items() if rule != "all" for _ in range(n)]  # `all` runs no command
+    assert jobs == sorted(expected)
+    assert differences(tiny_run, tmp_path) == []
+
+
+@pytest.mark.slow
+def test_run_comparison_sees_a_changed_number(tiny_run, tmp_path):
+    """The comparison above can fail: a copy of the local run agrees with it until one weight of
+    the pretrained model changes by one float step, while a changed timing does not count."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from workflow_outputs import differences
+
+    shutil.copytree(tiny_run / "results", tmp_path / "results")
+    metrics = tmp_path / "results" / "pretrain" / "small" / "metrics.json"
+    metrics.write_text(json.dumps(dict(json.loads(metrics.read_text()), train_seconds=1e6)))
+    assert differences(tiny_run, tmp_path) == []
+    weights_file = tmp_path / "results" / "pretrain" / "small" / "model" / "model.safetensors"
+    with safe_open(str(weights_file), "pt") as fh:
+        metadata = fh.metadata()
+    weights = load_file(weights_file)
+    first = weights[sorted(weights)[0]].view(-1)
+    first[0] = torch.nextafter(first[0], first[0] + 1)
+    save_file(weights, weights_file, metadata=metadata)
+    assert differences(tiny_run, tmp_path) == ["differs: pretrain/small/model/model.safetensors"]
