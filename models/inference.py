@@ -138,7 +138,7 @@ def token_log_probs(
     ``t = 0 .. L-1`` (L,), NaN where the base is not A/C/G/T: the terms of the pseudo-log-likelihood
     (:func:`genoseq.models.masked.pseudo_log_probs`; windows of ``chunk_size`` overlapping so that
     every base has ``context`` bases on each side; ``max_rows`` masked copies per forward pass,
-    by default the tokens of ``batch_size`` windows).
+    by default the tokens of ``batch_size`` windows, at most ``batch_size`` rows on a CPU).
 
     ``ids`` is a 1-D tensor / numpy array of token ids (or a string). A pure-Mamba2 model is
     streamed exactly in chunks of ``chunk_size`` tokens; otherwise windows of ``chunk_size``

@@ -119,14 +119,19 @@ def pseudo_log_probs(model, ids: torch.Tensor, *, chunk_size: int, context: int,
 
     Rows per forward pass: ``max_rows``, or by default as many masked copies as fill the tokens of
     ``batch_size`` windows of ``chunk_size`` (the memory of a causal model's pass with the same
-    options): ``batch_size * chunk_size // width``.
+    options): ``batch_size * chunk_size // width``, but at most ``batch_size`` on a CPU, where
+    wider passes cost more per row (``benchmarks/bench_masked.py``: 0.43 masked bases/s with one
+    row, 0.10 with 64, at 1 kb).
     """
     ids = ids.long().reshape(-1).cpu()
     n = ids.numel()
     width = max(1, min(chunk_size, n))
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     rows = max_rows if max_rows is not None else max(1, batch_size * chunk_size // width)
+    if max_rows is None and device.type == "cpu":
+        rows = min(rows, max(1, batch_size))
     positions = acgt_positions(ids)
-    on_device = ids.to(device if device is not None else next(model.parameters()).device)
+    on_device = ids.to(device)
 
     def target(log_probs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return log_probs.gather(-1, on_device[pos][:, None])

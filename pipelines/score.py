@@ -46,7 +46,7 @@ def score(
         batch_size: Windows per forward pass.
         max_rows: Masked copies of a window per forward pass, for a bidirectional (masked) model,
             whose pseudo-log-likelihood is one pass per base (default: as many as fill
-            ``batch_size`` windows).
+            ``batch_size`` windows, at most ``batch_size`` on a CPU).
         attention_window: Attention layers attend to at most this many previous bases (a sliding
             window), so windows longer than the model was trained on stay within the distances its
             attention knows while Hyena and Mamba2 layers see the whole window: e.g. a 2 kb model
