@@ -113,7 +113,8 @@ def serve(
         shutdown_timeout: On SIGTERM, how long requests in flight may take before the server
             exits anyway (seconds).
         threads: Torch threads per worker (default: ``$OMP_NUM_THREADS`` if set, else the cores
-            less one, shared by the workers, at least 1; the other core answers HTTP).
+            shared by the workers, at least 1; on a machine busy with other jobs fewer threads
+            than cores can serve more).
         log_level: uvicorn and genoseq.api log level.
     """
     # Over 80 lines for its signature and Args, which are the command's options and help.

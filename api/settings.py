@@ -105,17 +105,18 @@ class ApiSettings:
 
 
 def default_threads(workers: int = 1) -> int:
-    """Torch threads per worker of ``genoseq serve``: the usable cores less one, shared by the
-    workers, at least 1. The core left over runs the event loop (HTTP, JSON): on a small machine
-    a model thread that takes every core makes the two fight, and OpenMP threads that wait their
-    turn while a busy event loop holds the core make each forward pass several times slower."""
+    """Torch threads per worker of ``genoseq serve``: the usable cores shared by the workers, at
+    least 1. The forward passes are the work; the event loop (HTTP, JSON) takes little beside
+    them. On an idle 2-core machine two threads served 1.7x the requests of one (20.3 against
+    12.0 requests/s, 64 clients on the same machine, benchmarks/results/2026-12-07-api); on a
+    machine busy with other jobs, one thread did better: pass ``--threads`` there."""
     import os
 
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, (cores - 1) // workers)
+    return max(1, cores // workers)
 
 
 def is_loopback(host: str) -> bool:

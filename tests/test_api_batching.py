@@ -324,7 +324,7 @@ def test_sigterm_answers_requests_in_flight_then_exits(model_dir):
         httpx.get(f"{base}/healthz", timeout=2)
 
 
-def test_batching_settings_are_checked_and_serve_leaves_a_core_to_http(monkeypatch):
+def test_batching_settings_are_checked_and_serve_shares_the_cores_among_workers(monkeypatch):
     from genoseq.api.settings import default_threads
 
     for bad in ({"batch_wait_ms": -1}, {"max_batch_tokens": 0}, {"max_queue": 0}, {"threads": 0}):
@@ -333,6 +333,6 @@ def test_batching_settings_are_checked_and_serve_leaves_a_core_to_http(monkeypat
     settings = ApiSettings(model="m", batch_wait_ms=2.5, max_batch_tokens=4096, max_queue=9, threads=1)
     assert ApiSettings.from_json(settings.to_json()) == settings  # what worker processes receive
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert default_threads() == 1 and default_threads(workers=2) == 1
+    assert default_threads() == 2 and default_threads(workers=2) == 1 and default_threads(workers=3) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert default_threads() == 15 and default_threads(workers=4) == 3
+    assert default_threads() == 16 and default_threads(workers=4) == 4 and default_threads(workers=5) == 3
