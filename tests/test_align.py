@@ -535,3 +535,51 @@ def test_interrupted_train_resumes_to_the_same_encoder(slice_fa, tmp_path, monke
     last.write_bytes(b"not a checkpoint")
     again = jobs.train(str(slice_fa[0]), str(out), overwrite=True, **options)
     assert again["final_train_loss"] == straight["final_train_loss"] and not checkpoint_dir(out).exists()
+
+
+def test_train_killed_with_sigkill_resumes_to_the_same_encoder(slice_fa, tmp_path):
+    """SIGKILL (what an out-of-memory kill or a scheduler's hard limit does: no exception, no
+    cleanup) at some moment after align train's first checkpoint, wherever the run then is (a
+    later step, or writing a later checkpoint), and --resume true ends with the encoder of an
+    uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from genoseq.models.read_encoder import ReadEncoder
+    from genoseq.models.resume import checkpoint_dir
+
+    options = dict(kmer=0, model={"d_model": 16, "pattern": "H", "n_heads": 2, "hyena_filter_len": 64, "dropout": 0.1},
+                   embed_dim=16, head_hidden=32, fragment_length=200, read_length=100, steps=40, batch_size=8,
+                   warmup_steps=2, val_pairs=64, checkpoint_every=3, progress=False, accelerator="cpu", seed=5)
+    out = tmp_path / "killed"
+    script = ("import json, sys\nfrom genoseq.pipelines import align\n"
+              "align.train(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))\n")
+    log = tmp_path / "killed.log"
+    with open(log, "w") as sink:
+        job = subprocess.Popen([sys.executable, "-c", script, str(slice_fa[0]), str(out), json.dumps(options)],
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=sink, stderr=sink)
+    last = checkpoint_dir(out) / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.poll() is None, f"the run ended before it was killed: {log.read_text()}"
+    time.sleep(0.3)  # somewhere later in the run
+    job.send_signal(signal.SIGKILL)
+    job.wait(timeout=60)
+    assert job.returncode == -signal.SIGKILL
+    assert not (out / "config.json").exists(), "the run finished before the kill: make it longer"
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    assert 3 <= killed_at < 40 and killed_at % 3 == 0
+    resumed = jobs.train(str(slice_fa[0]), str(out), resume=True, **options)
+    straight = jobs.train(str(slice_fa[0]), str(tmp_path / "straight"), **options)
+    for key in ("steps", "final_train_loss", "val_top1_of_256"):
+        assert resumed[key] == straight[key], key
+    a, b = ReadEncoder.from_pretrained(tmp_path / "straight"), ReadEncoder.from_pretrained(out)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not checkpoint_dir(out).exists()
