@@ -250,6 +250,14 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _tell(line: str) -> None:
+    """Print a failure's one line on stderr, on a line of its own (an open progress bar ends first)."""
+    from genoseq.progress import close_bars
+
+    close_bars()
+    print(f"genoseq: {line}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """:func:`run`, a failure told in one line on stderr; the exit status (module docstring)."""
     from genoseq.errors import InputError
@@ -258,23 +266,23 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run(argv)
         except InputError as err:
-            print(f"genoseq: error: {err}", file=sys.stderr)
+            _tell(f"error: {err}")
             return 2
         except FileNotFoundError as err:
-            print(f"genoseq: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+            _tell(f"error: {err.filename or ''}: {err.strerror or err}")
             return 2
         except OSError as err:
             known = write_error(err)
             if known is None:
                 raise
-            print(f"genoseq: error: {known[0]}", file=sys.stderr)
+            _tell(f"error: {known[0]}")
             return known[1]
         except KeyboardInterrupt:
-            print("genoseq: interrupted", file=sys.stderr)
+            _tell("interrupted")
             return 130
         except Terminated:
-            print("genoseq: stopped by SIGTERM before the job finished: no output was written (a training job's "
-                  "last checkpoint, where it wrote one, stays for --resume true)", file=sys.stderr)
+            _tell("stopped by SIGTERM before the job finished: no output was written (a training job's last "
+                  "checkpoint, where it wrote one, stays for --resume true)")
             return 128 + signal.SIGTERM
 
 

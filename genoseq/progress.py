@@ -34,7 +34,7 @@ ProgressChoice = Literal["auto", "bar", "lines", "none"]
 MODES = ("bar", "lines", "none")
 DEFAULT_INTERVAL = 30.0
 
-__all__ = ["MODES", "Progress", "ProgressChoice", "emit_line", "format_count", "format_duration", "line_interval", "resolve_progress"]
+__all__ = ["MODES", "Progress", "ProgressChoice", "close_bars", "emit_line", "format_count", "format_duration", "line_interval", "resolve_progress"]
 
 
 def resolve_progress(progress: bool | str | None = "auto", stream: TextIO | None = None) -> str:
@@ -178,6 +178,20 @@ class Progress:
 
     def write_line(self, final: bool = False) -> None:
         emit_line(self.line(final), self.stream)
+
+
+def close_bars() -> None:
+    """End every live progress bar's line, so that what is printed next starts a line of its own.
+
+    A job stopped by a signal (SIGTERM, Ctrl-C) can leave a bar no ``with`` closes: the signal
+    may come while the bar is being made, before its ``with`` block is entered. tqdm keeps its
+    live bars in the class's ``_instances`` set (what its own ``tqdm.write`` clears them with)."""
+    if "tqdm" not in sys.modules:
+        return
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def emit_line(text: str, stream: TextIO | None = None) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from genoseq.errors import InputError
-from genoseq.progress import Progress, format_count, format_duration, resolve_progress
+from genoseq.progress import Progress, close_bars, format_count, format_duration, resolve_progress
 
 LINE = re.compile(r"^\[[a-z ]+\]( [a-z]+)?( [a-z_/]+=\S+)+( [a-z]+)?( [a-z_/]+=\S+)*$")
 
@@ -57,6 +57,20 @@ def test_lines_are_plain_key_value_and_come_at_the_interval():
     with Progress(10, desc="x", mode="none", stream=nothing) as bar:
         bar.update(10)
     assert nothing.getvalue() == ""
+
+
+def test_a_bar_left_open_is_ended_before_an_error_line(capsys):
+    """A bar no ``with`` closed (a signal came while it was being made) still has its line ended
+    by close_bars, which the command line calls before its one-line error."""
+    from genoseq.cli import _tell
+
+    bar = Progress(10, desc="score", unit="bp", mode="bar", stream=sys.stderr)
+    bar.update(3)
+    _tell("interrupted")
+    err = capsys.readouterr().err
+    assert err.endswith("\ngenoseq: interrupted\n") and "score:" in err, repr(err)
+    close_bars()  # nothing left open: nothing more is written
+    assert capsys.readouterr().err == ""
 
 
 def test_formatting():
