@@ -493,6 +493,30 @@ def test_embedding_does_not_depend_on_the_batching(which, encoder_dir, model_enc
         np.testing.assert_allclose(enc.embed(seqs, batch_size=64, max_tokens=max_tokens), whole, atol=1e-5)
 
 
+def resume_options(**chosen) -> dict:
+    """align train options of the resume tests: a sequence-model encoder with dropout, so the
+    random state must come back as well as the data position."""
+    return dict(kmer=0, model={"d_model": 16, "pattern": "H", "n_heads": 2, "hyena_filter_len": 64, "dropout": 0.1},
+                embed_dim=16, head_hidden=32, fragment_length=200, read_length=100, batch_size=8, warmup_steps=2,
+                val_pairs=64, progress=False, accelerator="cpu", **chosen)
+
+
+def assert_same_run(resumed: dict, straight: dict, out, straight_out) -> None:
+    """A resumed align train ended as the uninterrupted one: summary, every weight, and its
+    checkpoint folder gone."""
+    import torch
+
+    from genoseq.models.read_encoder import ReadEncoder
+    from genoseq.models.resume import checkpoint_dir
+
+    for key in ("steps", "final_train_loss", "val_top1_of_256"):
+        assert resumed[key] == straight[key], key
+    a, b = ReadEncoder.from_pretrained(straight_out), ReadEncoder.from_pretrained(out)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not checkpoint_dir(out).exists()
+
+
 def test_interrupted_train_resumes_to_the_same_encoder(slice_fa, tmp_path, monkeypatch, capsys):
     """align train (one epoch of steps) that dies after a mid-epoch checkpoint and is rerun with
     --resume true continues at the next batch and ends with the encoder of an uninterrupted run;
@@ -500,13 +524,9 @@ def test_interrupted_train_resumes_to_the_same_encoder(slice_fa, tmp_path, monke
     and --overwrite true starts an interrupted run again."""
     import torch
 
-    from genoseq.models.read_encoder import ReadEncoder
     from genoseq.models.resume import RandomState, checkpoint_dir
 
-    # a sequence-model encoder with dropout: the random state must come back as well as the data position
-    options = dict(kmer=0, model={"d_model": 16, "pattern": "H", "n_heads": 2, "hyena_filter_len": 64, "dropout": 0.1},
-                   embed_dim=16, head_hidden=32, fragment_length=200, read_length=100, steps=6, batch_size=8,
-                   warmup_steps=2, val_pairs=64, checkpoint_every=2, progress=False, accelerator="cpu", seed=3)
+    options = resume_options(steps=6, checkpoint_every=2, seed=3)
     straight = jobs.train(str(slice_fa[0]), str(tmp_path / "straight"), **options)
 
     def crash(self, trainer, pl_module, batch, batch_idx):
@@ -524,12 +544,7 @@ def test_interrupted_train_resumes_to_the_same_encoder(slice_fa, tmp_path, monke
     assert main(["align", "train", "--reference", str(slice_fa[0]), "--out", str(out), "--steps", "6"]) == 2
     assert "add --resume true to continue it" in capsys.readouterr().err and last.read_bytes() == saved
     resumed = jobs.train(str(slice_fa[0]), str(out), resume=True, **options)
-    for key in ("steps", "final_train_loss", "val_top1_of_256"):
-        assert resumed[key] == straight[key], key
-    a, b = ReadEncoder.from_pretrained(tmp_path / "straight"), ReadEncoder.from_pretrained(out)
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), name
-    assert not checkpoint_dir(out).exists()
+    assert_same_run(resumed, straight, out, tmp_path / "straight")
     # --overwrite true starts a run again: the left checkpoint (here unreadable) is deleted, not read
     checkpoint_dir(out).mkdir()
     last.write_bytes(b"not a checkpoint")
@@ -550,12 +565,9 @@ def test_train_killed_with_sigkill_resumes_to_the_same_encoder(slice_fa, tmp_pat
 
     import torch
 
-    from genoseq.models.read_encoder import ReadEncoder
     from genoseq.models.resume import checkpoint_dir
 
-    options = dict(kmer=0, model={"d_model": 16, "pattern": "H", "n_heads": 2, "hyena_filter_len": 64, "dropout": 0.1},
-                   embed_dim=16, head_hidden=32, fragment_length=200, read_length=100, steps=40, batch_size=8,
-                   warmup_steps=2, val_pairs=64, checkpoint_every=3, progress=False, accelerator="cpu", seed=5)
+    options = resume_options(steps=40, checkpoint_every=3, seed=5)
     out = tmp_path / "killed"
     script = ("import json, sys\nfrom genoseq.pipelines import align\n"
               "align.train(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))\n")
@@ -577,9 +589,4 @@ def test_train_killed_with_sigkill_resumes_to_the_same_encoder(slice_fa, tmp_pat
     assert 3 <= killed_at < 40 and killed_at % 3 == 0
     resumed = jobs.train(str(slice_fa[0]), str(out), resume=True, **options)
     straight = jobs.train(str(slice_fa[0]), str(tmp_path / "straight"), **options)
-    for key in ("steps", "final_train_loss", "val_top1_of_256"):
-        assert resumed[key] == straight[key], key
-    a, b = ReadEncoder.from_pretrained(tmp_path / "straight"), ReadEncoder.from_pretrained(out)
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), name
-    assert not checkpoint_dir(out).exists()
+    assert_same_run(resumed, straight, out, tmp_path / "straight")
