@@ -251,10 +251,10 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _tell(line: str) -> None:
-    """Print a failure's one line on stderr, on a line of its own (an open progress bar ends first)."""
-    from genoseq.progress import close_bars
+    """Print a failure's one line on stderr, on a line of its own (a bar's open line ends first)."""
+    from genoseq.progress import end_bar_line
 
-    close_bars()
+    end_bar_line()
     print(f"genoseq: {line}", file=sys.stderr)
 
 

@@ -34,7 +34,7 @@ ProgressChoice = Literal["auto", "bar", "lines", "none"]
 MODES = ("bar", "lines", "none")
 DEFAULT_INTERVAL = 30.0
 
-__all__ = ["MODES", "Progress", "ProgressChoice", "close_bars", "emit_line", "format_count", "format_duration", "line_interval", "resolve_progress"]
+__all__ = ["MODES", "Progress", "ProgressChoice", "end_bar_line", "emit_line", "format_count", "format_duration", "line_interval", "resolve_progress"]
 
 
 def resolve_progress(progress: bool | str | None = "auto", stream: TextIO | None = None) -> str:
@@ -120,7 +120,8 @@ class Progress:
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=self.stream, dynamic_ncols=True)
+            self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=_BarStream(self.stream),
+                             dynamic_ncols=True)
 
     # ------------------------------------------------------------------ tqdm-like API
     def update(self, n: float = 1) -> None:
@@ -180,18 +181,34 @@ class Progress:
         emit_line(self.line(final), self.stream)
 
 
-def close_bars() -> None:
-    """End every live progress bar's line, so that what is printed next starts a line of its own.
+class _BarStream:
+    """The stream a bar draws on, remembering whether its last write left a line open."""
 
-    A job stopped by a signal (SIGTERM, Ctrl-C) can leave a bar no ``with`` closes: the signal
-    may come while the bar is being made, before its ``with`` block is entered. tqdm keeps its
-    live bars in the class's ``_instances`` set (what its own ``tqdm.write`` clears them with)."""
-    if "tqdm" not in sys.modules:
-        return
-    from tqdm import tqdm
+    open: "_BarStream | None" = None  # the stream whose line a bar left unfinished, if any
 
-    for bar in list(getattr(tqdm, "_instances", ())):
-        bar.close()
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text:
+            _BarStream.open = None if text.endswith("\n") else self
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def end_bar_line() -> None:
+    """End the line a progress bar left unfinished, so that what is printed next starts a line
+    of its own. A job stopped by a signal (SIGTERM, Ctrl-C) can leave one: the signal may come
+    while the bar is being drawn or made, where no ``with`` block closes it."""
+    stream, _BarStream.open = _BarStream.open, None
+    if stream is not None:
+        stream.write("\n")
+        stream.flush()
 
 
 def emit_line(text: str, stream: TextIO | None = None) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from genoseq.errors import InputError
-from genoseq.progress import Progress, close_bars, format_count, format_duration, resolve_progress
+from genoseq.progress import Progress, end_bar_line, format_count, format_duration, resolve_progress
 
 LINE = re.compile(r"^\[[a-z ]+\]( [a-z]+)?( [a-z_/]+=\S+)+( [a-z]+)?( [a-z_/]+=\S+)*$")
 
@@ -60,8 +60,9 @@ def test_lines_are_plain_key_value_and_come_at_the_interval():
 
 
 def test_a_bar_left_open_is_ended_before_an_error_line(capsys):
-    """A bar no ``with`` closed (a signal came while it was being made) still has its line ended
-    by close_bars, which the command line calls before its one-line error."""
+    """A bar no ``with`` closed (a signal came while it was being made or drawn) still has its
+    line ended by end_bar_line, which the command line calls before its one-line error; a bar
+    that ended its line gets no second newline."""
     from genoseq.cli import _tell
 
     bar = Progress(10, desc="score", unit="bp", mode="bar", stream=sys.stderr)
@@ -69,8 +70,13 @@ def test_a_bar_left_open_is_ended_before_an_error_line(capsys):
     _tell("interrupted")
     err = capsys.readouterr().err
     assert err.endswith("\ngenoseq: interrupted\n") and "score:" in err, repr(err)
-    close_bars()  # nothing left open: nothing more is written
+    end_bar_line()  # nothing left open: nothing more is written
     assert capsys.readouterr().err == ""
+    with Progress(10, desc="embed", unit="seq", mode="bar", stream=sys.stderr) as closed:
+        closed.update(10)
+    _tell("interrupted")
+    err = capsys.readouterr().err
+    assert err.endswith("seq/s]\ngenoseq: interrupted\n") and "\n\n" not in err, repr(err)
 
 
 def test_formatting():
