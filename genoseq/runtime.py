@@ -147,6 +147,14 @@ def _naming_output(err: BaseException, path: Path, tmp: Path) -> BaseException:
     return OSError(err.errno, os.strerror(err.errno), str(path))
 
 
+def _raise_naming_output(err: BaseException, path: Path, tmp: Path) -> None:
+    """Raise ``err`` (being handled), as :func:`_naming_output` tells it."""
+    named = _naming_output(err, path, tmp)
+    if named is err:
+        raise err
+    raise named from err
+
+
 def _output_folder(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,10 +175,7 @@ def _moved_into_place(tmp: Path, path: Path) -> Iterator[None]:
             outputs.moves.append((tmp, path))
     except BaseException as err:
         _remove(tmp)
-        named = _naming_output(err, path, tmp)
-        if named is err:
-            raise
-        raise named from err
+        _raise_naming_output(err, path, tmp)
     finally:
         _WRITING.set(tuple(p for p in _WRITING.get() if p is not path))
 
@@ -187,10 +192,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:  # a read-only or unwritable folder: err names the temporary file it tried
-        named = _naming_output(err, path, Path(err.filename or ""))
-        if named is err:
-            raise
-        raise named from err
+        _raise_naming_output(err, path, Path(err.filename or ""))
     with _moved_into_place(Path(tmp), path):
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the usual mode
         with os.fdopen(fd, mode) as handle:
