@@ -164,6 +164,9 @@ class Attention(WindowedAttention):
                 qkv = causal_conv1d(qkv, cp.channel_slice(self.conv_weight, streams))
         elif self.conv_weight is not None:
             qkv = self._conv(qkv, seq_idx, cache)
+        # the conv hands back channels-first strides: a head's dimensions must be contiguous, or
+        # SDPA leaves its flash kernel for the math one and forms the L x L matrix (23 GiB at 32k)
+        qkv = qkv.contiguous()
         q, k, v = qkv.split([n_q * self.head_dim, n_kv * self.head_dim, n_kv * self.head_dim], dim=-1)
         q, k, v = (t.view(B, L, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
 

@@ -144,6 +144,26 @@ def test_attention_conv_streams_exactly_and_stays_inside_packed_sequences():
     torch.testing.assert_close(packed.reshape(2, 30, -1), out)
 
 
+def test_attention_conv_hands_sdpa_heads_it_can_run_in_linear_memory(monkeypatch):
+    """The conv's output is channels-first in memory; a head's dimensions must reach SDPA
+    contiguous, or PyTorch falls back from flash attention to its math kernel, which forms the
+    L x L matrix (23 GiB for one 32 kb window)."""
+    import genoseq.models.attention as attention
+
+    seen = []
+    sdpa = attention.F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append([t.stride(-1) for t in (q, k, v)])
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    model = Backbone(tiny("A", attention_conv=4, rope_fraction=0.0)).eval()
+    with torch.no_grad():
+        model(torch.randint(5, 9, (2, 40)))
+    assert seen == [[1, 1, 1]]
+
+
 def test_long_context_options_are_checked():
     with pytest.raises(ValueError, match=r"global_attention_layers \[1\] are not attention layers.*\[0, 2\]"):
         tiny("AHA", attention_window=8, global_attention_layers=[1])
