@@ -3,13 +3,16 @@
     python benchmarks/bench_copy_task.py                                   # HHMA, d_model 64, copies at any distance
     python benchmarks/bench_copy_task.py --gap 0 --segment 64 64 --length 128   # a segment and its copy right after
     python benchmarks/bench_copy_task.py --pattern HA --model-options '{"rope_fraction": 0, "attention_conv": 4}'
+    python benchmarks/bench_copy_task.py --pattern A --heads 2 --model-options '{"rope_fraction": 0, "attention_conv": 8, "attention_init": "induction"}'
+    python benchmarks/bench_copy_task.py --genome genome.fa --pattern HHMA --d-model 128 --heads 2 --length 1024 --batch 8 \
+        --segment 64 256 --model-options '{"rope_fraction": 0, "attention_conv": 12, "attention_init": "induction"}'
 
 Every training row is uniformly random tokens (``--vocab`` of them: the four bases, or more to
-see whether short keys are what makes DNA hard) in which one segment of ``--segment`` tokens is
+see whether short keys are what makes DNA hard), or a window of a real genome (``--genome``), in which one segment of ``--segment`` tokens is
 copied again further on: right after its end (``--gap 0``, so always the same distance back, which
 positional attention alone can solve), a fixed gap, or a gap log-uniform over the room in the row
 (``--gap -1``, the default: the model has to find the earlier occurrence by its content, an
-induction mechanism). Nothing else in a row is predictable, so every other base costs
+induction mechanism). In random rows nothing else is predictable, so every other base costs
 log2(vocab) bits; a model that copies predicts the copy (after its first few tokens) at near 0.
 
 The model is genoseq's language model (``--pattern``, ``--d-model`` and any ``ModelConfig`` field in
@@ -29,15 +32,37 @@ import time
 import torch
 import torch.nn.functional as F
 
+from genoseq.genome import open_genome
 from genoseq.models import ModelConfig
+from genoseq.tokenizer import N
 from genoseq.models.lm import GenoSeqLM
 
 
+def genome_rows(genome, batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """``batch`` windows of ``length`` bases of ``genome`` at random places and strands, without N."""
+    contigs = [(name, n) for name, n in genome.contigs.items() if n >= length]
+    if not contigs:
+        raise SystemExit(f"no contig of the genome holds {length} bases")
+    weights = torch.tensor([float(n - length + 1) for _, n in contigs])
+    rows = []
+    while len(rows) < batch:
+        name, n = contigs[int(torch.multinomial(weights, 1, generator=generator))]
+        start = int(torch.randint(0, n - length + 1, (), generator=generator))
+        strand = "+" if torch.rand((), generator=generator) < 0.5 else "-"
+        ids = torch.as_tensor(genome.fetch(name, start, start + length, strand).astype("int64"))
+        if not (ids == N).any():
+            rows.append(ids)
+    return torch.stack(rows)
+
+
 def copy_rows(alphabet: torch.Tensor, batch: int, length: int, segment: tuple[int, int], gap: int,
-              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random rows (batch, length) of ``alphabet`` tokens, each with one copied segment, and a mask
-    of the copied tokens after the first of each copy."""
-    ids = alphabet[torch.randint(0, len(alphabet), (batch, length), generator=generator)]
+              generator: torch.Generator, genome=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random rows (batch, length) of ``alphabet`` tokens (or windows of ``genome``), each with one
+    copied segment, and a mask of the copied tokens after the first of each copy."""
+    if genome is not None:
+        ids = genome_rows(genome, batch, length, generator)
+    else:
+        ids = alphabet[torch.randint(0, len(alphabet), (batch, length), generator=generator)]
     copied = torch.zeros(batch, length, dtype=torch.bool)
     for row in range(batch):
         s = int(torch.randint(segment[0], segment[1] + 1, (), generator=generator))
@@ -61,13 +86,14 @@ def train(args: argparse.Namespace) -> list[dict]:
     alphabet = bases if args.vocab == 4 else torch.arange(args.vocab)
     if args.vocab > lm.config.vocab_size:
         raise SystemExit(f"--vocab {args.vocab} is more than the model's vocab_size {lm.config.vocab_size}")
-    opt = torch.optim.AdamW(lm.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    opt = torch.optim.AdamW(lm.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed + 1)
+    genome = open_genome(args.genome) if args.genome else None
     curve, sums, start = [], [0.0, 0, 0.0, 0], time.time()
     for step in range(1, args.steps + 1):
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1.0, step / args.warmup)
-        ids, copied = copy_rows(alphabet, args.batch, args.length, tuple(args.segment), args.gap, generator)
+        ids, copied = copy_rows(alphabet, args.batch, args.length, tuple(args.segment), args.gap, generator, genome)
         logits = lm(ids)[:, :-1]
         nll = F.cross_entropy(logits.transpose(1, 2).float(), ids[:, 1:], reduction="none")
         opt.zero_grad()
@@ -97,8 +123,10 @@ def main() -> None:
     parser.add_argument("--segment", type=int, nargs=2, default=[16, 64], metavar=("MIN", "MAX"))
     parser.add_argument("--gap", type=int, default=-1, help="tokens between a segment and its copy (-1: log-uniform)")
     parser.add_argument("--vocab", type=int, default=4, help="4: the bases; more: token ids 0..vocab-1")
+    parser.add_argument("--genome", help="FASTA: rows are windows of this genome (either strand) instead of random tokens")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

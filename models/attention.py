@@ -31,6 +31,7 @@ from .config import ModelConfig
 from .tensor_utils import positions_in_segment, select_rows, to_acc
 
 QUERY_BLOCK = 512  # queries per block of the blockwise path
+INDUCTION_LOGIT = 32.0  # an induction-initialised head's expected score for a query whose whole k-mer matches a key
 
 
 @dataclass
@@ -115,6 +116,29 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, wi
     return torch.cat(outputs, dim=2)
 
 
+def identity_taps(channels: int, width: int) -> torch.Tensor:
+    """Conv weights (channels, width) that pass every channel through unchanged."""
+    weight = torch.zeros(channels, width)
+    weight[:, -1] = 1.0
+    return weight
+
+
+def induction_taps(n_heads: int, n_kv_heads: int, head_dim: int, width: int) -> torch.Tensor:
+    """Conv weights over the q, k, v channels (the layout of ``Attention.qkv``) that make a k-mer
+    induction head: the channels of every query head in ``width - 1`` groups, group ``a`` seeing
+    the base ``a`` positions back; key heads alike, one position further back; values unchanged.
+    Channels left over by the split see the current base. Tap ``width - 1 - a`` is delay ``a``."""
+    groups = width - 1
+    size = head_dim // groups
+    delay = torch.zeros(head_dim, dtype=torch.long)
+    delay[: groups * size] = torch.arange(groups * size) // size
+    shifted = torch.where(torch.arange(head_dim) < groups * size, delay + 1, delay)
+    delays = torch.cat([delay.repeat(n_heads), shifted.repeat(n_kv_heads), torch.zeros(n_kv_heads * head_dim, dtype=torch.long)])
+    weight = torch.zeros(delays.numel(), width)
+    weight[torch.arange(delays.numel()), width - 1 - delays] = 1.0
+    return weight
+
+
 class WindowedAttention(nn.Module):
     """What every attention layer of every model family has: ``window`` (attend to at most the last
     ``window`` positions; None: all) and ``sink`` (the first positions every query also sees), which
@@ -138,14 +162,29 @@ class Attention(WindowedAttention):
         self.sink = 0  # first positions every query also sees (inference only: see models.inference.limit_attention)
         self.qkv = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=False)
         self.conv_weight = None
-        if cfg.attention_conv:  # starts as the identity: the conv learns which earlier bases to mix in
-            weight = torch.zeros(self.qkv.out_features, cfg.attention_conv)
-            weight[:, -1] = 1.0
-            self.conv_weight = nn.Parameter(weight)
+        self.init_style = cfg.attention_init
+        if cfg.attention_conv:  # the conv learns which earlier bases to mix in; its start: reset_special_parameters
+            self.conv_weight = nn.Parameter(identity_taps(self.qkv.out_features, cfg.attention_conv))
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         rot = 2 * round(cfg.rope_fraction * self.head_dim / 2)  # rotated dimensions of each head
         inv_freq = cfg.rope_base ** (-torch.arange(0, rot, 2, dtype=torch.float32) / max(rot, 1))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def reset_special_parameters(self) -> None:
+        """The ``attention_init`` start (after the backbone's N(0, 0.02) of every projection)."""
+        if self.conv_weight is None:
+            return
+        with torch.no_grad():
+            self.conv_weight.copy_(induction_taps(self.n_heads, self.n_kv_heads, self.head_dim, self.conv_weight.shape[1])
+                                   if self.init_style == "induction" else identity_taps(*self.conv_weight.shape))
+            if self.init_style == "induction":
+                q_rows, kv_rows = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+                d_model = self.qkv.in_features
+                # the inputs are normed (entries ~1): a query entry ~ c, a head's full-match score ~ c^2 sqrt(head_dim)
+                c = (INDUCTION_LOGIT / self.head_dim ** 0.5) ** 0.5
+                q = self.qkv.weight[:q_rows].normal_(0.0, c / d_model ** 0.5)
+                first_of_group = torch.arange(self.n_kv_heads) * (self.n_heads // self.n_kv_heads)
+                self.qkv.weight[q_rows : q_rows + kv_rows] = q.view(self.n_heads, self.head_dim, -1)[first_of_group].reshape(kv_rows, -1)
 
     def new_cache(self, max_len: int | None) -> AttentionCache:
         if max_len is None:

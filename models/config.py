@@ -66,6 +66,16 @@ class ModelConfig:
     # where the bases it has just seen occurred before and read what came next (in-context copying,
     # an induction head in one layer). 0 = none.
     attention_conv: int = 0
+    # How attention layers start. "default": every projection ~ N(0, 0.02), the conv above the
+    # identity. "induction" (needs attention_conv >= 2): the layer starts as an induction head over
+    # k-mers, the structure H3 builds in with its shift SSM: each head's query channels, in
+    # attention_conv - 1 groups, see the current base and the ones before it, its key channels the
+    # same bases one position earlier, and the key projection starts equal to the query projection
+    # (scaled so a full k-mer match stands out), so a query attends from the start to where the
+    # bases it has just seen occurred before, and the value there is the base that came next.
+    # Training then only has to learn to use what the head reads, which a model trained from a
+    # random start does not find within a CPU budget (benchmarks/bench_copy_task.py).
+    attention_init: str = "default"
     # Sliding-window attention: each position attends to the last `attention_window` positions
     # (itself included) in every attention layer except those listed in `global_attention_layers`
     # (layer indices, 0 = the first block), which attend to the whole sequence. None: all full.
@@ -149,6 +159,13 @@ class ModelConfig:
         n = self.n_layers
         _check(self.attention_conv >= 0, f"attention_conv must be >= 0, got {self.attention_conv}")
         _check(0.0 <= self.rope_fraction <= 1.0, f"rope_fraction must be in [0, 1], got {self.rope_fraction}")
+        _check(self.attention_init in ("default", "induction"),
+               f"attention_init must be 'default' or 'induction', got {self.attention_init!r}")
+        _check(self.attention_init != "induction" or self.attention_conv >= 2,
+               f"attention_init 'induction' needs attention_conv >= 2 (the bases a key carries), got {self.attention_conv}")
+        _check(self.attention_init != "induction" or self.d_model // self.n_heads >= self.attention_conv - 1,
+               f"attention_init 'induction' needs a head of at least attention_conv - 1 = {self.attention_conv - 1} "
+               f"dimensions, got d_model {self.d_model} / n_heads {self.n_heads}")
         if self.attention_window is not None:
             self.attention_window = int(self.attention_window)
             _check(self.attention_window >= 1, f"attention_window must be >= 1, got {self.attention_window}")

@@ -144,6 +144,47 @@ def test_attention_conv_streams_exactly_and_stays_inside_packed_sequences():
     torch.testing.assert_close(packed.reshape(2, 30, -1), out)
 
 
+def _attention_weights(layer: Attention, x: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, L) causal attention probabilities of ``layer`` (no rotary) on inputs ``x``."""
+    from genoseq.kernels import causal_conv1d
+
+    qkv = causal_conv1d(layer.qkv(x), layer.conv_weight)
+    B, L, _ = x.shape
+    q_dims, kv_dims = layer.n_heads * layer.head_dim, layer.n_kv_heads * layer.head_dim
+    q, k, _ = qkv.split([q_dims, kv_dims, kv_dims], dim=-1)
+    q = q.view(B, L, layer.n_heads, -1).transpose(1, 2)
+    k = k.view(B, L, layer.n_kv_heads, -1).transpose(1, 2).repeat_interleave(layer.n_heads // layer.n_kv_heads, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / layer.head_dim ** 0.5
+    return scores.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+
+
+@pytest.mark.parametrize("n_kv_heads", [None, 1])
+def test_an_induction_initialised_layer_reads_what_followed_the_earlier_occurrence(n_kv_heads):
+    """From the start, a query inside a copied segment attends to the position after its own
+    k-mer's earlier occurrence (whose value is the base that comes next); default init does not."""
+    torch.manual_seed(0)
+    cfg = dict(d_model=64, n_heads=2, n_kv_heads=n_kv_heads, attention_conv=8, rope_fraction=0.0)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 9, (1, 300), generator=g)
+    src, dst, s = 40, 200, 60
+    ids[0, dst : dst + s] = ids[0, src : src + s]
+    queries = torch.arange(dst + 10, dst + s - 1)  # inside the copy, past its first k-mer
+    right = queries - (dst - src) + 1
+    share = {}
+    for init in ("induction", "default"):
+        model = Backbone(tiny("A", attention_init=init, **cfg)).eval()
+        with torch.no_grad():
+            x = model.layers[0].norm(model.embedding(ids))
+            p = _attention_weights(model.layers[0].mixer, x)
+        share[init] = p[0][:, queries, right].mean().item()
+    assert share["induction"] > 0.15, share  # uniform: 1 / 250
+    assert share["default"] < 0.05, share
+    layer = Backbone(tiny("A", attention_init="induction", **cfg)).layers[0].mixer
+    q_rows, kv_rows = layer.n_heads * layer.head_dim, layer.n_kv_heads * layer.head_dim
+    assert torch.equal(layer.qkv.weight[q_rows : q_rows + kv_rows], layer.qkv.weight[:kv_rows])
+    assert torch.equal(layer.conv_weight[q_rows + kv_rows :, -1], torch.ones(kv_rows))  # values pass through
+
+
 def test_attention_conv_hands_sdpa_heads_it_can_run_in_linear_memory(monkeypatch):
     """The conv's output is channels-first in memory; a head's dimensions must reach SDPA
     contiguous, or PyTorch falls back from flash attention to its math kernel, which forms the
@@ -179,6 +220,12 @@ def test_long_context_options_are_checked():
         tiny("A", rope_fraction=1.5)
     with pytest.raises(ValueError, match="attention_conv must be >= 0"):
         tiny("A", attention_conv=-1)
+    with pytest.raises(ValueError, match=r"attention_init 'induction' needs attention_conv >= 2.*got 0"):
+        tiny("A", attention_init="induction")
+    with pytest.raises(ValueError, match="attention_init must be 'default' or 'induction'"):
+        tiny("A", attention_init="copy")
+    with pytest.raises(ValueError, match=r"head of at least attention_conv - 1 = 11 dimensions, got d_model 32 / n_heads 4"):
+        tiny("A", attention_init="induction", attention_conv=12)
     with pytest.raises(ValueError, match="applies to hyena_filter_style 'genoseq'"):
         tiny("H", hyena_filter_style="hyenadna", hyena_filter_reach=3.0)
     assert ModelConfig.from_dict(tiny("HMA", checkpointing=[2, 0]).to_dict()).checkpointing == [0, 2]
