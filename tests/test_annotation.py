@@ -255,26 +255,19 @@ def test_cli_fit_predict_evaluate_and_api(segmenter_dir, slice_gff, workdir):
     assert [(f.start, f.end, f.strand) for f in one.features] == [(f["start"], f["end"], f["strand"]) for f in body["features"]]
 
 
-def test_interrupted_fine_tuning_resumes_to_the_same_weights(tiny_lm, slice_gff, workdir, monkeypatch):
-    """annotate fit --method finetune that dies after its first epoch's checkpoint and is rerun with
-    --resume true ends with the weights and history of an uninterrupted run."""
+def test_fine_tuning_killed_with_sigkill_resumes_to_the_same_weights(tiny_lm, slice_gff, workdir):
+    """annotate fit --method finetune killed with SIGKILL after its first epoch's checkpoint and
+    rerun with --resume true ends with the weights and history of an uninterrupted run."""
     from genoseq.models.segmenter import Segmenter
     from genoseq.pipelines.annotate import fit
-    from genoseq.models.resume import RandomState, checkpoint_dir
+    from genoseq.models.resume import checkpoint_dir
+    from sigkill import sigkill_at_epoch
 
     options = dict(holdout="BAC_00027", method="finetune", epochs=2, patience=2, window=256, context=32, hidden=16,
                    batch_size=16, accelerator="cpu", progress="none")
     straight = fit(str(tiny_lm), str(slice_gff), str(workdir / "ft_straight"), **options)
-
-    def crash(self, trainer, pl_module):
-        if trainer.current_epoch == 1:
-            raise RuntimeError("simulated crash")
-
     out = workdir / "ft_resumed"
-    with monkeypatch.context() as patch:
-        patch.setattr(RandomState, "on_train_epoch_start", crash, raising=False)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            fit(str(tiny_lm), str(slice_gff), str(out), **options)
+    sigkill_at_epoch("genoseq.pipelines.annotate.fit", [tiny_lm, slice_gff, out], options, 1, workdir / "killed.log")
     assert (checkpoint_dir(out) / "last.ckpt").is_file() and not out.exists()
     resumed = fit(str(tiny_lm), str(slice_gff), str(out), resume=True, **options)
     assert resumed["history"] == straight["history"]

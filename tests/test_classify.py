@@ -209,25 +209,18 @@ def test_fine_tuning_follows_the_one_schedule(tiny_lm):
     assert factor(0) == pytest.approx(1 / 1000) and factor(FINETUNE_DEFAULT_STEPS) == pytest.approx(0.1)
 
 
-def test_interrupted_fine_tuning_resumes_to_the_same_weights(finetuned_dir, model_dir, tables, workdir, monkeypatch):
-    """A fine-tuning that dies after an epoch's checkpoint (here at the start of its third epoch)
-    and is rerun with --resume true ends with the weights, best epoch and history of the
+def test_fine_tuning_killed_with_sigkill_resumes_to_the_same_weights(finetuned_dir, model_dir, tables, workdir):
+    """A fine-tuning killed with SIGKILL after an epoch's checkpoint (here as its third epoch
+    starts) and rerun with --resume true ends with the weights, best epoch and history of the
     uninterrupted run (finetuned_dir: the same options); the checkpoints go when it ends."""
     import torch
 
-    from genoseq.models.resume import RandomState, checkpoint_dir
+    from genoseq.models.resume import checkpoint_dir
+    from sigkill import sigkill_at_epoch
 
     out = workdir / "resumed"
     options = dict(max_epochs=3, patience=2, lr=2e-3, batch_size=32, accelerator="cpu", progress=False)
-
-    def crash(self, trainer, pl_module):
-        if trainer.current_epoch == 2:
-            raise RuntimeError("simulated crash")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(RandomState, "on_train_epoch_start", crash, raising=False)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            fit(str(model_dir), str(tables[0]), str(out), **options)
+    sigkill_at_epoch("genoseq.pipelines.classify.fit", [model_dir, tables[0], out], options, 2, workdir / "killed.log")
     assert (checkpoint_dir(out) / "last.ckpt").is_file()
     with pytest.raises(InputError, match="add --resume true to continue it"):  # never clobbered unasked
         fit(str(model_dir), str(tables[0]), str(out), **options)

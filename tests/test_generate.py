@@ -183,13 +183,13 @@ def test_fit_bad_input_exits_2(split, tmp_path, capsys, options, message):
     assert not (tmp_path / "gen" / "config.json").exists()
 
 
-def test_interrupted_fit_resumes_to_the_same_weights(split, tmp_path, monkeypatch, capsys):
-    """generate fit that dies after its first epoch's checkpoint (validating mid-epoch and at the
-    epoch's end) and is rerun with --resume true ends with the weights, steps and best validation
-    of an uninterrupted run; the command line refuses to overwrite the left checkpoint unasked; the
-    folder goes at the end."""
-    from genoseq.models.resume import RandomState
+def test_fit_killed_with_sigkill_resumes_to_the_same_weights(split, tmp_path, capsys):
+    """generate fit killed with SIGKILL after its first epoch's checkpoint (validating mid-epoch
+    and at the epoch's end) and rerun with --resume true ends with the weights, steps and best
+    validation of an uninterrupted run; the command line refuses to overwrite the left checkpoint
+    unasked; the folder goes at the end."""
     from genoseq.pipelines.generate import fit
+    from sigkill import sigkill_at_epoch
 
     with open(split[0]) as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))[::20]  # 8 steps an epoch, validated after 4 and 8
@@ -200,15 +200,8 @@ def test_interrupted_fit_resumes_to_the_same_weights(split, tmp_path, monkeypatc
                    warmup_steps=2, accelerator="cpu", progress=False)
     straight = fit(str(base), str(table), str(tmp_path / "straight"), **options)
 
-    def crash(self, trainer, pl_module):
-        if trainer.current_epoch == 1:
-            raise RuntimeError("simulated crash")
-
     out = tmp_path / "resumed"
-    with monkeypatch.context() as patch:
-        patch.setattr(RandomState, "on_train_epoch_start", crash, raising=False)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            fit(str(base), str(table), str(out), **options)
+    sigkill_at_epoch("genoseq.pipelines.generate.fit", [base, table, out], options, 1, tmp_path / "killed.log")
     last = checkpoint_dir(out) / "last.ckpt"
     state = torch.load(last, weights_only=True)  # the first epoch's end, after its second validation
     assert (state["epoch"], state["global_step"]) == (0, 8) and not (out / "config.json").exists()
