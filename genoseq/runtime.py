@@ -204,8 +204,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Like :func:`atomic_output` for writers that take a file name (pysam, h5py, matplotlib). The
     temporary file is created (empty) before the writer opens it, so that an unwritable folder
     fails here, naming ``path``, not in a C library that prints its own error lines first.
-    (h5py crashes the process when the disk fills up as it closes a file: a result small
-    enough is better built in memory and written with :func:`atomic_output`.)"""
+    (h5py crashes the process as it exits when the disk filled up while HDF5 held unwritten
+    data: :class:`genoseq.store.TokenStoreWriter` writes whole chunks with no chunk cache and
+    empties the file before closing it after a failure; a result small enough is better built
+    in memory and written with :func:`atomic_output`.)"""
     path = _output_folder(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     with _moved_into_place(tmp, path):

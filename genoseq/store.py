@@ -56,6 +56,32 @@ class ContigInfo:
     dataset: str
 
 
+class _ChunkWriter:
+    """Writes consecutive token ids into a chunked dataset one whole chunk at a time."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+        self.buffer = np.empty(ds.chunks[0] if ds.chunks else 0, dtype=np.uint8)
+        self.filled = self.start = 0
+
+    def write(self, ids: np.ndarray) -> None:
+        done = 0
+        while done < len(ids):
+            take = min(len(self.buffer) - self.filled, len(ids) - done)
+            self.buffer[self.filled : self.filled + take] = ids[done : done + take]
+            self.filled += take
+            done += take
+            if self.filled == len(self.buffer):
+                self.close()
+
+    def close(self) -> None:
+        """Write what is buffered (the last, partial chunk of a contig)."""
+        if self.filled:
+            self.ds[self.start : self.start + self.filled] = self.buffer[: self.filled]
+            self.start += self.filled
+            self.filled = 0
+
+
 class TokenStoreWriter:
     """Write contigs into a new store; :meth:`finalize` makes it visible under ``out``.
 
@@ -90,7 +116,9 @@ class TokenStoreWriter:
         self._output = contextlib.ExitStack()
         self.tmp_path = self._output.enter_context(atomic_path(self.out))
         self.contigs: list[ContigInfo] = []
-        self._file = h5py.File(self.tmp_path, "w")
+        # No chunk cache: whole chunks go to disk as they are written (_ChunkWriter), so a full
+        # disk fails that write, and nothing is left for HDF5 to flush when the file closes.
+        self._file = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)
         self._file.attrs["format"] = FORMAT
         self._file.attrs["format_version"] = FORMAT_VERSION
         self._file.create_group("tokens")
@@ -121,12 +149,13 @@ class TokenStoreWriter:
         md5, tokens_md5 = hashlib.md5(), hashlib.md5()
         runs: list[np.ndarray] = []
         pos = 0
+        chunks = _ChunkWriter(ds)
         for block in blocks:
             raw = block.encode("ascii") if isinstance(block, str) else bytes(block)
             ids = tokenizer.encode(raw, name=name, path=source, offset=pos)
             if pos + len(ids) > length:
                 raise InputError(f"contig is longer than its declared length {length}", path=source, record=name)
-            ds[pos : pos + len(ids)] = ids
+            chunks.write(ids)
             md5.update(raw.upper())
             tokens_md5.update(ids.tobytes())
             runs.append(n_runs_of(ids, pos))
@@ -135,6 +164,7 @@ class TokenStoreWriter:
                 on_progress(len(ids))
         if pos != length:
             raise InputError(f"contig has {pos} bases, expected {length}", path=source, record=name)
+        chunks.close()
         n_runs = merge_runs(runs)
         self._file["n_runs"].create_dataset(key, data=n_runs.reshape(-1, 2))
         info = ContigInfo(
@@ -177,23 +207,30 @@ class TokenStoreWriter:
         self._file.create_dataset("manifest", data=json.dumps(manifest, indent=1))
         self._file.attrs["genoseq_version"] = __version__
         self._file.attrs["complete"] = True  # the marker StoreGenome requires; set last
+        self._file.flush()  # fails (a full disk) with the file still open, so abort() can close it
         self._file.close()
         self._output.close()  # the rename
         self._finalized = True
         return manifest
 
-    def abort(self) -> None:
-        """Close and delete the unfinished temporary file."""
+    def abort(self, error: BaseException | None = None) -> None:
+        """Close and delete the unfinished temporary file; a failed write (``error``, a full disk)
+        is raised again naming the output."""
         if self._file.id.valid:
+            # On a full disk the metadata HDF5 writes as it closes would fail too, leaving a file that
+            # crashes the process as it exits: emptying it first frees the space (it goes anyway).
+            with contextlib.suppress(OSError):
+                os.truncate(self.tmp_path, 0)
             self._file.close()
-        self._output.__exit__(RuntimeError, RuntimeError("token store not finalized"), None)  # removes it
+        error = error if error is not None else RuntimeError("token store not finalized")
+        self._output.__exit__(type(error), error, error.__traceback__)  # removes it
 
     def __enter__(self) -> "TokenStoreWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if not self._finalized:
-            self.abort()
+            self.abort(exc)
 
 
 def write_store(

@@ -149,3 +149,23 @@ def test_non_store_hdf5_is_refused(tmp_path):
         f["x"] = np.arange(3)
     with pytest.raises(InputError, match="not a genoseq token store"):
         open_genome(path)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
+def test_blocks_of_any_size_land_whole_chunk_by_chunk(tmp_path, chunk_size):
+    """Blocks that do not line up with the chunks (the writer stores whole chunks, buffering the
+    rest) read back as the sequence, for contigs shorter and longer than a chunk."""
+    rng = np.random.default_rng(chunk_size)
+    seqs = {name: "".join(rng.choice(list("ACGTN"), n)) for name, n in (("short", 5), ("long", 333))}
+    out = tmp_path / "s.h5"
+    with TokenStoreWriter(out, chunk_size=chunk_size) as writer:
+        for name, seq in seqs.items():
+            cuts = sorted(rng.choice(np.arange(1, len(seq)), size=min(4, len(seq) - 1), replace=False))
+            blocks = [seq[a:b] for a, b in zip([0, *cuts], [*cuts, len(seq)])]
+            writer.add_contig(name, len(seq), blocks, source="test")
+        writer.finalize()
+    from genoseq.tokenizer import Tokenizer
+
+    with open_genome(out) as genome:
+        for name, seq in seqs.items():
+            assert np.array_equal(genome.fetch(name, 0, len(seq)), Tokenizer().encode(seq))

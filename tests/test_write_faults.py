@@ -1,6 +1,7 @@
 """Faults while writing, for ``genoseq score``, ``vep``, ``embed`` and ``annotate predict`` on real
 E. coli data: a full disk (a 16 kB tmpfs, smaller than what each command writes), a read-only
-output folder (a read-only tmpfs) and SIGTERM in the middle of the job. Each ends with one line on stderr that
+output folder (a read-only tmpfs) and SIGTERM in the middle of the job; ``genoseq prepare`` (an
+HDF5 token store, written through h5py) meets the first two. Each ends with one line on stderr that
 says what happened and names the output, the exit status of ``genoseq.cli`` (1 full disk,
 2 read-only, 143 SIGTERM), no traceback, nothing in the output folder (no result, no temporary
 file) and the inputs unchanged.
@@ -33,6 +34,7 @@ from genoseq.runtime import atomic_output, atomic_outputs, write_json, write_tsv
 CONTIG = "K-12-MG1655"
 SLICE = 1_000_000  # bases of E. coli for the long (SIGTERM) jobs
 COMMANDS = ("score", "vep", "embed", "annotate predict")
+WRITERS = COMMANDS + ("prepare",)  # prepare takes a second, too short to stop in the middle
 TMPFS_SIZE = "16k"
 
 
@@ -97,6 +99,9 @@ def command(name: str, inputs, out_dir: Path, long: bool = False) -> tuple[list[
         argv = ["embed", "--model", lm, "--tsv", str(d / ("regions_all.tsv" if long else "regions.tsv")),
                 "--out", str(out), "--batch_size", "64"]
         outputs = [out]
+    elif name == "prepare":
+        out = out_dir / "genome.h5"
+        return ["prepare", "--fasta", str(d / "genome.fa"), "--out", str(out)] + progress, [out, out_dir / "genome.h5.json"]
     else:
         out = out_dir / "pred.gff3"
         argv = ["annotate", "predict", "--segmenter", str(inputs.segmenter), "--out", str(out),
@@ -141,7 +146,7 @@ def error_line(captured) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("name", WRITERS)
 def test_a_full_disk_fails_naming_the_output_and_leaves_nothing(name, inputs, tmpfs, capfd):
     out_dir = tmpfs(f"size={TMPFS_SIZE},mode=0755")
     argv, outputs = command(name, inputs, out_dir)
@@ -157,7 +162,7 @@ def test_a_full_disk_fails_naming_the_output_and_leaves_nothing(name, inputs, tm
     assert input_checksums(inputs) == before
 
 
-@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("name", WRITERS)
 def test_a_read_only_folder_fails_naming_the_output_and_leaves_nothing(name, inputs, tmpfs, capfd):
     out_dir = tmpfs(f"ro,size={TMPFS_SIZE},mode=0755")
     argv, outputs = command(name, inputs, out_dir)
