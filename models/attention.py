@@ -169,6 +169,7 @@ class Attention(WindowedAttention):
         rot = 2 * round(cfg.rope_fraction * self.head_dim / 2)  # rotated dimensions of each head
         inv_freq = cfg.rope_base ** (-torch.arange(0, rot, 2, dtype=torch.float32) / max(rot, 1))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.reset_special_parameters()
 
     def reset_special_parameters(self) -> None:
         """The ``attention_init`` start (after the backbone's N(0, 0.02) of every projection)."""
