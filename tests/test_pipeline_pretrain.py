@@ -147,3 +147,20 @@ def test_logger_choice_and_missing_tensorboard_are_input_errors(tmp_path, monkey
                  "--trainer.max_steps", "2"]) == 2
     assert "genoseq[tensorboard]" in capsys.readouterr().err
     assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "recipe_cpu_small.yaml", "recipe_long_cpu.yaml"])
+def test_shipped_configs_parse_and_build_their_model(name, capsys):
+    """Every config in configs/ is accepted by genoseq pretrain and its model section passes
+    ModelConfig's checks (a field renamed or an option combination refused would show here,
+    not an hour into a user's run)."""
+    from pathlib import Path
+
+    from genoseq.models import ModelConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    with pytest.raises(SystemExit) as done:  # --print_config prints and exits
+        main(["pretrain", "--config", str(path), "--data", "genome.fa", "--out", "run", "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    ModelConfig(**{k: v for k, v in printed["model"].items() if v is not None})
