@@ -8,7 +8,7 @@ the weights at the end equal an uninterrupted run's. :func:`check_resume` runs b
 ``--resume`` needs the checkpoint, and a left one is never overwritten unasked (``--overwrite
 true``, where a command has it, asks to start again).
 :func:`last_checkpoint` is the Lightning callback that writes it, after every epoch or every
-``n`` training steps; :class:`RandomState` puts the random generators in it. The data position
+``n`` training steps and where a ``max_time`` guard stopped the run; :class:`RandomState` puts the random generators in it. The data position
 inside an epoch is the DataModules' own state (:mod:`genoseq.datamodules.sampling`).
 """
 
@@ -50,6 +50,26 @@ class RandomState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class StepCheckpoint(ModelCheckpoint):
+    """``dirpath/last.ckpt`` every ``every_n_train_steps`` optimiser steps (a run of one long
+    epoch), and at the step where training is told to stop between those (the ``max_time``
+    guard's Timer, a rank that left): such a run resumes from the step it reached, not up to an
+    interval earlier. Lightning runs checkpoint callbacks after all others, so a stop decided at
+    a step is seen here at that step, while the loop state is still the step's (at the end of
+    training it already counts the unfinished epoch as done)."""
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int | None) -> None:
+        # save_top_k=0 with save_last: only last.ckpt; no last-v1.ckpt beside a copied run's
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
+                         enable_version_counter=False)
+        self.every = every_n_train_steps or 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.should_stop and not (self.every and trainer.global_step % self.every == 0):
+            trainer.save_checkpoint(Path(self.dirpath) / LAST)
+
+
 def checkpoint_dir(out: str | Path) -> Path:
     """Where a training run that writes ``out`` keeps its ``last.ckpt`` until it ends:
     ``<out>.checkpoints``, beside the output (which is written whole at the end)."""
@@ -82,19 +102,19 @@ def check_resume(out: str | Path, resume: bool, *, trains: bool = True, overwrit
 
 def last_checkpoint(folder: str | Path, *, every_n_train_steps: int | None = None) -> ModelCheckpoint:
     """The callback that keeps ``folder/last.ckpt``: the state after the newest epoch, or with
-    ``every_n_train_steps`` after every that many optimiser steps (a run of one long epoch).
+    ``every_n_train_steps`` after every that many optimiser steps (a run of one long epoch) and
+    where a ``max_time`` guard stopped it (:class:`StepCheckpoint`).
 
     At an epoch's end, after its validations, never at a validation inside the epoch: a
     DataModule records its position in the epoch only while training
     (:func:`genoseq.datamodules.sampling.with_position`), and a resume from a step-end
     checkpoint skips a validation due at that step."""
-    # save_top_k=1 without a monitor: always the newest as last.ckpt (save_last alone saves
-    # nothing in this Lightning version unless a top-k save happened); no last-v1.ckpt beside it
     if every_n_train_steps is not None:
-        return ModelCheckpoint(dirpath=folder, filename=Path(LAST).stem, save_top_k=1,
-                               every_n_train_steps=every_n_train_steps, enable_version_counter=False)
+        return StepCheckpoint(folder, every_n_train_steps)
+    # save_top_k=1 without a monitor: always the newest as last.ckpt (at epoch ends save_last
+    # alone saves nothing in this Lightning version unless a top-k save happened); no last-v1.ckpt
     return ModelCheckpoint(dirpath=folder, filename=Path(LAST).stem, save_top_k=1, every_n_epochs=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
 
 
-__all__ = ["LAST", "RandomState", "check_resume", "checkpoint_dir", "last_checkpoint"]
+__all__ = ["LAST", "RandomState", "StepCheckpoint", "check_resume", "checkpoint_dir", "last_checkpoint"]

@@ -279,14 +279,16 @@ def _context_parallel(model: ModelConfig, window: WindowConfig, trainer: Trainer
 
 
 def _trainer(trainer: TrainerConfig, run_dir: Path, has_val: bool, logger: str, progress):
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from genoseq.models.resume import StepCheckpoint
 
     callbacks = [
-        # last.ckpt only, refreshed every val_check_interval steps: the state --resume continues.
-        # Always that one file: with the version counter, a run folder copied or moved and then
-        # resumed wrote last-v1.ckpt beside it, and the next --resume went back to the old last.ckpt.
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                        every_n_train_steps=trainer.val_check_interval, enable_version_counter=False),
+        # last.ckpt only, refreshed every val_check_interval steps and where a max_time guard stops
+        # the run: the state --resume continues. Always that one file: with the version counter, a
+        # run folder copied or moved and then resumed wrote last-v1.ckpt beside it, and the next
+        # --resume went back to the old last.ckpt.
+        StepCheckpoint(run_dir / "checkpoints", trainer.val_check_interval),
         LearningRateMonitor(logging_interval="step"),
     ]
     return make_trainer(trainer, job="pretrain", root_dir=run_dir, logger=logger, progress=progress, callbacks=callbacks,

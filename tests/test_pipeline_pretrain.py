@@ -55,6 +55,30 @@ def test_resume_continues_exactly(tmp_path):
     assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
 
 
+def test_a_run_stopped_between_checkpoints_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """A run its max_time guard stops at step 10 (checkpoints every 7 steps) keeps the state of
+    step 10, and --resume from there to 20 gives the weights of 20 steps straight."""
+    from lightning.pytorch.callbacks import Callback
+
+    import genoseq.pipelines.pretrain as pretrain_module
+
+    class StopAt10(Callback):  # what Lightning's Timer does when max_time is up
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 10:
+                trainer.should_stop = True
+
+    pretrain(out=str(tmp_path / "straight"), trainer=_trainer(20), **TINY)
+    make_trainer = pretrain_module.make_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain_module, "make_trainer",
+                      lambda *a, callbacks=(), **k: make_trainer(*a, callbacks=[*callbacks, StopAt10()], **k))
+        assert pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(20), **TINY)["steps"] == 10
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 10
+    pretrain(out=str(tmp_path / "resumed"), trainer=_trainer(20), resume=True, **TINY)
+    assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
+
+
 def test_curriculum_resume_continues_exactly(tmp_path):
     """With length buckets, 14 steps then --resume to 20 (mid-epoch and mid-curriculum: 8 batches
     an epoch, 16 curriculum steps) gives the same weights as 20 steps straight; every step counts
