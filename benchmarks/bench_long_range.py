@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", help="released model folders")
     parser.add_argument("--genome", help="FASTA (or token store) of a genome the models never saw")
     parser.add_argument("--replot", nargs="+", type=Path, metavar="JSON",
-                        help="draw --png from earlier runs' output (their results together) instead")
+                        help="draw --png from earlier runs' output instead (a model's sections from several runs together)")
     parser.add_argument("--distances", type=int, nargs="+", default=[256, 1024, 4096, 16384, 65536, 131072])
     parser.add_argument("--contexts", type=int, nargs="+", default=[64, 256, 1024, 4096, 16384, 65536, 131072])
     parser.add_argument("--segment", type=int, default=500)
@@ -139,7 +139,11 @@ def main() -> None:
     if args.replot:
         if not args.png:
             parser.error("--replot draws into --png")
-        plot([res for path in args.replot for res in json.loads(path.read_text())["results"]], args.png)
+        merged: dict[str, dict] = {}  # one model's sections from several runs: one colour
+        for path in args.replot:
+            for res in json.loads(path.read_text())["results"]:
+                merged.setdefault(res["label"], {}).update(res)
+        plot(list(merged.values()), args.png)
         return
     if not args.model or not args.genome:
         parser.error("--model and --genome are required (or --replot)")
