@@ -72,10 +72,10 @@ class _ChunkWriter:
             self.filled += take
             done += take
             if self.filled == len(self.buffer):
-                self.close()
+                self.flush()
 
-    def close(self) -> None:
-        """Write what is buffered (the last, partial chunk of a contig)."""
+    def flush(self) -> None:
+        """Write what is buffered: a whole chunk, or at a contig's end its last, partial one."""
         if self.filled:
             self.ds[self.start : self.start + self.filled] = self.buffer[: self.filled]
             self.start += self.filled
@@ -164,7 +164,7 @@ class TokenStoreWriter:
                 on_progress(len(ids))
         if pos != length:
             raise InputError(f"contig has {pos} bases, expected {length}", path=source, record=name)
-        chunks.close()
+        chunks.flush()
         n_runs = merge_runs(runs)
         self._file["n_runs"].create_dataset(key, data=n_runs.reshape(-1, 2))
         info = ContigInfo(
