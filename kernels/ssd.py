@@ -46,22 +46,28 @@ def _check_ssd_args(x, dt, A, B, C, D, z, initial_state, seq_idx) -> None:
     check_shape("seq_idx", seq_idx, (b, L))
 
 
-def _segsum(x: torch.Tensor, same_segment: torch.Tensor | None = None) -> torch.Tensor:
-    """``out[..., i, j] = x[..., j+1] + ... + x[..., i]`` for ``j <= i``, ``-inf`` above the diagonal.
+class _PassStates(torch.autograd.Function):
+    """``S_0 = own_0``, ``S_z = carry_z S_{z-1} + own_z``: the state after each chunk, from each
+    chunk's own state ``own`` (b, c+1, ...) and the decay ``carry`` (b, c, ..., 1, 1) that takes
+    a state through chunk z. A loop over chunks with its gradient written out: through autograd,
+    each step of the loop would cost a node and a full-size gradient buffer in the backward pass."""
 
-    Built from a masked cumulative sum (not a difference of cumsums) so it stays exact for long
-    chunks. ``same_segment`` (broadcastable to ``(..., T, T)``) additionally sets ``-inf`` where
-    ``i`` and ``j`` lie in different packed sequences, so ``exp`` of the result is the decay mask.
-    """
-    T = x.size(-1)
-    x = x[..., None].expand(*x.shape, T)  # x[..., k, j] = x_k
-    strictly_lower = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=-1)
-    x = x.masked_fill(~strictly_lower, 0.0)
-    out = torch.cumsum(x, dim=-2)
-    keep = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))
-    if same_segment is not None:
-        keep = keep & same_segment
-    return out.masked_fill(~keep, float("-inf"))
+    @staticmethod
+    def forward(ctx, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
+        states = own.clone()
+        for z in range(1, own.shape[1]):
+            states[:, z].addcmul_(carry[:, z - 1], states[:, z - 1])
+        ctx.save_for_backward(states, carry)
+        return states
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states, carry = ctx.saved_tensors
+        grad_own = grad.clone()  # dL/dS_z through every later state: dL/dS_z + carry_{z+1} dL/dS_{z+1}
+        for z in range(grad.shape[1] - 1, 0, -1):
+            grad_own[:, z - 1].addcmul_(carry[:, z - 1], grad_own[:, z])
+        grad_carry = (grad_own[:, 1:] * states[:, :-1]).sum((-2, -1), keepdim=True)
+        return grad_own, grad_carry
 
 
 def ssd_chunked_reference(x, dt, A, B, C, chunk_size=64, D=None, z=None, initial_state=None, seq_idx=None,
@@ -85,45 +91,50 @@ def ssd_chunked_reference(x, dt, A, B, C, chunk_size=64, D=None, z=None, initial
         seg = torch.cat([seg, seg[:, -1:].expand(batch, pad)], dim=1)
     nchunks = (L + pad) // chunk_size
 
-    # Heads in a group share B and C.
-    Bf = Bf.repeat_interleave(nheads // ngroups, dim=2)
-    Cf = Cf.repeat_interleave(nheads // ngroups, dim=2)
+    # Heads as (groups, heads of the group): a group's heads share B and C, so what depends on
+    # B and C alone (C_i.B_j inside a chunk) is computed once per group, not once per head.
+    k = nheads // ngroups
 
     def chunked(t: torch.Tensor) -> torch.Tensor:  # (b, c*l, ...) -> (b, c, l, ...)
         return t.reshape(batch, nchunks, chunk_size, *t.shape[2:])
 
-    xdt = chunked(xf * dtf[..., None])  # (b, c, l, h, p)
-    Bc, Cc = chunked(Bf), chunked(Cf)  # (b, c, l, h, n)
+    xdt = chunked(xf * dtf[..., None]).view(batch, nchunks, chunk_size, ngroups, k, headdim)
+    xdt = xdt.permute(0, 1, 3, 4, 2, 5)  # (b, c, g, k, l, p)
+    Bc, Cc = (chunked(t).transpose(2, 3) for t in (Bf, Cf))  # (b, c, g, l, n)
     segc = chunked(seg)  # (b, c, l)
-    dA = chunked(dtf * A.to(acc)).permute(0, 3, 1, 2)  # (b, h, c, l)
+    dA = chunked(dtf * A.to(acc)).view(batch, nchunks, chunk_size, ngroups, k).permute(0, 1, 3, 4, 2)  # (b, c, g, k, l)
     dA_cumsum = torch.cumsum(dA, dim=-1)
 
     # 1. Within each chunk: y_i += sum_{j <= i} C_i.B_j exp(dA_{j+1} + ... + dA_i) dt_j x_j.
-    same = (segc[..., :, None] == segc[..., None, :])[:, None]  # (b, 1, c, l, l)
-    decay = torch.exp(_segsum(dA, same))  # (b, h, c, l, l)
-    y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", Cc, Bc, decay, xdt)
+    # exp(dA_{j+1} + ... + dA_i) as a difference of the chunk's cumulative sums (as Mamba-2's own
+    # kernels do: exact enough within a chunk, and it saves a cumsum over l x l per head);
+    # zero above the diagonal and across packed sequences
+    same = torch.tril(segc[..., :, None] == segc[..., None, :])[:, :, None, None]  # (b, c, 1, 1, l, l)
+    decay = torch.exp((dA_cumsum[..., :, None] - dA_cumsum[..., None, :]).masked_fill(~same, float("-inf")))
+    CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, l, l), once per group
+    y_diag = (decay * CB[:, :, :, None]) @ xdt  # (b, c, g, k, l, p)
 
     # 2. The state each chunk leaves behind from its own inputs (those in its last segment).
-    decay_to_end = torch.exp(dA_cumsum[..., -1:] - dA_cumsum)  # (b, h, c, l)
-    in_last_segment = (segc == segc[..., -1:]).to(acc)  # (b, c, l)
-    chunk_states = torch.einsum("bclhn,bhcl,bcl,bclhp->bchpn", Bc, decay_to_end, in_last_segment, xdt)
+    in_last_segment = (segc == segc[..., -1:]).to(acc)[:, :, None, None]  # (b, c, 1, 1, l)
+    decay_to_end = torch.exp(dA_cumsum[..., -1:] - dA_cumsum) * in_last_segment  # (b, c, g, k, l)
+    chunk_states = (xdt * decay_to_end[..., None]).transpose(-1, -2) @ Bc[:, :, :, None]  # (b, c, g, k, p, n)
 
-    # 3. Pass states across chunks: state after chunk z = sum over earlier chunks c of their own
-    #    state decayed through chunks c+1..z, unless a sequence boundary lies in between.
+    # 3. Pass states across chunks, one chunk after the other: S_z = exp(dA over chunk z) S_{z-1}
+    #    + own_z, the carry zeroed where a sequence starts (linear in the number of chunks; the
+    #    all-pairs form of the paper is quadratic in it).
     if initial_state is None:
         initial_state = xf.new_zeros(batch, nheads, headdim, dstate)
-    states = torch.cat([initial_state.to(acc)[:, None], chunk_states], dim=1)  # (b, c+1, h, p, n)
+    states = torch.cat([initial_state.to(acc).view(batch, 1, ngroups, k, headdim, dstate), chunk_states], dim=1)
     seg_end = torch.cat([seg[:, :1], segc[..., -1]], dim=1)  # segment of each state: (b, c+1)
-    same_chunk = (seg_end[:, :, None] == seg_end[:, None, :])[:, None]  # (b, 1, c+1, c+1)
-    chunk_decay = torch.exp(_segsum(F.pad(dA_cumsum[..., -1], (1, 0)), same_chunk))  # (b, h, c+1, c+1)
-    states = torch.einsum("bhzc,bchpn->bzhpn", chunk_decay, states)
-    incoming, final_state = states[:, :-1], states[:, -1]
+    carry = torch.exp(dA_cumsum[..., -1]) * (seg_end[:, 1:] == seg_end[:, :-1]).to(acc)[:, :, None, None]  # (b, c, g, k)
+    states = _PassStates.apply(states, carry[..., None, None])  # (b, c+1, g, k, p, n)
+    incoming, final_state = states[:, :-1], states[:, -1].reshape(batch, nheads, headdim, dstate)
 
     # 4. The incoming state's contribution to each output (same sequence only).
-    uses_incoming = (segc == seg_end[:, :-1, None]).to(acc)  # (b, c, l)
-    y_off = torch.einsum("bclhn,bchpn,bhcl,bcl->bclhp", Cc, incoming, torch.exp(dA_cumsum), uses_incoming)
+    uses_incoming = (segc == seg_end[:, :-1, None]).to(acc)[:, :, None, None]  # (b, c, 1, 1, l)
+    y_off = (Cc[:, :, :, None] @ incoming.transpose(-1, -2)) * (torch.exp(dA_cumsum) * uses_incoming)[..., None]
 
-    y = (y_diag + y_off).reshape(batch, nchunks * chunk_size, nheads, headdim)[:, :L]
+    y = (y_diag + y_off).permute(0, 1, 4, 2, 3, 5).reshape(batch, nchunks * chunk_size, nheads, headdim)[:, :L]
     y = _skip_and_gate(y, x, D, z)
     return y.to(out_dtype), (final_state if return_final_state else None)
 
