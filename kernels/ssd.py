@@ -94,10 +94,7 @@ def ssd_chunked_reference(x, dt, A, B, C, chunk_size=64, D=None, z=None, initial
     # Heads as (groups, heads of the group): a group's heads share B and C, so what depends on
     # B and C alone (C_i.B_j inside a chunk) is computed once per group, not once per head.
     k = nheads // ngroups
-
-    def chunked(t: torch.Tensor) -> torch.Tensor:  # (b, c*l, ...) -> (b, c, l, ...)
-        return t.reshape(batch, nchunks, chunk_size, *t.shape[2:])
-
+    chunked = lambda t: t.reshape(batch, nchunks, chunk_size, *t.shape[2:])  # noqa: E731  (b, c*l, ...) -> (b, c, l, ...)
     xdt = chunked(xf * dtf[..., None]).view(batch, nchunks, chunk_size, ngroups, k, headdim)
     xdt = xdt.permute(0, 1, 3, 4, 2, 5)  # (b, c, g, k, l, p)
     Bc, Cc = (chunked(t).transpose(2, 3) for t in (Bf, Cf))  # (b, c, g, l, n)
@@ -105,10 +102,8 @@ def ssd_chunked_reference(x, dt, A, B, C, chunk_size=64, D=None, z=None, initial
     dA = chunked(dtf * A.to(acc)).view(batch, nchunks, chunk_size, ngroups, k).permute(0, 1, 3, 4, 2)  # (b, c, g, k, l)
     dA_cumsum = torch.cumsum(dA, dim=-1)
 
-    # 1. Within each chunk: y_i += sum_{j <= i} C_i.B_j exp(dA_{j+1} + ... + dA_i) dt_j x_j.
-    # exp(dA_{j+1} + ... + dA_i) as a difference of the chunk's cumulative sums (as Mamba-2's own
-    # kernels do: exact enough within a chunk, and it saves a cumsum over l x l per head);
-    # zero above the diagonal and across packed sequences
+    # 1. Within each chunk: y_i += sum_{j <= i} C_i.B_j exp(dA_{j+1} + ... + dA_i) dt_j x_j, the
+    #    decay a difference of cumulative sums (as Mamba-2's kernels form it), 0 across sequences.
     same = torch.tril(segc[..., :, None] == segc[..., None, :])[:, :, None, None]  # (b, c, 1, 1, l, l)
     decay = torch.exp((dA_cumsum[..., :, None] - dA_cumsum[..., None, :]).masked_fill(~same, float("-inf")))
     CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, l, l), once per group
