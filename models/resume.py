@@ -8,8 +8,9 @@ the weights at the end equal an uninterrupted run's. :func:`check_resume` runs b
 ``--resume`` needs the checkpoint, and a left one is never overwritten unasked (``--overwrite
 true``, where a command has it, asks to start again).
 :func:`last_checkpoint` is the Lightning callback that writes it, after every epoch or every
-``n`` training steps and where a ``max_time`` guard stopped the run; :class:`RandomState` puts the random generators in it. The data position
-inside an epoch is the DataModules' own state (:mod:`genoseq.datamodules.sampling`).
+``n`` training steps and where a ``max_time`` guard stopped the run; :class:`RandomState` puts
+the random generators in it. The data position inside an epoch is the DataModules' own state
+(:mod:`genoseq.datamodules.sampling`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class RandomState(Callback):
 class StepCheckpoint(ModelCheckpoint):
     """``dirpath/last.ckpt`` every ``every_n_train_steps`` optimiser steps (a run of one long
     epoch), and at the step where training is told to stop between those (the ``max_time``
-    guard's Timer, a rank that left): such a run resumes from the step it reached, not up to an
+    guard's Timer sets ``trainer.should_stop``): such a run resumes from the step it reached, not up to an
     interval earlier. Lightning runs checkpoint callbacks after all others, so a stop decided at
     a step is seen here at that step, while the loop state is still the step's (at the end of
     training it already counts the unfinished epoch as done)."""
